@@ -1,0 +1,227 @@
+"""The roles: analysts post, critique and review; experimenters claim, implement and launch.
+
+Each action follows one pattern: read a view (a read transaction), ask the policy (no transaction
+open: an LLM call may take a minute), then record the outcome and the agent's memory in one short
+write transaction. An agent that dies loses at most the decision it was making.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlmodel import Session, col, select
+
+from ..config import CampaignConfig
+from ..state import Store, emit
+from ..state.models import Agent, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
+from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
+                    directions)
+from .evidence import assess, direction_evidence
+from .policy import AgentInfo, Policy
+from .views import build_view, current_champion, proposal_view
+
+
+@dataclass
+class Context:
+    """What every agent works with: the store, the task, the policy, the campaign config."""
+
+    store: Store
+    task: TaskSpec
+    policy: Policy
+    config: CampaignConfig
+
+    @property
+    def folder(self) -> Path:
+        return self.store.folder
+
+
+def agent_info(session: Session, agent: Agent) -> AgentInfo:
+    team = session.get(Team, agent.team_id) if agent.team_id else None
+    assert agent.id is not None
+    return AgentInfo(id=agent.id, name=agent.name, role=agent.role, team_id=agent.team_id,
+                     focus=team.focus if team else "", memory=dict(agent.memory))
+
+
+def remember(session: Session, agent_id: int, **updates: Any) -> None:
+    """Advance the agent's step counter and merge `updates` into its stored memory."""
+    agent = session.get(Agent, agent_id)
+    assert agent is not None
+    memory = dict(agent.memory)
+    memory["step"] = int(memory.get("step", 0)) + 1
+    memory.update(updates)
+    agent.memory = memory
+    agent.heartbeat_at = utcnow()
+    session.add(agent)
+
+
+def post(session: Session, kind: str, title: str, body: str = "", *, author_id: Optional[int] = None,
+         team_id: Optional[int] = None, proposal_id: Optional[int] = None,
+         trial_ids: Optional[list[int]] = None) -> None:
+    session.add(ForumPost(kind=kind, title=title, body=body, author_id=author_id, team_id=team_id,
+                          proposal_id=proposal_id, trial_ids=trial_ids or []))
+
+
+class Role:
+    def __init__(self, ctx: Context, agent_id: int) -> None:
+        self.ctx = ctx
+        self.agent_id = agent_id
+
+    def _look(self) -> tuple[AgentInfo, Any]:
+        with self.ctx.store.read() as session:
+            agent = session.get(Agent, self.agent_id)
+            assert agent is not None
+            return agent_info(session, agent), build_view(session, self.ctx.task)
+
+
+class Analyst(Role):
+    def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0) -> Optional[int]:
+        info, view = self._look()
+        draft = self.ctx.policy.propose(info, view, focus)
+        with self.ctx.store.write() as session:
+            if draft is None:
+                remember(session, self.agent_id)
+                return None
+            champion = current_champion(session)
+            base = champion.overrides if champion else {}
+            known = self.ctx.task.base_config()
+            unknown = [k for k in draft.overrides if known and k not in known]
+            effective = {**base, **draft.overrides}
+            snapshot = champion.snapshot_id if champion else ""
+            if draft.edits:
+                snapshot = f"{snapshot}+{change_signature({}, draft.edits)}"
+            proposal = Proposal(
+                author_id=self.agent_id, team_id=team_id, focus=draft.focus, title=draft.title,
+                rationale=draft.rationale, expected_effect=draft.expected_effect,
+                falsification=draft.falsification, overrides=draft.overrides,
+                edits=[e.model_dump() for e in draft.edits],
+                change_signature=change_signature(draft.overrides, draft.edits),
+                config_signature=config_signature(snapshot, effective),
+                directions=directions(self.ctx.task, draft.overrides, draft.edits),
+                base_champion_id=champion.id if champion else None,
+                discussion_round=discussion_round,
+            )
+            if unknown:
+                proposal.status = "rejected"
+                proposal.reject_reason = (f"unknown config key(s) {', '.join(unknown)}; known keys: "
+                                          + ", ".join(sorted(known)))
+            session.add(proposal)
+            session.flush()
+            post(session, "proposal", f"#{proposal.id} {draft.title}", draft.rationale,
+                 author_id=self.agent_id, team_id=team_id, proposal_id=proposal.id)
+            emit(session, "proposal.posted", "proposal", proposal.id, author=info.name, focus=draft.focus,
+                 status=proposal.status)
+            remember(session, self.agent_id,
+                     proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:])
+            return proposal.id if proposal.status == "posted" else None
+
+    def critique(self, proposal_id: int) -> str:
+        info, view = self._look()
+        with self.ctx.store.read() as session:
+            proposal = session.get(Proposal, proposal_id)
+            assert proposal is not None
+            champion = current_champion(session)
+            margin = max(2 * champion.metric_std, self.ctx.config.promotion.min_delta) if champion else 0.0
+            findings = assess(session, proposal, margin)
+            authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
+            pview = proposal_view(proposal, authors)
+        draft = self.ctx.policy.critique(info, view, pview, findings)
+        with self.ctx.store.write() as session:
+            session.add(Critique(proposal_id=proposal_id, author_id=self.agent_id, verdict=draft.verdict,
+                                 reasons=draft.reasons))
+            post(session, "critique", f"{draft.verdict} #{proposal_id}", draft.reasons,
+                 author_id=self.agent_id, team_id=info.team_id, proposal_id=proposal_id)
+            remember(session, self.agent_id)
+        return draft.verdict
+
+    def review(self) -> list[str]:
+        """Read the outcomes and register the directions that keep failing as dead ends."""
+        info, view = self._look()
+        with self.ctx.store.read() as session:
+            evidence = direction_evidence(session)
+        drafts = self.ctx.policy.review(info, view, evidence)
+        registered = []
+        with self.ctx.store.write() as session:
+            for draft in drafts:
+                exists = session.exec(select(DeadEnd).where(DeadEnd.signature == draft.signature)).first()
+                if exists is not None:
+                    continue
+                session.add(DeadEnd(team_id=info.team_id, author_id=self.agent_id, signature=draft.signature,
+                                    description=draft.description, reason=draft.reason,
+                                    evidence_trial_ids=draft.evidence_trial_ids))
+                post(session, "dead_end", f"dead end: {draft.signature}",
+                     f"{draft.reason}; evidence: trials {draft.evidence_trial_ids}",
+                     author_id=self.agent_id, team_id=info.team_id, trial_ids=draft.evidence_trial_ids)
+                emit(session, "dead_end.registered", "dead_end", None, signature=draft.signature,
+                     evidence=draft.evidence_trial_ids)
+                registered.append(draft.signature)
+            remember(session, self.agent_id)
+        return registered
+
+
+class Experimenter(Role):
+    def claim(self, team_id: int) -> Optional[int]:
+        """Take the head of the team's queue (atomically: two experimenters never share one)."""
+        with self.ctx.store.write() as session:
+            proposal = session.exec(
+                select(Proposal).where(Proposal.team_id == team_id).where(Proposal.status == "queued")
+                .order_by(col(Proposal.id))
+            ).first()
+            if proposal is None:
+                return None
+            proposal.status = "claimed"
+            proposal.claimed_by = self.agent_id
+            proposal.updated_at = utcnow()
+            session.add(proposal)
+            agent = session.get(Agent, self.agent_id)
+            assert agent is not None
+            agent.status = "busy"
+            session.add(agent)
+            emit(session, "proposal.claimed", "proposal", proposal.id, by=agent.name)
+            return proposal.id
+
+    def launch(self, proposal_id: int) -> Optional[int]:
+        """Implement the claimed proposal on the current champion and create its first trial."""
+        info, view = self._look()
+        with self.ctx.store.read() as session:
+            proposal = session.get(Proposal, proposal_id)
+            champion = current_champion(session)
+            assert proposal is not None and champion is not None
+            authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
+            pview = proposal_view(proposal, authors)
+        impl = self.ctx.policy.implement(info, view, pview)
+        error = ""
+        snapshot = ""
+        try:
+            # Rebase on the champion as it is now, not as it was when the idea was posted.
+            snapshot = build_snapshot(self.ctx.task, self.ctx.folder, champion.snapshot_id,
+                                      [Edit.model_validate(e) for e in impl.edits])
+        except PatchError as exc:
+            error = str(exc)
+        with self.ctx.store.write() as session:
+            proposal = session.get(Proposal, proposal_id)
+            assert proposal is not None
+            agent = session.get(Agent, self.agent_id)
+            assert agent is not None
+            if error:
+                proposal.status, proposal.outcome, proposal.reject_reason = "done", "failed", error
+                session.add(proposal)
+                agent.status = "idle"
+                session.add(agent)
+                post(session, "failure", f"#{proposal_id} could not be implemented", error,
+                     author_id=self.agent_id, team_id=proposal.team_id, proposal_id=proposal_id)
+                remember(session, self.agent_id)
+                return None
+            overrides = {**champion.overrides, **impl.overrides}
+            trial = Trial(proposal_id=proposal_id, team_id=proposal.team_id, experimenter_id=self.agent_id,
+                          role="candidate", group=f"p{proposal_id}", snapshot_id=snapshot,
+                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0)
+            session.add(trial)
+            proposal.status = "running"
+            proposal.updated_at = utcnow()
+            session.add(proposal)
+            session.flush()
+            emit(session, "trial.created", "trial", trial.id, proposal=proposal_id, role="candidate")
+            remember(session, self.agent_id, current_proposal=proposal_id)
+            return trial.id

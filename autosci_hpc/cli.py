@@ -1,0 +1,178 @@
+"""The `autosci` command: run, status, log, show, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rich.console import Console
+
+from .config import ConfigError, load_config
+from .task import TaskError, load_task
+
+# Piped output (CI logs, `make run | tee`) gets a wide console instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+
+API_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo")
+PACKAGES = ("submitit", "sqlmodel", "pydantic", "anthropic", "omegaconf", "numpy", "scipy", "pandas", "rich",
+            "scikit-learn", "torch")
+
+
+def _latest_campaign(root: Path = Path("runs")) -> Optional[Path]:
+    found = sorted(root.glob("*/state.db"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    return found[-1].parent if found else None
+
+
+def _campaign_folder(arg: Optional[str]) -> Path:
+    folder = Path(arg) if arg else (Path(os.environ["AUTOSCI_CAMPAIGN"]) if "AUTOSCI_CAMPAIGN" in os.environ
+                                    else _latest_campaign())
+    if folder is None or not (folder / "state.db").is_file():
+        raise SystemExit(f"autosci: no campaign database in {folder or 'runs/'} "
+                         "(pass the campaign folder, or set AUTOSCI_CAMPAIGN)")
+    return folder
+
+
+def _open_read_only(folder: Path):  # noqa: ANN202 - Store, imported lazily to keep start-up fast
+    from .state import Store
+
+    return Store(folder, read_only=True, create=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.overrides)
+        task = load_task(config.task.path)
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    from .coordination.coordinator import Coordinator
+    from .status import render_status
+
+    folder = config.campaign_folder()
+    console.print(f"campaign folder: {folder}", highlight=False, soft_wrap=True)
+    live_view = console.is_terminal and not args.quiet
+    last = {"t": 0.0, "line": ""}
+
+    def on_tick(coordinator: Coordinator) -> None:
+        if live_view:
+            live.update(render_status(coordinator.store))
+            return
+        now = time.monotonic()
+        c = coordinator.store.campaign()
+        line = f"[{c.status}] trials {c.trials_submitted} submitted / {c.trials_finished} finished, " \
+               f"promotions {c.promotions}"
+        if line != last["line"] and now - last["t"] > 2:
+            console.print(line, highlight=False, markup=False)
+            last.update(t=now, line=line)
+
+    coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
+    if live_view:
+        from rich.live import Live
+
+        with Live(render_status(coordinator.store), console=console, refresh_per_second=2) as live:
+            summary = coordinator.run()
+    else:
+        summary = coordinator.run()
+    console.print(render_status(coordinator.store))
+    console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
+                  f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)
+    console.print(f"campaign folder: {summary.folder}", highlight=False, soft_wrap=True)
+    return 0 if summary.status == "finished" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import render_status
+
+    console.print(render_status(_open_read_only(_campaign_folder(args.folder))))
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from .status import log_table
+
+    store = _open_read_only(_campaign_folder(args.campaign))
+    console.print(log_table(store, team=args.team, status=args.status, proposal=args.proposal, limit=args.limit))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .status import show
+
+    store = _open_read_only(_campaign_folder(args.campaign))
+    try:
+        console.print(show(store, args.ref), highlight=False, soft_wrap=True)
+    except (KeyError, ValueError) as exc:
+        err.print(f"autosci: {exc}")
+        return 2
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .state.filesystem import describe, journal_mode_for
+
+    ok = True
+    console.print("[bold]packages[/bold]")
+    for name in PACKAGES:
+        try:
+            console.print(f"  {name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            optional = name in ("scikit-learn", "torch")
+            ok = ok and optional
+            console.print(f"  {name} missing" + (" (optional)" if optional else ""))
+    console.print("[bold]SLURM commands[/bold]")
+    for command in SLURM_COMMANDS:
+        path = shutil.which(command)
+        console.print(f"  {command}: {path or 'not on PATH'}")
+    folder = Path(args.folder)
+    console.print("[bold]campaign folder[/bold]")
+    console.print(f"  {folder}: {describe(folder)} -> journal mode {journal_mode_for(folder)}")
+    console.print("[bold]API keys[/bold]")
+    for var in API_KEY_VARIABLES:
+        # Never print the key, nor any part of it.
+        console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autosci", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a campaign to its budget, with a live view")
+    p.add_argument("config", help="campaign YAML (configs/campaign/*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. budget.trials=60")
+    p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")
+    p.add_argument("folder", nargs="?", help="campaign folder (default: the newest under runs/)")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("log", help="list trials")
+    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
+    p.add_argument("--team")
+    p.add_argument("--status", choices=["created", "submitted", "succeeded", "failed"])
+    p.add_argument("--proposal", type=int)
+    p.add_argument("--limit", type=int, default=200)
+    p.set_defaults(func=cmd_log)
+    p = sub.add_parser("show", help="one trial (12), proposal (p3) or team (team-1) with its story")
+    p.add_argument("ref")
+    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
+    p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Campaign configuration: package defaults, then the YAML file, then `key=value` overrides.
+
+Loading goes through OmegaConf (so YAML and dotlists behave as Hydra users expect) and validation
+through pydantic. Every key is checked against the schema *before* anything is created, and a bad
+key or value produces one `ConfigError` naming the file (or the command line), the dotted key and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CampaignSection(_Section):
+    name: str = "campaign"
+    #: Campaign folder; empty means `<root>/<name>-<timestamp>`.
+    folder: str = ""
+    root: str = "runs"
+    seed: int = 0
+
+
+class TaskSection(_Section):
+    #: A task folder holding task.yaml (absolute, or relative to the working directory).
+    path: str = "tasks/diabetes"
+    #: Override of the task's per-trial wall-clock limit, in seconds (0: the task's own).
+    time_limit_s: float = Field(default=0.0, ge=0)
+
+
+class CoordinationSection(_Section):
+    mode: Literal["decentralized", "single", "central"] = "decentralized"
+    teams: int = Field(default=2, ge=1)
+    analysts_per_team: int = Field(default=2, ge=1)
+    experimenters_per_team: int = Field(default=2, ge=1)
+    discussion_rounds: int = Field(default=2, ge=1)
+    #: A team whose last N experiments brought no improvement re-opens discussion.
+    stagnation_window: int = Field(default=10, ge=1)
+    #: Proposals a team keeps ready in its queue.
+    queue_depth: int = Field(default=2, ge=1)
+    #: Critiques each proposal receives before it may enter a queue.
+    critics_per_proposal: int = Field(default=2, ge=1)
+    #: Non-improving outcomes of one direction before it is registered as a dead end.
+    dead_end_after: int = Field(default=2, ge=1)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+
+class PromotionSection(_Section):
+    #: Seeds a candidate is run on before promotion (seed 0 screens, the rest replicate).
+    seeds: int = Field(default=3, ge=1)
+    rule: Literal["mean", "ttest"] = "mean"
+    #: Minimum improvement of the mean over seeds (in the metric's units).
+    min_delta: float = Field(default=0.0, ge=0)
+    #: A candidate is replicated only if its first seed beats the champion's by this much.
+    screen_delta: float = Field(default=0.0, ge=0)
+    #: Significance level of the `ttest` rule (one-sided paired t-test).
+    alpha: float = Field(default=0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ttest_needs_seeds(self) -> "PromotionSection":
+        if self.rule == "ttest" and self.seeds < 3:
+            raise ValueError("rule 'ttest' needs seeds >= 3")
+        return self
+
+
+class BudgetSection(_Section):
+    #: All trials count: baseline, candidates and replicates.
+    trials: int = Field(default=40, ge=1)
+    wall_clock_min: float = Field(default=60.0, gt=0)
+    gpu_hours: Optional[float] = Field(default=None, gt=0)
+    llm_dollars: Optional[float] = Field(default=None, gt=0)
+
+
+class LocalExecutorSection(_Section):
+    #: Trials running at once; 0 means the number of CPUs.
+    max_concurrent: int = Field(default=0, ge=0)
+
+
+class SlurmExecutorSection(_Section):
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    gres: str = ""
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_gb: float = Field(default=4.0, gt=0)
+    time_min: int = Field(default=60, ge=1)
+    array_parallelism: int = Field(default=16, ge=1)
+    max_concurrent: int = Field(default=16, ge=1)
+    setup: list[str] = Field(default_factory=list)
+    additional: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutorSection(_Section):
+    kind: Literal["local", "slurm"] = "local"
+    #: Seconds a finished job may take to show its result file (shared-filesystem latency).
+    result_grace_s: float = Field(default=5.0, ge=0)
+    local: LocalExecutorSection = Field(default_factory=LocalExecutorSection)
+    slurm: SlurmExecutorSection = Field(default_factory=SlurmExecutorSection)
+
+
+class LLMSection(_Section):
+    backend: Literal["offline", "anthropic", "openai"] = "offline"
+    model: str = "claude-sonnet-4-6"
+    base_url: str = ""
+    #: A file (mode 0600) holding the API key; otherwise the backend's environment variable.
+    api_key_file: str = ""
+
+
+class StateSection(_Section):
+    #: auto: WAL on local disks, rollback journal on network/FUSE filesystems.
+    journal_mode: Literal["auto", "wal", "delete"] = "auto"
+    busy_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class CampaignConfig(_Section):
+    campaign: CampaignSection = Field(default_factory=CampaignSection)
+    task: TaskSection = Field(default_factory=TaskSection)
+    coordination: CoordinationSection = Field(default_factory=CoordinationSection)
+    promotion: PromotionSection = Field(default_factory=PromotionSection)
+    budget: BudgetSection = Field(default_factory=BudgetSection)
+    executor: ExecutorSection = Field(default_factory=ExecutorSection)
+    llm: LLMSection = Field(default_factory=LLMSection)
+    state: StateSection = Field(default_factory=StateSection)
+
+    def campaign_folder(self, now: Optional[datetime] = None) -> Path:
+        if self.campaign.folder:
+            return Path(self.campaign.folder)
+        stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return Path(self.campaign.root) / f"{self.campaign.name}-{stamp}"
+
+
+# ---- key checking ---------------------------------------------------------------------------
+
+
+def _submodel(annotation: Any) -> Optional[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is Union:
+        for arg in get_args(annotation):
+            found = _submodel(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def check_keys(data: Any, model: type[BaseModel], source: str, prefix: str = "") -> None:
+    """Raise `ConfigError` for the first key of `data` that `model` does not know."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            where = f"in section '{prefix[:-1]}'" if prefix else "at the top level"
+            raise ConfigError(f"{source}: unknown key '{dotted}' {where}; valid keys: {valid}")
+        sub = _submodel(fields[key].annotation)
+        if sub is not None:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{source}: key '{dotted}' must be a section (a mapping), got {value!r}")
+            check_keys(value, sub, source, prefix=f"{dotted}.")
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        value = err.get("input")
+        lines.append(f"{source}: bad value for '{key}': {err['msg']} (got {value!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: Optional[Union[str, Path]], overrides: Optional[list[str]] = None) -> CampaignConfig:
+    """Defaults, then the YAML file, then `key=value` overrides; validated, nothing created."""
+    layers: list[tuple[str, Any]] = []
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # yaml errors come in several classes
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        file_data = OmegaConf.to_container(loaded, resolve=True) if loaded is not None else {}
+        if file_data is None:
+            file_data = {}
+        if not isinstance(file_data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        check_keys(file_data, CampaignConfig, str(path))
+        layers.append((str(path), file_data))
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+        try:
+            cli = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=True)
+        except Exception as exc:
+            raise ConfigError(f"command line: cannot parse overrides {overrides}: {exc}") from exc
+        check_keys(cli, CampaignConfig, "command line")
+        layers.append(("command line", cli))
+    merged = OmegaConf.create(CampaignConfig().model_dump())
+    for _, data in layers:
+        merged = OmegaConf.merge(merged, OmegaConf.create(data))
+    container = OmegaConf.to_container(merged, resolve=True)
+    try:
+        return CampaignConfig.model_validate(container)
+    except ValidationError as exc:
+        # Name where the bad value came from: the last layer that set the key.
+        where = _source_of(exc, layers) or source
+        raise ConfigError(_format_validation(exc, where)) from None
+
+
+def _source_of(exc: ValidationError, layers: list[tuple[str, Any]]) -> Optional[str]:
+    loc = exc.errors()[0]["loc"]
+    for name, data in reversed(layers):
+        node: Any = data
+        found = True
+        for part in loc:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                found = False
+                break
+        if found:
+            return name
+    return None

@@ -1,0 +1,1 @@
+"""Coordination: the coordinator loop, discussion and teams, seed replication and promotion."""

@@ -1,0 +1,1 @@
+"""Trials: node-side runner, atomic result files, executors (local | slurm) and the monitor."""

@@ -1,0 +1,120 @@
+"""The coordinator's side of trials: observe result files and job states, ingest exactly once.
+
+A trial has succeeded only when its own result file says so. When the scheduler reports the job
+ended and no valid result has appeared, the trial is given a grace window (shared filesystems show
+files late) and then failed with a class. All outstanding jobs are asked about in one call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from sqlmodel import Session, select
+
+from ..state import Store, emit
+from ..state.models import Campaign, Trial, utcnow
+from .executors import TrialExecutor
+from .results import ResultFileError, TrialResult, read_result
+
+
+@dataclass
+class Observation:
+    """What became known about one outstanding trial."""
+
+    trial_id: int
+    result: Optional[TrialResult] = None
+    failure_class: str = ""
+    reason: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result is not None and self.result.status == "succeeded"
+
+
+@dataclass
+class Monitor:
+    store: Store
+    executor: TrialExecutor
+    grace_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    #: trial id -> when its job was first seen ended without a valid result.
+    _ended_at: dict[int, float] = field(default_factory=dict)
+    state_calls: int = 0
+
+    def outstanding(self) -> list[Trial]:
+        with self.store.read() as session:
+            return list(session.exec(select(Trial).where(Trial.status == "submitted")).all())
+
+    def observe(self) -> list[Observation]:
+        trials = self.outstanding()
+        found: list[Observation] = []
+        waiting: dict[int, tuple[Trial, str]] = {}
+        for trial in trials:
+            assert trial.id is not None
+            try:
+                result = read_result(Path(trial.folder), trial.id)
+                problem = ""
+            except ResultFileError as exc:
+                result, problem = None, str(exc)
+            if result is not None:
+                found.append(Observation(trial.id, result=result))
+                self._ended_at.pop(trial.id, None)
+            else:
+                waiting[trial.id] = (trial, problem)
+        if not waiting:
+            return found
+        job_ids = sorted({t.job_id for t, _ in waiting.values() if t.job_id})
+        self.state_calls += 1
+        states = self.executor.states(job_ids)
+        now = self.clock()
+        for trial_id, (trial, problem) in waiting.items():
+            state = states.get(trial.job_id)
+            if state is None or not state.terminal:
+                continue
+            since = self._ended_at.setdefault(trial_id, now)
+            if now - since < self.grace_s:
+                continue
+            self._ended_at.pop(trial_id, None)
+            if problem:
+                reason = f"job ended ({state.raw}) with an invalid result file: {problem}"
+                cls = state.failure_class if state.failure_class not in ("", "no_result") else "no_result"
+            else:
+                reason = f"job ended ({state.raw}) without a result file after {self.grace_s:g} s grace"
+                cls = state.failure_class or "no_result"
+            found.append(Observation(trial_id, failure_class=cls, reason=reason))
+        return found
+
+
+def ingest(session: Session, obs: Observation) -> Optional[Trial]:
+    """Record an observation on its trial, once. Returns the updated trial, or None if the trial
+    was already ingested (a re-read result file, a requeued attempt) — nothing is counted twice."""
+    trial = session.get(Trial, obs.trial_id)
+    if trial is None or trial.status != "submitted":
+        return None
+    result = obs.result
+    if result is not None:
+        trial.status = result.status
+        trial.metric = result.metric
+        trial.test_metric = result.test_metric
+        trial.metrics = result.metrics
+        trial.failure_class = result.failure_class
+        trial.failure_reason = result.failure_reason
+        trial.log_tail = result.log_tail
+        trial.environment = result.environment
+        trial.duration_s = round(result.finished_at - result.started_at, 3)
+    else:
+        trial.status = "failed"
+        trial.failure_class = obs.failure_class
+        trial.failure_reason = obs.reason
+    trial.finished_at = utcnow()
+    session.add(trial)
+    campaign = session.exec(select(Campaign)).one()
+    campaign.trials_finished += 1
+    campaign.updated_at = utcnow()
+    session.add(campaign)
+    emit(session, f"trial.{trial.status}", "trial", trial.id, metric=trial.metric,
+         failure_class=trial.failure_class)
+    return trial

@@ -1,0 +1,117 @@
+"""Result files: how a trial reports back without touching the database.
+
+The node writes `result.json` by write-temp + fsync + rename, so a reader sees either nothing or
+a complete file. The reader still validates everything (complete JSON, one record, the schema,
+the checksum, the trial id): on a shared filesystem a file can arrive truncated, late, or with
+two records glued together, and any of those must count as "no valid result yet".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+RESULT_FILE = "result.json"
+
+
+class FailureClass(str, Enum):
+    """Why a trial produced no usable metric."""
+
+    PROGRAM_ERROR = "program_error"  # the program exited non-zero (Slurm: FAILED)
+    BAD_METRICS = "bad_metrics"  # missing, malformed or non-finite metrics
+    TIMEOUT = "timeout"  # past the trial's wall-clock limit (Slurm: TIMEOUT)
+    NO_RESULT = "no_result"  # the job ended without a valid result file
+    CANCELLED = "cancelled"
+    OUT_OF_MEMORY = "out_of_memory"
+    NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
+
+    @property
+    def is_evidence(self) -> bool:
+        """Whether this failure says something about the idea (vs. about the infrastructure)."""
+        return self in (FailureClass.PROGRAM_ERROR, FailureClass.BAD_METRICS, FailureClass.TIMEOUT)
+
+
+class TrialResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    trial_id: int
+    attempt: int
+    status: str  # succeeded | failed
+    metric: Optional[float] = None
+    test_metric: Optional[float] = None
+    metrics: dict[str, Any] = {}
+    failure_class: str = ""
+    failure_reason: str = ""
+    log_tail: str = ""
+    returncode: Optional[int] = None
+    started_at: float
+    finished_at: float
+    environment: dict[str, Any] = {}
+
+
+class ResultFileError(ValueError):
+    pass
+
+
+def _checksum(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    # fsync the directory so the rename itself survives a crash of the node.
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_result(folder: Path, result: TrialResult) -> Path:
+    payload = result.model_dump(mode="json")
+    record = {"result": payload, "sha256": _checksum(payload)}
+    path = folder / RESULT_FILE
+    atomic_write_text(path, json.dumps(record, allow_nan=False))
+    return path
+
+
+def read_result(folder: Path, trial_id: int) -> Optional[TrialResult]:
+    """The valid result in `folder`, None when there is no file; `ResultFileError` when invalid."""
+    path = folder / RESULT_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ResultFileError(f"{path}: unreadable: {exc}") from exc
+    if not text.strip():
+        raise ResultFileError(f"{path}: empty file")
+    try:
+        record = json.loads(text)  # rejects truncation and glued records ("Extra data")
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not one complete JSON record: {exc}") from exc
+    if not isinstance(record, dict) or set(record) != {"result", "sha256"}:
+        raise ResultFileError(f"{path}: not a result record")
+    if _checksum(record["result"]) != record["sha256"]:
+        raise ResultFileError(f"{path}: checksum mismatch")
+    try:
+        result = TrialResult.model_validate(record["result"])
+    except ValidationError as exc:
+        raise ResultFileError(f"{path}: bad result schema: {exc.errors()[0]['msg']}") from exc
+    if result.trial_id != trial_id:
+        raise ResultFileError(f"{path}: written for trial {result.trial_id}, expected {trial_id}")
+    return result

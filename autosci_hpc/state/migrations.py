@@ -1,0 +1,44 @@
+"""Schema version row and the migration path between versions.
+
+`create_all` makes any missing table; a step in `MIGRATIONS[v]` upgrades a database from version
+`v` to `v + 1` (new columns, data moves) inside the opening transaction. A database written by a
+newer autosci_hpc is refused rather than silently mis-read.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlmodel import Session, select
+
+from .. import __version__
+from .models import SCHEMA_VERSION, SchemaInfo
+
+#: version -> step that upgrades a database at that version to version + 1.
+MIGRATIONS: dict[int, Callable[[Session], None]] = {}
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def migrate(session: Session, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to `target`; returns the version found before migrating."""
+    info = session.exec(select(SchemaInfo)).first()
+    if info is None:
+        session.add(SchemaInfo(id=1, version=target, created_by=f"autosci_hpc {__version__}"))
+        return target
+    found = info.version
+    if found > target:
+        raise SchemaError(
+            f"the campaign database has schema version {found}, newer than this autosci_hpc "
+            f"({target}); upgrade autosci_hpc to read it"
+        )
+    while info.version < target:
+        step = MIGRATIONS.get(info.version)
+        if step is None:
+            raise SchemaError(f"no migration from schema version {info.version} to {info.version + 1}")
+        step(session)
+        info.version += 1
+        session.add(info)
+    return found

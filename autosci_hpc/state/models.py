@@ -1,0 +1,224 @@
+"""Tables of the shared experimental state S.
+
+One SQLite database per campaign folder holds every table below. The rows are the truth of a
+campaign: agents keep their memory here, progress counters are stored (never recomputed from
+derived data), and every state transition leaves an `Event` row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+#: Bump when a table changes, and add the step to `state.migrations.MIGRATIONS`.
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: {}) if default is dict else (lambda: [])
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+class SchemaInfo(SQLModel, table=True):
+    __tablename__ = "schema_info"
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    created_by: str
+
+
+class Campaign(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str
+    folder: str
+    task_name: str
+    mode: str
+    status: str = "created"  # created | discussion | execution | finished | failed
+    config: dict[str, Any] = _json(dict)
+    #: Stored progress counters: the budget reads these, never a COUNT over derived rows.
+    trials_submitted: int = 0
+    trials_finished: int = 0
+    promotions: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class Agent(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    role: str  # analyst | experimenter | planner | solo
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
+    status: str = "idle"
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    #: What the agent remembers between steps (and across coordinator restarts).
+    memory: dict[str, Any] = _json(dict)
+
+
+class Team(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str
+    hypothesis: str
+    #: The hypothesis family (an axis group of the task) the team explores.
+    focus: str
+    status: str = "active"  # active | discussing | dissolved
+    roster: list[str] = _json(list)
+    experiments_total: int = 0
+    experiments_since_improvement: int = 0
+    improvements: int = 0
+    reopened: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Proposal(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    author_id: int = Field(foreign_key="agent.id", index=True)
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
+    focus: str = ""
+    title: str
+    rationale: str = ""
+    expected_effect: str = ""
+    falsification: str = ""
+    #: The change: dotted config overrides on top of the champion, and code edits.
+    overrides: dict[str, Any] = _json(dict)
+    edits: list[dict[str, Any]] = _json(list)
+    #: Canonical text of the change and of the configuration it yields on its base champion.
+    change_signature: str = Field(index=True)
+    config_signature: str = Field(index=True)
+    #: Coarse "direction" signatures, matched against the dead-end registry.
+    directions: list[str] = _json(list)
+    base_champion_id: Optional[int] = Field(default=None, foreign_key="champion.id")
+    # posted -> approved | rejected -> queued -> claimed -> done
+    status: str = Field(default="posted", index=True)
+    reject_reason: str = ""
+    outcome: str = ""  # promoted | not_promoted | failed
+    claimed_by: Optional[int] = Field(default=None, foreign_key="agent.id")
+    discussion_round: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Critique(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposal.id", index=True)
+    author_id: int = Field(foreign_key="agent.id")
+    verdict: str  # approve | reject
+    reasons: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Trial(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id", index=True)
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
+    experimenter_id: Optional[int] = Field(default=None, foreign_key="agent.id")
+    role: str  # baseline | candidate | replicate
+    #: Trials of one configuration over several seeds share a group ("baseline", "p17", ...).
+    group: str = Field(index=True)
+    snapshot_id: str
+    overrides: dict[str, Any] = _json(dict)
+    config_signature: str = Field(index=True)
+    seed: int
+    replicate_of: Optional[int] = Field(default=None, foreign_key="trial.id")
+    attempt: int = 0
+    retry_of: Optional[int] = Field(default=None, foreign_key="trial.id")
+    # created -> submitted -> succeeded | failed
+    status: str = Field(default="created", index=True)
+    failure_class: str = ""
+    failure_reason: str = ""
+    log_tail: str = ""
+    metric: Optional[float] = None
+    #: Improvement over the champion's metric on the same seed, when it was ingested.
+    champion_delta: Optional[float] = None
+    #: Held-out test metric: recorded for the humans, never put in an agent's view.
+    test_metric: Optional[float] = None
+    metrics: dict[str, Any] = _json(dict)
+    executor: str = ""
+    job_id: str = ""
+    array_index: Optional[int] = None
+    folder: str = ""
+    environment: dict[str, Any] = _json(dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    submitted_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    duration_s: Optional[float] = None
+
+
+class Champion(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    group: str
+    proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id")
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id")
+    previous_id: Optional[int] = Field(default=None, foreign_key="champion.id")
+    snapshot_id: str
+    overrides: dict[str, Any] = _json(dict)
+    config_signature: str
+    #: {"0": metric, "1": metric, ...}: per-seed validation metric.
+    seed_metrics: dict[str, float] = _json(dict)
+    trial_ids: list[int] = _json(list)
+    metric_mean: float
+    metric_std: float
+    test_metric_mean: Optional[float] = None
+    delta: float = 0.0
+    rule: str
+    rule_detail: dict[str, Any] = _json(dict)
+    model_card: str = ""
+    promoted_at: datetime = Field(default_factory=utcnow)
+
+
+class ForumPost(SQLModel, table=True):
+    __tablename__ = "forum_post"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    author_id: Optional[int] = Field(default=None, foreign_key="agent.id")
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
+    # analysis | proposal | critique | roster | discussion | result | failure | promotion | dead_end
+    kind: str = Field(index=True)
+    title: str
+    body: str = ""
+    proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id")
+    trial_ids: list[int] = _json(list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadEnd(SQLModel, table=True):
+    __tablename__ = "dead_end"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    team_id: Optional[int] = Field(default=None, foreign_key="team.id")
+    author_id: Optional[int] = Field(default=None, foreign_key="agent.id")
+    signature: str = Field(index=True, unique=True)
+    description: str
+    reason: str
+    evidence_trial_ids: list[int] = _json(list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LLMCall(SQLModel, table=True):
+    __tablename__ = "llm_call"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    agent_id: Optional[int] = Field(default=None, foreign_key="agent.id")
+    purpose: str = ""
+    model: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    error: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """Append-only audit log of state transitions."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)
+    entity: str = ""
+    entity_id: Optional[int] = None
+    data: dict[str, Any] = _json(dict)
+    created_at: datetime = Field(default_factory=utcnow)

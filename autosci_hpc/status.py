@@ -1,0 +1,160 @@
+"""What `autosci status`, `log` and `show` print, and the live view of `autosci run`.
+
+Everything here reads the database through a read-only connection, so watching a running
+campaign never takes a write lock from the coordinator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from sqlmodel import Session, col, func, select
+
+from .agents.views import current_champion
+from .state import Store
+from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,
+                           Trial)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _count(session: Session, model: Any, *where: Any) -> int:
+    query = select(func.count()).select_from(model)
+    for clause in where:
+        query = query.where(clause)
+    return int(session.exec(query).one())
+
+
+def render_status(store: Store) -> Group:
+    with store.read() as session:
+        campaign = session.exec(select(Campaign)).one()
+        cfg = campaign.config
+        budget = cfg.get("budget", {}).get("trials", 0)
+        champion = current_champion(session)
+        baseline = session.exec(select(Champion).order_by(col(Champion.id))).first()
+        running = session.exec(select(Trial).where(Trial.status == "submitted").order_by(col(Trial.id))).all()
+        teams = session.exec(select(Team).order_by(col(Team.id))).all()
+        failed = _count(session, Trial, Trial.status == "failed")
+        rejected = _count(session, Proposal, Proposal.status == "rejected")
+        dead = _count(session, DeadEnd)
+        header = Text()
+        header.append(f"{campaign.name}", style="bold")
+        header.append(f"  task {campaign.task_name}  mode {campaign.mode}  status {campaign.status}\n")
+        header.append(f"folder {campaign.folder}\n")
+        header.append(f"trials {campaign.trials_submitted}/{budget} submitted, {campaign.trials_finished} finished, "
+                      f"{failed} failed; proposals rejected before compute: {rejected}; dead ends: {dead}\n")
+        if champion is not None:
+            header.append(f"champion #{champion.id}: {_fmt(champion.metric_mean)} ± {_fmt(champion.metric_std)}"
+                          f" (baseline {_fmt(baseline.metric_mean if baseline else None)}, "
+                          f"{campaign.promotions} promotion(s))", style="green")
+        teams_table = Table(title="teams", expand=False)
+        for column in ("team", "focus", "status", "roster", "experiments", "since improvement", "improvements",
+                       "queued"):
+            teams_table.add_column(column)
+        for team in teams:
+            queued = _count(session, Proposal, Proposal.team_id == team.id, Proposal.status == "queued")
+            teams_table.add_row(team.name, team.focus, team.status, ", ".join(team.roster),
+                                str(team.experiments_total), str(team.experiments_since_improvement),
+                                str(team.improvements), str(queued))
+        trials_table = Table(title="running trials", expand=False)
+        for column in ("trial", "group", "role", "seed", "team", "job"):
+            trials_table.add_column(column)
+        for trial in running[:12]:
+            trials_table.add_row(str(trial.id), trial.group, trial.role, str(trial.seed), str(trial.team_id or "—"),
+                                 trial.job_id)
+    parts: list[Any] = [Panel(header, title="autosci")]
+    if teams:
+        parts.append(teams_table)
+    parts.append(trials_table)
+    return Group(*parts)
+
+
+def log_table(store: Store, team: Optional[str] = None, status: Optional[str] = None,
+              proposal: Optional[int] = None, limit: int = 200) -> Table:
+    with store.read() as session:
+        query = select(Trial).order_by(col(Trial.id))
+        if team is not None:
+            row = session.exec(select(Team).where(Team.name == team)).first()
+            query = query.where(Trial.team_id == (row.id if row else -1))
+        if status is not None:
+            query = query.where(Trial.status == status)
+        if proposal is not None:
+            query = query.where(Trial.proposal_id == proposal)
+        trials = session.exec(query).all()[-limit:]
+        teams = {t.id: t.name for t in session.exec(select(Team)).all()}
+    table = Table(title=f"trials ({len(trials)} shown)")
+    for column in ("id", "group", "role", "seed", "team", "status", "metric", "Δ champion", "failure", "duration s"):
+        table.add_column(column)
+    for t in trials:
+        table.add_row(str(t.id), t.group, t.role, str(t.seed), teams.get(t.team_id, "—"), t.status, _fmt(t.metric),
+                      _fmt(t.champion_delta), t.failure_class or "", _fmt(t.duration_s))
+    return table
+
+
+def show(store: Store, ref: str) -> str:
+    """The story of one trial (`12` or `t12`), proposal (`p3`) or team (`team-1`)."""
+    with store.read() as session:
+        if ref.startswith("team-"):
+            return _show_team(session, ref)
+        if ref.startswith("p"):
+            return _show_proposal(session, int(ref[1:]))
+        return _show_trial(session, int(ref.lstrip("t")))
+
+
+def _show_trial(session: Session, trial_id: int) -> str:
+    t = session.get(Trial, trial_id)
+    if t is None:
+        raise KeyError(f"no trial {trial_id}")
+    lines = [f"trial {t.id}: {t.role} of group {t.group}, seed {t.seed}, attempt {t.attempt}",
+             f"status {t.status}" + (f" ({t.failure_class}: {t.failure_reason})" if t.failure_class else ""),
+             f"metric {_fmt(t.metric)}  test metric {_fmt(t.test_metric)}  Δ champion {_fmt(t.champion_delta)}",
+             f"snapshot {t.snapshot_id}  overrides {t.overrides}",
+             f"executor {t.executor} job {t.job_id}  folder {t.folder}",
+             f"environment {t.environment}"]
+    if t.proposal_id:
+        lines.append(f"proposal p{t.proposal_id}")
+    if t.log_tail:
+        lines += ["--- log tail ---", t.log_tail]
+    events = session.exec(select(Event).where(Event.entity == "trial").where(Event.entity_id == t.id)
+                          .order_by(col(Event.id))).all()
+    lines += [f"{e.created_at:%H:%M:%S} {e.kind} {e.data}" for e in events]
+    return "\n".join(lines)
+
+
+def _show_proposal(session: Session, proposal_id: int) -> str:
+    p = session.get(Proposal, proposal_id)
+    if p is None:
+        raise KeyError(f"no proposal {proposal_id}")
+    author = session.get(Agent, p.author_id)
+    lines = [f"proposal p{p.id} by {author.name if author else '?'} ({p.focus}): {p.title}",
+             f"status {p.status}" + (f", outcome {p.outcome}" if p.outcome else "")
+             + (f" — {p.reject_reason}" if p.reject_reason else ""),
+             f"change {p.change_signature}", f"rationale: {p.rationale}",
+             f"expected: {p.expected_effect}", f"falsified if: {p.falsification}"]
+    for c in session.exec(select(Critique).where(Critique.proposal_id == p.id)).all():
+        critic = session.get(Agent, c.author_id)
+        lines.append(f"  critique by {critic.name if critic else '?'}: {c.verdict} — {c.reasons}")
+    for t in session.exec(select(Trial).where(Trial.proposal_id == p.id).order_by(col(Trial.id))).all():
+        lines.append(f"  trial {t.id} seed {t.seed}: {t.status} {_fmt(t.metric)} {t.failure_class}")
+    return "\n".join(lines)
+
+
+def _show_team(session: Session, name: str) -> str:
+    team = session.exec(select(Team).where(Team.name == name)).first()
+    if team is None:
+        raise KeyError(f"no team {name}")
+    lines = [f"{team.name}: focus {team.focus}, status {team.status}, reopened {team.reopened}x",
+             f"hypothesis: {team.hypothesis}", f"roster: {', '.join(team.roster)}",
+             f"experiments {team.experiments_total}, since improvement {team.experiments_since_improvement}, "
+             f"improvements {team.improvements}"]
+    for post in session.exec(select(ForumPost).where(ForumPost.team_id == team.id)
+                             .where(col(ForumPost.kind).in_(["roster", "discussion", "promotion", "dead_end"]))
+                             .order_by(col(ForumPost.id))).all():
+        lines.append(f"  [{post.kind}] {post.title}")
+    return "\n".join(lines)
