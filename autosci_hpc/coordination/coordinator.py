@@ -58,7 +58,7 @@ class Coordinator:
                  policy: Optional[Policy] = None, executor: Optional[TrialExecutor] = None,
                  on_tick: Optional[Callable[["Coordinator"], None]] = None) -> None:
         self.config = config
-        self.folder = Path(folder)
+        self.folder = Path(folder).absolute()
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,

@@ -42,7 +42,8 @@ def review_proposal(ctx: Context, proposal_id: int, critics: Sequence[Analyst],
         critiques = session.exec(select(Critique).where(Critique.proposal_id == proposal_id)).all()
         approvals = sum(c.verdict == "approve" for c in critiques)
         rejections = len(critiques) - approvals
-        if gates or approvals <= rejections:
+        # With no peer to ask (a one-analyst campaign) only the hard gates apply.
+        if gates or (critiques and approvals <= rejections):
             proposal.status = "rejected"
             proposal.reject_reason = "; ".join(gates) or "; ".join(
                 c.reasons for c in critiques if c.verdict == "reject") or "no critic approved it"

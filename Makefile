@@ -1,0 +1,37 @@
+# The two commands a new user needs: `make run` (a whole campaign on this machine) and `make test`.
+# Both create .venv on first use and install what they need into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast slurm-up slurm-down clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,tasks]'
+	touch $(STAMP)
+
+## run: a decentralized campaign on the diabetes task (local executor, offline agents), a few minutes
+run: $(STAMP)
+	$(VENV)/bin/autosci run configs/campaign/diabetes_demo.yaml
+
+## test: the whole suite (SLURM tests skip unless a cluster is up: see `make slurm-up`)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-fast: everything but the slow end-to-end cases
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+## slurm-up / slurm-down: the single-node SLURM used by tests/slurm (needs root and apt)
+slurm-up:
+	bash tests/slurm/install.sh
+	bash tests/slurm/cluster.sh up
+
+slurm-down:
+	bash tests/slurm/cluster.sh down
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,16 @@
+"""Shared fixtures. (The helpers live in helpers.py, importable from every test folder.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from autosci_hpc.config import CampaignConfig
+from helpers import campaign_config
+
+
+@pytest.fixture
+def toy_config(tmp_path: Path) -> Iterator[CampaignConfig]:
+    yield campaign_config(tmp_path)

@@ -1,0 +1,90 @@
+"""The node side: a trial's program runs, fails in every way a program can, and reports atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.execution.results import RESULT_FILE, ResultFileError, read_result, write_result
+from autosci_hpc.execution.trial import TrialFailed, TrialRequest, run_trial
+from autosci_hpc.task import load_task
+
+TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
+
+
+def request(tmp_path: Path, trial_id: int = 1, time_limit_s: float = 20, **overrides: object) -> TrialRequest:
+    task = load_task(TOY)
+    return TrialRequest(trial_id=trial_id, folder=str(tmp_path / f"t{trial_id}"), snapshot_dir=str(task.program_dir),
+                        command=task.command, overrides=dict(overrides), seed=0, time_limit_s=time_limit_s,
+                        metric=task.metric.name, test_metric=task.test_metric)
+
+
+def test_a_good_program_reports_its_metrics(tmp_path: Path) -> None:
+    req = request(tmp_path, x=0.6, y=-0.3)
+    out = run_trial(req)
+    result = read_result(Path(req.folder), 1)
+    assert result is not None and result.status == "succeeded"
+    assert out["metric"] == result.metric and result.metric == pytest.approx(1.0, abs=0.02)
+    assert result.test_metric == pytest.approx(1.0)
+    assert result.environment["python"] and "packages" in result.environment
+    assert not list(Path(req.folder).glob(".*.tmp"))  # the temp file was renamed away
+
+
+@pytest.mark.parametrize("behaviour,failure,needle", [
+    ("crash", "program_error", "exited with status"),
+    ("malformed", "bad_metrics", "not one complete JSON object"),
+    ("glued", "bad_metrics", "not one complete JSON object"),
+    ("nometric", "bad_metrics", "lacks 'score'"),
+    ("nan", "bad_metrics", "not a finite number"),
+])
+def test_a_failing_program_becomes_a_failed_result(tmp_path: Path, behaviour: str, failure: str, needle: str) -> None:
+    req = request(tmp_path, behaviour=behaviour)
+    with pytest.raises(TrialFailed):  # the job exits non-zero, so the scheduler's state is honest too
+        run_trial(req)
+    result = read_result(Path(req.folder), 1)
+    assert result is not None and result.status == "failed"
+    assert result.failure_class == failure and needle in result.failure_reason
+    if behaviour == "crash":
+        assert "Traceback" in result.log_tail
+
+
+def test_a_hanging_program_is_killed_at_its_limit(tmp_path: Path) -> None:
+    req = request(tmp_path, time_limit_s=1.5, behaviour="hang")
+    start = time.monotonic()
+    with pytest.raises(TrialFailed):
+        run_trial(req)
+    assert time.monotonic() - start < 10
+    result = read_result(Path(req.folder), 1)
+    assert result is not None and result.failure_class == "timeout"
+
+
+def test_result_files_that_are_not_one_valid_record_are_rejected(tmp_path: Path) -> None:
+    req = request(tmp_path, x=0.1)
+    run_trial(req)
+    folder = Path(req.folder)
+    good = (folder / RESULT_FILE).read_text()
+    assert read_result(folder, 1) is not None
+    with pytest.raises(ResultFileError, match="written for trial 1"):
+        read_result(folder, 2)
+    for bad, needle in [(good[: len(good) // 2], "complete JSON"), (good + good, "complete JSON"),
+                        ("", "empty"), (good.replace('"status": "succeeded"', '"status": "failed"'), "checksum")]:
+        (folder / RESULT_FILE).write_text(bad)
+        with pytest.raises(ResultFileError, match=needle):
+            read_result(folder, 1)
+    (folder / RESULT_FILE).unlink()
+    assert read_result(folder, 1) is None  # absent is not invalid: the job may still be running
+
+
+def test_write_result_is_atomic_replace(tmp_path: Path) -> None:
+    req = request(tmp_path, x=0.2)
+    run_trial(req)
+    folder = Path(req.folder)
+    first = read_result(folder, 1)
+    assert first is not None
+    write_result(folder, first.model_copy(update={"metric": 0.5}))
+    again = read_result(folder, 1)
+    assert again is not None and again.metric == 0.5
+    assert json.loads((folder / RESULT_FILE).read_text())["sha256"]

@@ -1,0 +1,74 @@
+"""Campaign config: layering, and one clear message for a bad key or value, with nothing created."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "campaign.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_then_file_then_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "budget: {trials: 12}\ncoordination: {teams: 3}\n")
+    config = load_config(path, ["budget.trials=20"])
+    assert config.budget.trials == 20  # the command line wins over the file
+    assert config.coordination.teams == 3  # the file wins over the defaults
+    assert config.coordination.stagnation_window == 10  # the paper's default
+
+
+def test_unknown_key_names_file_key_and_valid_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "coordination:\n  teams: 2\n  stagnaton_window: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "coordination.stagnaton_window" in message
+    assert "stagnation_window" in message and "teams" in message  # the valid keys
+
+
+def test_unknown_key_on_the_command_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="command line: unknown key 'budget.trails'"):
+        load_config(None, ["budget.trails=3"])
+
+
+def test_bad_value_names_its_source_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "promotion: {seeds: 0}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and "promotion.seeds" in str(info.value)
+    with pytest.raises(ConfigError, match="command line: bad value for 'executor.kind'"):
+        load_config(path, ["promotion.seeds=2", "executor.kind=kubernetes"])
+
+
+def test_section_given_a_scalar(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'budget' must be a section"):
+        load_config(write(tmp_path, "budget: 10\n"))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("campaign: {name: x}\nbudget: {trails: 5}\n", "unknown key 'budget.trails'"),
+    ("campaign: {name: x}\ncoordination: {teams: many}\n", "bad value for 'coordination.teams'"),
+])
+def test_cli_gives_one_message_and_creates_nothing(tmp_path: Path, text: str, needle: str) -> None:
+    root = tmp_path / "runs"
+    path = write(tmp_path, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "autosci_hpc.cli", "run", str(path), f"campaign.root={root}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 2
+    assert needle in result.stderr and str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert not root.exists()

@@ -1,0 +1,54 @@
+"""Task folders, content-addressed snapshots, code edits and change signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.task import (Edit, PatchError, TaskError, build_snapshot, change_signature, directions,
+                              load_task)
+from helpers import FIXTURE_TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_tasks_load() -> None:
+    for folder in [ROOT / "tasks" / "diabetes", FIXTURE_TASKS / "toy", FIXTURE_TASKS / "flat"]:
+        task = load_task(folder)
+        assert task.axes and task.program_dir.is_dir() and task.base_config()
+
+
+def test_identical_edits_share_one_snapshot(tmp_path: Path) -> None:
+    task = load_task(FIXTURE_TASKS / "toy")
+    base = build_snapshot(task, tmp_path)
+    edit = Edit(path="config.yaml", search="noise: 0.01", replace="noise: 0.02")
+    a = build_snapshot(task, tmp_path, base, [edit])
+    b = build_snapshot(task, tmp_path, base, [Edit(**edit.model_dump())])
+    assert a == b != base
+    assert "noise: 0.02" in (tmp_path / "snapshots" / a / "config.yaml").read_text()
+    assert "noise: 0.01" in (tmp_path / "snapshots" / base / "config.yaml").read_text()
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == sorted({a, base})
+
+
+def test_edits_fail_loudly_with_the_reason(tmp_path: Path) -> None:
+    task = load_task(FIXTURE_TASKS / "toy")
+    with pytest.raises(PatchError, match="occurs 0 times"):
+        build_snapshot(task, tmp_path, "", [Edit(path="config.yaml", search="nope", replace="x")])
+    with pytest.raises(PatchError, match="not editable"):
+        build_snapshot(task, tmp_path, "", [Edit(path="task.yaml", search="a", replace="b")])
+
+
+def test_signatures_are_canonical() -> None:
+    task = load_task(FIXTURE_TASKS / "toy")
+    assert change_signature({"y": 0.30000001, "x": 1}, []) == change_signature({"x": 1, "y": 0.3}, [])
+    assert directions(task, {"x": -0.99}, []) == ["x~bin0/6"]
+    assert directions(task, {"x": 0.99}, []) == ["x~bin5/6"]
+
+
+def test_a_bad_task_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TaskError, match="no task.yaml"):
+        load_task(tmp_path)
+    (tmp_path / "task.yaml").write_text("name: t\nmetric: {name: m, direction: up}\n")
+    with pytest.raises(TaskError, match=str(tmp_path / "task.yaml")):
+        load_task(tmp_path)
