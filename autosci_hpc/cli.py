@@ -1,4 +1,4 @@
-"""The `autosci` command: run, status, log, show, doctor."""
+"""The `autosci` command: run, status, log, show, rerun, doctor."""
 
 from __future__ import annotations
 
@@ -115,6 +115,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from .execution.rerun import rerun
+
+    folder = _campaign_folder(args.campaign)
+    try:
+        done = rerun(folder, args.trial, seed=args.seed, executor_kind=args.executor, timeout_s=args.timeout)
+    except KeyError as exc:
+        err.print(f"autosci: {exc.args[0]}")
+        return 2
+    logged = f"{done.trial.metric!r}" if done.trial.metric is not None else f"failed ({done.trial.failure_class})"
+    console.print(f"trial {done.trial.id} seed {done.trial.seed}: logged metric {logged}", highlight=False)
+    if done.result is None:
+        console.print(f"rerun seed {done.seed}: no result: {done.failure}", highlight=False)
+        return 1
+    new = f"{done.result.metric!r}" if done.result.metric is not None else f"failed ({done.result.failure_class})"
+    verdict = "identical" if done.identical else "differs"
+    console.print(f"rerun seed {done.seed}: metric {new} ({verdict}); folder {done.folder}", highlight=False,
+                  soft_wrap=True)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .state.filesystem import describe, journal_mode_for
 
@@ -163,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder")
+    p.add_argument("trial", type=int)
+    p.add_argument("--seed", type=int, help="another seed (default: the logged one)")
+    p.add_argument("--executor", choices=["local", "slurm"], help="default: the campaign's")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
+    p.set_defaults(func=cmd_rerun)
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.set_defaults(func=cmd_doctor)

@@ -105,6 +105,8 @@ class ExecutorSection(_Section):
     kind: Literal["local", "slurm"] = "local"
     #: Seconds a finished job may take to show its result file (shared-filesystem latency).
     result_grace_s: float = Field(default=5.0, ge=0)
+    #: Retries, same seed, of a trial lost to the infrastructure (node failure, preemption).
+    max_retries: int = Field(default=2, ge=0)
     local: LocalExecutorSection = Field(default_factory=LocalExecutorSection)
     slurm: SlurmExecutorSection = Field(default_factory=SlurmExecutorSection)
 

@@ -21,6 +21,8 @@ from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..execution.executors import TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
+from ..execution.rerun import TASK_SPEC_FILE
+from ..execution.results import FailureClass, atomic_write_text
 from ..execution.trial import TrialRequest
 from ..llm.offline import OfflinePolicy
 from ..state import Store, emit
@@ -88,6 +90,10 @@ class Coordinator:
             for i in range(c.teams * c.experimenters_per_team):
                 session.add(Agent(name=f"experimenter-{i + 1}", role="experimenter"))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
+        # The task as it was when the campaign began: what `autosci rerun` and analysis read back.
+        spec = self.folder / TASK_SPEC_FILE
+        if not spec.exists():
+            atomic_write_text(spec, self.task.model_dump_json(indent=1))
 
     def _agents(self) -> tuple[list[Analyst], list[Experimenter]]:
         with self.store.read() as session:
@@ -156,6 +162,8 @@ class Coordinator:
     # ---- reactions to results (inside the ingest transaction) -----------------------------------
 
     def _react(self, session: Session, trial: Trial) -> int:
+        if self._retry_if_lost(session, trial):
+            return 0
         if trial.role == "baseline":
             self._react_baseline(session)
             return 0
@@ -191,10 +199,30 @@ class Coordinator:
                 return 0
             return self._decide(session, proposal, champion, [trial])
         # A replicate: decide once every seed of the group is in.
-        group = session.exec(select(Trial).where(Trial.group == trial.group)).all()
+        group = session.exec(select(Trial).where(Trial.group == trial.group)
+                             .where(col(Trial.superseded_by).is_(None))).all()
         if any(t.status not in ("succeeded", "failed") for t in group):
             return 0
         return self._decide(session, proposal, champion, list(group))
+
+    def _retry_if_lost(self, session: Session, trial: Trial) -> bool:
+        """A trial lost to the infrastructure runs again on the same seed, with lineage, bounded."""
+        try:
+            lost = trial.status == "failed" and FailureClass(trial.failure_class).is_infrastructure
+        except ValueError:
+            lost = False
+        if not lost or trial.attempt >= self.config.executor.max_retries:
+            return False
+        retry = Trial(proposal_id=trial.proposal_id, team_id=trial.team_id, experimenter_id=trial.experimenter_id,
+                      role=trial.role, group=trial.group, snapshot_id=trial.snapshot_id, overrides=trial.overrides,
+                      config_signature=trial.config_signature, seed=trial.seed, replicate_of=trial.replicate_of,
+                      attempt=trial.attempt + 1, retry_of=trial.id)
+        session.add(retry)
+        session.flush()
+        trial.superseded_by = retry.id
+        session.add(trial)
+        emit(session, "trial.retried", "trial", trial.id, retry=retry.id, failure_class=trial.failure_class)
+        return True
 
     def _decide(self, session: Session, proposal: Proposal, champion: Champion, group: list[Trial]) -> int:
         failed = [t for t in group if t.status == "failed"]
@@ -269,7 +297,8 @@ class Coordinator:
         emit(session, "proposal.concluded", "proposal", proposal.id, outcome=outcome)
 
     def _react_baseline(self, session: Session) -> None:
-        group = session.exec(select(Trial).where(Trial.role == "baseline")).all()
+        group = session.exec(select(Trial).where(Trial.role == "baseline")
+                             .where(col(Trial.superseded_by).is_(None))).all()
         if any(t.status not in ("succeeded", "failed") for t in group):
             return
         campaign = session.exec(select(Campaign)).one()

@@ -33,6 +33,11 @@ class FailureClass(str, Enum):
     PREEMPTED = "preempted"
 
     @property
+    def is_infrastructure(self) -> bool:
+        """Lost to the machine, not to the idea: retried with the same seed."""
+        return self in (FailureClass.NODE_FAIL, FailureClass.PREEMPTED)
+
+    @property
     def is_evidence(self) -> bool:
         """Whether this failure says something about the idea (vs. about the infrastructure)."""
         return self in (FailureClass.PROGRAM_ERROR, FailureClass.BAD_METRICS, FailureClass.TIMEOUT)

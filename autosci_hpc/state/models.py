@@ -128,6 +128,8 @@ class Trial(SQLModel, table=True):
     replicate_of: Optional[int] = Field(default=None, foreign_key="trial.id")
     attempt: int = 0
     retry_of: Optional[int] = Field(default=None, foreign_key="trial.id")
+    #: The attempt that replaced this one after an infrastructure failure (node failure, preemption).
+    superseded_by: Optional[int] = Field(default=None, foreign_key="trial.id")
     # created -> submitted -> succeeded | failed
     status: str = Field(default="created", index=True)
     failure_class: str = ""

@@ -78,3 +78,17 @@ def test_the_demo_campaign_meets_its_promise(tmp_path: Path) -> None:
     assert con.execute("select count(*) from trial").fetchone()[0] >= 30
     promoted = con.execute("select trial_ids, seed_metrics from champion where rule != 'baseline'").fetchall()
     assert promoted and all(len(json.loads(metrics)) == 3 for _, metrics in promoted)
+
+
+def test_rerun_reproduces_a_logged_trial_exactly(toy_campaign: Path) -> None:
+    con = sqlite3.connect(toy_campaign / "state.db")
+    trial_id, metric = con.execute(
+        "select id, metric from trial where status='succeeded' and role='candidate' order by id limit 1").fetchone()
+    rows_before = con.execute("select count(*) from trial").fetchone()[0]
+    same = autosci("rerun", str(trial_id), "-C", str(toy_campaign))
+    assert same.returncode == 0, same.stderr
+    assert f"logged metric {metric!r}" in same.stdout and f"metric {metric!r} (identical)" in same.stdout
+    other = autosci("rerun", str(trial_id), "--seed", "7", "-C", str(toy_campaign))
+    assert other.returncode == 0 and "(differs)" in other.stdout
+    # The log itself is untouched: a rerun writes files, never rows.
+    assert con.execute("select count(*) from trial").fetchone()[0] == rows_before

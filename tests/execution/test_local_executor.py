@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from autosci_hpc.execution.executors import LocalTrialExecutor
+from autosci_hpc.execution.local import LocalTrialExecutor
 from autosci_hpc.execution.monitor import Monitor, Observation, ingest
 from autosci_hpc.execution.trial import TrialRequest
 from autosci_hpc.state import Store

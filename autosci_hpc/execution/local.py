@@ -1,0 +1,83 @@
+"""The local executor: trials as subprocesses of this machine, through submitit's local cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import submitit
+
+from .executors import JobState, SubmittedJob, TrialExecutor
+from .trial import TrialRequest, run_trial
+
+
+def _alive(pid: str) -> bool:
+    """Whether a process lives (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class LocalTrialExecutor(TrialExecutor):
+    """Trials as local subprocesses through `submitit.AutoExecutor(cluster="local")`."""
+
+    name = "local"
+
+    def __init__(self, folder: Path, max_concurrent: int = 0, timeout_min: float = 60.0) -> None:
+        super().__init__(folder)
+        self._capacity = max_concurrent or (os.cpu_count() or 1)
+        self._executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="local")
+        # submitit's own limit is a backstop behind the trial's limit, which kills the process group.
+        self._executor.update_parameters(timeout_min=max(1, int(timeout_min) + 1))
+        self._jobs: dict[str, Any] = {}
+        self._cancelled: set[str] = set()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def submit(self, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
+        if not requests:
+            return []
+        self.submit_calls += 1
+        jobs = self._executor.map_array(run_trial, list(requests))
+        out = []
+        for request, job in zip(requests, jobs):
+            self._jobs[str(job.job_id)] = job
+            out.append(SubmittedJob(trial_id=request.trial_id, job_id=str(job.job_id)))
+        return out
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        out = {}
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is None:
+                # A job of an earlier coordinator process: submitit's local job id is the pid of
+                # its controller, so whether that process still lives says whether it may report.
+                alive = _alive(job_id)
+                out[job_id] = JobState(terminal=not alive, raw="RUNNING" if alive else "GONE",
+                                       failure_class="" if alive else "no_result")
+                continue
+            raw = job.state
+            if raw == "RUNNING":
+                out[job_id] = JobState(terminal=False, raw=raw)
+            else:
+                cls = "cancelled" if job_id in self._cancelled else "no_result"
+                out[job_id] = JobState(terminal=True, raw=raw, failure_class=cls)
+        return out
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                self._cancelled.add(job_id)
+                job.cancel(check=False)

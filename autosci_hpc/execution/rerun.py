@@ -1,0 +1,82 @@
+"""Re-run one trial from the log, in a fresh folder, without touching the campaign database."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from sqlmodel import select
+
+from ..config import CampaignConfig
+from ..state import Store
+from ..state.models import Campaign, Trial
+from ..task import TaskSpec
+from .executors import TrialExecutor, make_executor
+from .results import ResultFileError, TrialResult, read_result
+from .trial import TrialRequest
+
+TASK_SPEC_FILE = "task.json"
+
+
+@dataclass
+class Rerun:
+    trial: Trial
+    seed: int
+    folder: Path
+    result: Optional[TrialResult]
+    failure: str = ""
+
+    @property
+    def identical(self) -> bool:
+        return self.result is not None and self.result.metric == self.trial.metric and self.seed == self.trial.seed
+
+
+def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, executor_kind: Optional[str] = None,
+          timeout_s: float = 3600) -> Rerun:
+    store = Store(campaign_folder, read_only=True, create=False)
+    with store.read() as session:
+        trial = session.get(Trial, trial_id)
+        campaign = session.exec(select(Campaign)).one()
+    if trial is None:
+        raise KeyError(f"no trial {trial_id} in {campaign_folder}")
+    config = CampaignConfig.model_validate(campaign.config)
+    if executor_kind:
+        config.executor.kind = executor_kind  # type: ignore[assignment]
+    task = TaskSpec.model_validate_json((campaign_folder / TASK_SPEC_FILE).read_text())
+    seed = trial.seed if seed is None else seed
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    folder = campaign_folder / "reruns" / f"{trial_id:06d}-seed{seed}-{stamp}"
+    time_limit = config.task.time_limit_s or task.time_limit_s
+    request = TrialRequest(trial_id=trial_id, attempt=trial.attempt, folder=str(folder),
+                           snapshot_dir=str(campaign_folder / "snapshots" / trial.snapshot_id),
+                           command=task.command, overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
+                           metric=task.metric.name, test_metric=task.test_metric)
+    executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
+    result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)
+    return Rerun(trial=trial, seed=seed, folder=folder, result=result, failure=failure)
+
+
+def wait_for(executor: TrialExecutor, request: TrialRequest, timeout_s: float,
+             grace_s: float) -> tuple[Optional[TrialResult], str]:
+    """Submit one request and wait for its result file (or for its job to end without one)."""
+    job = executor.submit([request])[0]
+    deadline = time.monotonic() + timeout_s
+    ended_at: Optional[float] = None
+    while time.monotonic() < deadline:
+        try:
+            result = read_result(Path(request.folder), request.trial_id)
+        except ResultFileError:
+            result = None
+        if result is not None:
+            return result, ""
+        state = executor.states([job.job_id]).get(job.job_id)
+        if state is not None and state.terminal:
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at > grace_s:
+                return None, f"job {job.job_id} ended ({state.raw}) without a result"
+        time.sleep(0.5)
+    executor.cancel([job.job_id])
+    return None, f"no result within {timeout_s:g} s"
