@@ -198,7 +198,7 @@ class SlurmTrialExecutor(TrialExecutor):
                 fresh = self._query(wanted)
             except RuntimeError:
                 # Back off with jitter; answer from what we knew (never "finished" by absence).
-                self._poll_interval = min(self.max_poll_s, self._poll_interval * 2)
+                self._poll_interval = min(self.max_poll_s, max(1.0, self._poll_interval * 2))
                 self._next_poll = now + self._poll_interval * (0.5 + random.random())
             else:
                 changed = any(self._cache.get(k) != v for k, v in fresh.items())

@@ -123,6 +123,26 @@ def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
             continue
 
 
+def _write(request: TrialRequest, started: float, log_path: Path, failure: Optional[FailureClass], reason: str,
+           returncode: Optional[int], metrics: Optional[dict[str, Any]] = None, metric: Optional[float] = None,
+           test_metric: Optional[float] = None) -> None:
+    write_result(Path(request.folder), TrialResult(
+        trial_id=request.trial_id,
+        attempt=request.attempt,
+        status="failed" if failure else "succeeded",
+        metric=metric,
+        test_metric=test_metric,
+        metrics=metrics or {},
+        failure_class=failure.value if failure else "",
+        failure_reason=reason,
+        log_tail=tail(log_path),
+        returncode=returncode,
+        started_at=started,
+        finished_at=time.time(),
+        environment=capture_environment(),
+    ))
+
+
 def run_trial(request: TrialRequest) -> dict[str, Any]:
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,6 +196,16 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                 returncode = proc.returncode
                 failure = FailureClass.TIMEOUT
                 reason = f"ran past its limit of {request.time_limit_s:g} s and was killed"
+            except BaseException as exc:
+                # Interrupted by the scheduler: submitit raises from its USR2 handler. At the job's
+                # time limit (a non-checkpointable function is not requeued) that is a timeout, and
+                # the result says so; on preemption submitit requeues the job and this attempt
+                # writes nothing, so the requeued run reports instead.
+                _kill_group(proc, grace_s=2.0)
+                if "timed-out" in str(exc):
+                    _write(request, started, log_path, FailureClass.TIMEOUT,
+                           f"the job reached its scheduler time limit and was stopped ({exc})", proc.returncode)
+                raise
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
@@ -188,22 +218,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
             metrics, metric, test_metric = parse_metrics(metrics_path, request.metric, request.test_metric)
         except ValueError as exc:
             failure, reason = FailureClass.BAD_METRICS, str(exc)
-    result = TrialResult(
-        trial_id=request.trial_id,
-        attempt=request.attempt,
-        status="failed" if failure else "succeeded",
-        metric=metric,
-        test_metric=test_metric,
-        metrics=metrics,
-        failure_class=failure.value if failure else "",
-        failure_reason=reason,
-        log_tail=tail(log_path),
-        returncode=returncode,
-        started_at=started,
-        finished_at=time.time(),
-        environment=capture_environment(),
-    )
-    write_result(folder, result)
+    _write(request, started, log_path, failure, reason, returncode, metrics, metric, test_metric)
     if failure is not None:
         raise TrialFailed(f"trial {request.trial_id}: {failure.value}: {reason}")
     return {"trial_id": request.trial_id, "metric": metric}

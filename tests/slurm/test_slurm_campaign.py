@@ -1,0 +1,193 @@
+"""autosci_hpc on the real single-node SLURM: campaigns through arrays, failure classes, re-attach."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, func, select
+
+from autosci_hpc.coordination.coordinator import Coordinator
+from autosci_hpc.execution.monitor import Monitor, ingest
+from autosci_hpc.execution.results import RESULT_FILE
+from autosci_hpc.execution.slurm import SlurmTrialExecutor
+from autosci_hpc.execution.trial import TrialRequest
+from autosci_hpc.state import Store
+from autosci_hpc.state.models import Campaign, Event, Trial
+from autosci_hpc.task import load_task
+from helpers import FIXTURE_TASKS, ROOT, campaign_config
+
+
+@pytest.fixture
+def sbatch_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm_cluster: object) -> Path:
+    """Put a counting `sbatch` first on PATH: every real submission leaves one line."""
+    real = shutil.which("sbatch")
+    assert real is not None
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "sbatch.log"
+    (bindir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    (bindir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def sbatch_calls(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def slurm_overrides(cluster: object, *extra: str) -> list[str]:
+    return ["executor.kind=slurm", f"executor.slurm.partition={getattr(cluster, 'partition')}",
+            "executor.slurm.time_min=5", "executor.slurm.max_concurrent=8", "executor.result_grace_s=5", *extra]
+
+
+def test_a_campaign_runs_through_real_arrays(tmp_path: Path, slurm_cluster: object, sbatch_log: Path) -> None:
+    config = campaign_config(tmp_path, "toy", *slurm_overrides(slurm_cluster, "budget.trials=24",
+                                                                "coordination.experimenters_per_team=2"))
+    coordinator = Coordinator(config, config.campaign_folder())
+    summary = coordinator.run()
+    assert summary.status == "finished" and summary.trials >= 20
+    with coordinator.store.read() as session:
+        trials = session.exec(select(Trial)).all()
+    assert all(t.executor == "slurm" and t.job_id for t in trials)
+    arrays = {t.job_id.split("_")[0] for t in trials}
+    assert sbatch_calls(sbatch_log) == coordinator.executor.submit_calls == len(arrays) < len(trials)
+    assert any("_" in t.job_id for t in trials)  # several trials went out as one array
+    assert all(t.environment.get("slurm_job_id") for t in trials if t.status == "succeeded")
+
+
+def direct(tmp_path: Path, cluster: object, specs: list[dict], timeout_min: int = 5,
+           time_limit_s: float = 60) -> tuple[Store, SlurmTrialExecutor, list[TrialRequest]]:
+    task = load_task(FIXTURE_TASKS / "toy")
+    store = Store(tmp_path / "campaign")
+    executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": timeout_min,
+                                                      "slurm_partition": getattr(cluster, "partition")},
+                                  job_name="autosci-direct", min_poll_s=0.5, max_poll_s=3)
+    requests = []
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="toy", mode="decentralized"))
+        for i, overrides in enumerate(specs):
+            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                          overrides=overrides, status="submitted", folder=str(tmp_path / "trials" / str(i)))
+            session.add(trial)
+            session.flush()
+            assert trial.id is not None
+            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
+                                         command=task.command, overrides=overrides, seed=0,
+                                         time_limit_s=time_limit_s, metric="score", test_metric="test_score"))
+    with store.write() as session:
+        for job in executor.submit(requests):
+            trial = session.get(Trial, job.trial_id)
+            assert trial is not None
+            trial.job_id = job.job_id
+            session.add(trial)
+    return store, executor, requests
+
+
+def wait_all(store: Store, executor: SlurmTrialExecutor, grace_s: float = 3, timeout: float = 240,
+             before_monitoring: float = 0.0) -> dict[int, Trial]:
+    monitor = Monitor(store, executor, grace_s=grace_s)
+    deadline = time.monotonic() + timeout
+    while monitor.outstanding():
+        assert time.monotonic() < deadline
+        for obs in monitor.observe():
+            with store.write() as session:
+                ingest(session, obs)
+        time.sleep(0.5)
+    with store.read() as session:
+        return {t.id: t for t in session.exec(select(Trial)).all() if t.id is not None}
+
+
+def sacct_state(job_id: str) -> str:
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    return out.stdout.split()[0] if out.stdout.split() else ""
+
+
+def test_a_failing_program_is_failed_in_slurm_too_with_its_log(tmp_path: Path, slurm_cluster: object) -> None:
+    store, executor, requests = direct(tmp_path, slurm_cluster, [{"behaviour": "crash"}])
+    trial = wait_all(store, executor)[requests[0].trial_id]
+    assert trial.failure_class == "program_error" and "Traceback" in trial.log_tail
+    if getattr(slurm_cluster, "accounting"):
+        assert sacct_state(trial.job_id) == "FAILED"  # the job's exit status tells the truth too
+
+
+def test_glued_or_truncated_result_files_fail_after_the_grace_window(tmp_path: Path, slurm_cluster: object) -> None:
+    store, executor, requests = direct(tmp_path, slurm_cluster, [{"x": 0.1}, {"x": 0.2}])
+    for request in requests:  # let both jobs finish, then damage their result files as a bad NFS would
+        path = Path(request.folder) / RESULT_FILE
+        deadline = time.monotonic() + 120
+        while not path.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    first, second = (Path(r.folder) / RESULT_FILE for r in requests)
+    text = first.read_text()
+    first.write_text(text + text)  # two records glued together
+    second.write_text(second.read_text()[:40])  # truncated
+    start = time.monotonic()
+    trials = wait_all(store, executor, grace_s=3)
+    assert time.monotonic() - start >= 3
+    for request in requests:
+        trial = trials[request.trial_id]
+        assert trial.status == "failed" and "invalid result file" in trial.failure_reason
+
+
+def test_a_coordinator_rebuilt_mid_campaign_reattaches(tmp_path: Path, slurm_cluster: object,
+                                                        sbatch_log: Path) -> None:
+    task_dir = tmp_path / "slow_toy"
+    shutil.copytree(FIXTURE_TASKS / "toy", task_dir)
+    config_file = task_dir / "program" / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("sleep: 0.0", "sleep: 4.0"))
+    config = campaign_config(tmp_path, "toy", *slurm_overrides(slurm_cluster, "budget.trials=9"),
+                             f"task.path={task_dir}")
+    first = Coordinator(config, config.campaign_folder())
+    first._start_baseline()
+    first.tick()  # submits the baseline array, then is thrown away while it runs
+    with first.store.read() as session:
+        submitted = {t.id: t.job_id for t in session.exec(select(Trial).where(Trial.status == "submitted")).all()}
+    assert len(submitted) == 3
+    calls_before = sbatch_calls(sbatch_log)
+    del first
+    second = Coordinator(config, config.campaign_folder())
+    summary = second.run()
+    assert summary.status == "finished"
+    with second.store.read() as session:
+        baseline = {t.id: t for t in session.exec(select(Trial).where(Trial.role == "baseline")).all()}
+        per_trial = session.exec(select(Event.entity_id, func.count()).where(Event.kind == "trial.submitted")
+                                 .group_by(col(Event.entity_id))).all()
+    assert {i: t.job_id for i, t in baseline.items()} == submitted  # the same jobs, re-attached
+    assert all(t.status == "succeeded" for t in baseline.values())
+    assert all(count == 1 for _, count in per_trial)  # no trial was submitted twice
+    assert sbatch_calls(sbatch_log) - calls_before == second.executor.submit_calls
+
+
+def test_rerun_on_slurm_reproduces_a_local_trial(tmp_path: Path, slurm_cluster: object) -> None:
+    config = campaign_config(tmp_path, "toy", "budget.trials=6", "coordination.teams=1")
+    coordinator = Coordinator(config, config.campaign_folder(), )
+    coordinator.run()
+    con = sqlite3.connect(config.campaign_folder() / "state.db")
+    trial_id, metric = con.execute("select id, metric from trial where status='succeeded' limit 1").fetchone()
+    result = subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "rerun", str(trial_id), "--executor", "slurm",
+                             "-C", str(config.campaign_folder()), "--timeout", "180"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=240,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"metric {metric!r} (identical)" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_trial_past_its_slurm_time_is_timeout(tmp_path: Path, slurm_cluster: object) -> None:
+    # The job's limit (1 min) is shorter than the trial's own (10 min): the scheduler ends it.
+    # (submitit's warning signal arrives first and stops the job, so Slurm records FAILED; the
+    # result file carries the class.)
+    store, executor, requests = direct(tmp_path, slurm_cluster, [{"behaviour": "hang"}], timeout_min=1,
+                                       time_limit_s=600)
+    trial = wait_all(store, executor, timeout=300)[requests[0].trial_id]
+    assert trial.status == "failed" and trial.failure_class == "timeout", trial.failure_reason
+    assert "time limit" in trial.failure_reason
