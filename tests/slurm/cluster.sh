@@ -66,14 +66,23 @@ log() { echo "cluster.sh: $*" >&3; }
 # ---------------------------------------------------------------- helpers ---
 
 resolve_state_dir() {
-    mkdir -p "$STATE_DIR"
-    STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+    # Absolute path (it goes into config files); no need for it to exist yet.
+    STATE_DIR="$(realpath -m "$STATE_DIR")"
     CONF="$STATE_DIR/etc/slurm.conf"
     ENV_FILE="$STATE_DIR/env.sh"
     export SLURM_CONF="$CONF"
 }
 
 pidfile() { echo "$STATE_DIR/run/$1.pid"; }
+
+# Process state letter (R, S, Z, ...) from /proc/PID/stat; the comm field may
+# contain spaces, so take the first word after its closing parenthesis.
+proc_state() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    stat="${stat##*) }"
+    echo "${stat%% *}"
+}
 
 # Prints the recorded pid of daemon $1 if that process is alive and really is
 # that daemon; fails otherwise.
@@ -85,6 +94,8 @@ daemon_pid() {
     [[ -n "$pid" ]] || return 1
     comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
     [[ "$comm" == "$1" ]] || return 1
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    [[ "$(proc_state "$pid")" != Z ]] || return 1
     echo "$pid"
 }
 
@@ -107,7 +118,7 @@ expected_daemons() {
 
 # Short client timeouts: a dead slurmctld must not stall a check for long.
 node_state() {
-    timeout 10 sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n1
+    timeout 5 sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n1
 }
 
 is_up() {
@@ -129,7 +140,32 @@ print_logs() {
 }
 
 DEADLINE=0
-remaining() { echo $((DEADLINE - SECONDS)); }
+
+# launch CMD...: start a daemon with stdin/stdout/stderr on /dev/null and
+# every other inherited descriptor closed (fd 3 included).  A daemon that kept
+# a caller's pipe open would hang any caller that reads our output to the end
+# (`$(cluster.sh up)`, subprocess.run(capture_output=True), CI log capture).
+# With --bg, for a daemon that does not fork by itself, the command runs in
+# the background (the background subshell execs it: no bash stays behind).
+launch() {
+    local bg=0 fd fds=()
+    if [[ "$1" == --bg ]]; then bg=1; shift; fi
+    for fd in "/proc/$BASHPID/fd/"*; do
+        fd="${fd##*/}"
+        if ((fd > 2)); then fds+=("$fd"); fi
+    done
+    if ((bg)); then
+        (
+            for fd in "${fds[@]}"; do eval "exec $fd>&-"; done
+            exec "$@"
+        ) </dev/null >/dev/null 2>&1 &
+    else
+        (
+            for fd in "${fds[@]}"; do eval "exec $fd>&-"; done
+            exec "$@"
+        ) </dev/null >/dev/null 2>&1
+    fi
+}
 
 # wait_for DESCRIPTION COMMAND...: retry COMMAND every 0.2 s until it succeeds
 # or the `up` deadline passes; then fail with the daemon log tails.
@@ -165,7 +201,7 @@ render() { # render TEMPLATE OUTPUT: replace every @NAME@ placeholder
         -e "s|@MEM_MB@|$MEM_MB|g" \
         -e "s|@GPUS@|$GPUS|g" \
         -e "s|@GPU_FILES@|${GPU_FILES:-}|g" \
-        -e "s|@JOBACCT_GATHER@|jobacct_gather/linux|g" \
+        -e "s|@JOBACCT_GATHER@|$JOBACCT_GATHER|g" \
         -e "s|@ACCOUNTING_CONF@|${ACCOUNTING_CONF:-}|g" \
         "$1" >"$2"
     if grep -q '@[A-Z_]*@' "$2"; then
@@ -190,13 +226,14 @@ EOF
 start_munged() {
     # Own key and socket: independent of any system munged.
     mungekey --create --keyfile="$STATE_DIR/munge/munge.key" >/dev/null
-    munged --socket="$STATE_DIR/munge/munge.socket" \
+    launch munged --socket="$STATE_DIR/munge/munge.socket" \
         --key-file="$STATE_DIR/munge/munge.key" \
         --pid-file="$(pidfile munged)" \
         --log-file="$STATE_DIR/log/munged.log" \
-        --seed-file="$STATE_DIR/munge/munged.seed" </dev/null >/dev/null 2>&1 ||
+        --seed-file="$STATE_DIR/munge/munged.seed" ||
         fail_up "munged failed to start"
     wait_for "munged" munge -n -S "$STATE_DIR/munge/munge.socket"
+    wait_for "munged pid file" daemon_alive munged
 }
 
 start_mariadb() {
@@ -212,13 +249,13 @@ start_mariadb() {
     # mariadbd does not daemonize: setsid detaches it from the caller's session
     # and process group (so Ctrl-C / pytest cleanup of the caller leave it be);
     # its own --pid-file is what `down` uses.
-    setsid mariadbd "${opts[@]}" \
+    launch --bg setsid mariadbd "${opts[@]}" \
         --socket="$STATE_DIR/mysql/mysqld.sock" \
         --pid-file="$(pidfile mariadbd)" \
         --log-error="$STATE_DIR/log/mariadb.log" \
         --bind-address=127.0.0.1 --port="$MYSQL_PORT" --skip-name-resolve \
         --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
-        --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+        --innodb-lock-wait-timeout=900
     wait_for "MariaDB" mariadb-admin --no-defaults \
         --socket="$STATE_DIR/mysql/mysqld.sock" -u root ping
     wait_for "MariaDB pid file" daemon_alive mariadbd
@@ -233,7 +270,9 @@ EOF
 }
 
 start_slurmdbd() {
-    slurmdbd </dev/null >/dev/null 2>&1 || fail_up "slurmdbd failed to start"
+    launch slurmdbd || fail_up "slurmdbd failed to start"
+    # The daemonized child writes the pid file a moment after the parent exits.
+    wait_for "slurmdbd pid file" daemon_alive slurmdbd
     # slurmdbd creates its tables on first start; sacctmgr answers once done.
     wait_for "slurmdbd" slurmdbd_answers
     # Register the cluster before slurmctld starts, so slurmctld finds it and
@@ -250,7 +289,10 @@ slurmdbd_answers() {
 do_up() {
     resolve_state_dir
     if is_up; then
-        log "already up (SLURM_CONF=$CONF)"
+        log "already up (SLURM_CONF=$CONF); run '$0 down' first to change settings"
+        if accounting_wanted && [[ ! -f "$STATE_DIR/etc/slurmdbd.conf" ]]; then
+            log "WARNING: the running cluster has no accounting (no slurmdbd)"
+        fi
         cat "$ENV_FILE"
         return 0
     fi
@@ -277,6 +319,7 @@ do_up() {
 
     # Fresh state: remove only what this script creates (never the whole dir,
     # in case AUTOSCI_SLURM_DIR points somewhere that holds other files).
+    mkdir -p "$STATE_DIR"
     rm -rf "${STATE_DIR:?}"/{etc,run,log,spool,munge,mysql,dev} "$ENV_FILE"
     mkdir -p "$STATE_DIR"/{etc,run,log,spool/slurmctld,spool/slurmd,munge,mysql,dev}
     # munged insists the socket dir be searchable by all (the key itself is 0600).
@@ -295,10 +338,13 @@ do_up() {
         ACCOUNTING_CONF="AccountingStorageType=accounting_storage/slurmdbd\\
 AccountingStorageHost=localhost\\
 AccountingStoragePort=$SLURMDBD_PORT\\
-AccountingStoragePass=$STATE_DIR/munge/munge.socket"
+AccountingStoragePass=$STATE_DIR/munge/munge.socket\\
+AccountingStorageTRES=gres/gpu,gres/gpu:h100"
+        JOBACCT_GATHER=jobacct_gather/linux
         (umask 077 && render "$HERE/slurmdbd.conf.in" "$STATE_DIR/etc/slurmdbd.conf")
     else
         ACCOUNTING_CONF="AccountingStorageType=accounting_storage/none"
+        JOBACCT_GATHER=jobacct_gather/none
     fi
     render "$HERE/slurm.conf.in" "$CONF"
     render "$HERE/gres.conf.in" "$STATE_DIR/etc/gres.conf"
@@ -310,9 +356,9 @@ AccountingStoragePass=$STATE_DIR/munge/munge.socket"
         start_slurmdbd
     fi
     # -c: ignore saved state (job ids restart at 1); -i: ignore unreadable state.
-    slurmctld -c -i -f "$CONF" </dev/null >/dev/null 2>&1 || fail_up "slurmctld failed to start"
+    launch slurmctld -c -i -f "$CONF" || fail_up "slurmctld failed to start"
     wait_for "slurmctld" daemon_alive slurmctld
-    slurmd -c -N "$NODE_NAME" -f "$CONF" </dev/null >/dev/null 2>&1 || fail_up "slurmd failed to start"
+    launch slurmd -c -N "$NODE_NAME" -f "$CONF" || fail_up "slurmd failed to start"
     wait_for "slurmd" daemon_alive slurmd
     wait_for "node $NODE_NAME to be idle" node_is_idle
 
@@ -339,7 +385,7 @@ stop_pid() {
     for ((i = 0; i < 150; i++)); do
         [[ -d "/proc/$pid" ]] || return 0
         # A zombie (our own un-reaped child) counts as stopped.
-        [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 0
+        [[ "$(proc_state "$pid")" != Z ]] || return 0
         sleep 0.1
     done
     log "$name (pid $pid) ignored SIGTERM for 15 s: SIGKILL"
@@ -352,10 +398,34 @@ our_stepds() {
     local p
     for p in /proc/[0-9]*; do
         [[ "$(cat "$p/comm" 2>/dev/null)" == slurmstepd ]] || continue
-        if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF"; then
+        [[ "$(proc_state "${p#/proc/}")" != Z ]] || continue
+        if tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF "SLURM_CONF=$CONF"; then
             echo "${p#/proc/}"
         fi
     done
+}
+
+# descendants PID...: every process whose ancestry includes one of PIDs.
+descendants() {
+    local -A children=()
+    local p stat ppid
+    for p in /proc/[0-9]*; do
+        stat="$(cat "$p/stat" 2>/dev/null)" || continue
+        stat="${stat##*) }"          # "S PPID ..." after the comm field
+        ppid="${stat#* }"
+        ppid="${ppid%% *}"
+        children[$ppid]+=" ${p#/proc/}"
+    done
+    local queue=("$@") out=()
+    while ((${#queue[@]})); do
+        p="${queue[0]}"
+        queue=("${queue[@]:1}")
+        for c in ${children[$p]:-}; do
+            out+=("$c")
+            queue+=("$c")
+        done
+    done
+    echo "${out[*]:-}"
 }
 
 do_down() {
@@ -384,11 +454,19 @@ do_down() {
         fi
         rm -f "$(pidfile "$d")"
     done
-    for pid in $(our_stepds); do
+    # Only if jobs could not be cancelled (e.g. slurmctld had died): their
+    # slurmstepd and the job processes under it outlive slurmd.  Kill them
+    # (and only them) outright, as Slurm would after KillWait.
+    local stepds victims
+    stepds="$(our_stepds)"
+    if [[ -n "$stepds" ]]; then
         any=1
-        log "stopping leftover slurmstepd (pid $pid)"
-        stop_pid slurmstepd "$pid"
-    done
+        # shellcheck disable=SC2086
+        victims="$(descendants $stepds) $stepds"
+        log "killing leftover job steps: slurmstepd pids ${stepds//$'\n'/ }, with their processes"
+        # shellcheck disable=SC2086
+        kill -KILL $victims 2>/dev/null || true
+    fi
     rm -f "$ENV_FILE"
     if [[ "$any" == 0 ]]; then log "not running"; else log "down"; fi
 }

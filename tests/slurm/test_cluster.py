@@ -17,6 +17,8 @@ import pytest
 
 submitit = pytest.importorskip("submitit")
 
+pytestmark = pytest.mark.slurm
+
 # Generous: a job starts within a second or two on an idle test node, but CI
 # machines can be slow.  Bounded, so a broken cluster fails instead of hanging.
 JOB_TIMEOUT_S = 180

@@ -191,3 +191,23 @@ def test_a_trial_past_its_slurm_time_is_timeout(tmp_path: Path, slurm_cluster: o
     trial = wait_all(store, executor, timeout=300)[requests[0].trial_id]
     assert trial.status == "failed" and trial.failure_class == "timeout", trial.failure_reason
     assert "time limit" in trial.failure_reason
+
+
+def test_arrays_larger_than_the_limit_are_chunked_from_zero(tmp_path: Path, slurm_cluster: object,
+                                                            sbatch_log: Path) -> None:
+    task = load_task(FIXTURE_TASKS / "toy")
+    executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5,
+                                                      "slurm_partition": getattr(slurm_cluster, "partition")},
+                                  max_array_size=4, job_name="autosci-chunks", min_poll_s=0.5)
+    requests = [TrialRequest(trial_id=i, folder=str(tmp_path / "t" / str(i)), snapshot_dir=str(task.program_dir),
+                             command=task.command, overrides={"x": i / 10}, seed=0, time_limit_s=60, metric="score",
+                             test_metric="test_score") for i in range(1, 11)]
+    jobs = executor.submit(requests)
+    assert sbatch_calls(sbatch_log) == executor.submit_calls == 3  # 4 + 4 + 2
+    assert [j.array_index for j in jobs] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    assert len({j.job_id.split("_")[0] for j in jobs}) == 3
+    for job in jobs:
+        deadline = time.monotonic() + 120
+        while not (Path(requests[job.trial_id - 1].folder) / RESULT_FILE).exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
