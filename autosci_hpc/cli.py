@@ -48,7 +48,8 @@ def _open_read_only(folder: Path):  # noqa: ANN202 - Store, imported lazily to k
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config, args.overrides)
+        files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
+        config = load_config(files, [a for a in args.overrides if a not in files])
         task = load_task(config.task.path)
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
@@ -167,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a campaign to its budget, with a live view")
     p.add_argument("config", help="campaign YAML (configs/campaign/*.yaml)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. budget.trials=60")
+    p.add_argument("overrides", nargs="*",
+                   help="more YAML files merged in order (e.g. configs/cluster/h100_example.yaml), "
+                        "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin
 
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -183,26 +183,29 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: Optional[Union[str, Path]], overrides: Optional[list[str]] = None) -> CampaignConfig:
-    """Defaults, then the YAML file, then `key=value` overrides; validated, nothing created."""
+def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
+                overrides: Optional[list[str]] = None) -> CampaignConfig:
+    """Defaults, then each YAML file in order (a campaign, then e.g. a cluster file), then
+    `key=value` overrides; validated, nothing created."""
     layers: list[tuple[str, Any]] = []
     source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for one in paths:
+        one = Path(one)
+        source = str(one)
+        if not one.is_file():
+            raise ConfigError(f"{one}: no such config file")
         try:
-            loaded = OmegaConf.load(path)
+            loaded = OmegaConf.load(one)
         except Exception as exc:  # yaml errors come in several classes
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{one}: not valid YAML: {exc}") from exc
         file_data = OmegaConf.to_container(loaded, resolve=True) if loaded is not None else {}
         if file_data is None:
             file_data = {}
         if not isinstance(file_data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        check_keys(file_data, CampaignConfig, str(path))
-        layers.append((str(path), file_data))
+            raise ConfigError(f"{one}: the top level must be a mapping of sections")
+        check_keys(file_data, CampaignConfig, str(one))
+        layers.append((str(one), file_data))
     if overrides:
         for item in overrides:
             if "=" not in item:

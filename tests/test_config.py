@@ -72,3 +72,17 @@ def test_cli_gives_one_message_and_creates_nothing(tmp_path: Path, text: str, ne
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
     assert not root.exists()
+
+
+def test_a_cluster_file_merges_over_the_campaign_file(tmp_path: Path) -> None:
+    campaign = write(tmp_path, "budget: {trials: 12}\nexecutor: {result_grace_s: 3}\n")
+    config = load_config([campaign, ROOT / "configs" / "cluster" / "h100_example.yaml"], ["executor.slurm.mem_gb=80"])
+    assert config.budget.trials == 12 and config.executor.kind == "slurm"
+    assert config.executor.slurm.gres == "gpu:h100:1" and config.executor.slurm.mem_gb == 80
+    assert config.executor.result_grace_s == 60  # the later file wins
+    assert config.executor.slurm.setup[0].startswith("module load")
+
+
+def test_every_shipped_config_is_valid() -> None:
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        load_config(path)
