@@ -9,6 +9,7 @@ import pytest
 
 from autosci_hpc.config import CampaignConfig
 from helpers import campaign_config
+from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture, for tests in any folder)
 
 
 @pytest.fixture

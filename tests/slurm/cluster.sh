@@ -281,6 +281,11 @@ start_slurmdbd() {
         fail_up "sacctmgr add cluster $CLUSTER_NAME failed"
 }
 
+slurmctld_answers() {
+    daemon_alive slurmctld || fail_up "slurmctld exited during start-up"
+    timeout 5 scontrol ping
+}
+
 slurmdbd_answers() {
     daemon_alive slurmdbd || fail_up "slurmdbd exited during start-up"
     timeout 10 sacctmgr -n list cluster
@@ -357,7 +362,10 @@ AccountingStorageTRES=gres/gpu,gres/gpu:h100"
     fi
     # -c: ignore saved state (job ids restart at 1); -i: ignore unreadable state.
     launch slurmctld -c -i -f "$CONF" || fail_up "slurmctld failed to start"
-    wait_for "slurmctld" daemon_alive slurmctld
+    wait_for "slurmctld pid file" daemon_alive slurmctld
+    # Start slurmd only once slurmctld listens: a slurmd whose first
+    # registration fails retries only after several seconds.
+    wait_for "slurmctld to answer" slurmctld_answers
     launch slurmd -c -N "$NODE_NAME" -f "$CONF" || fail_up "slurmd failed to start"
     wait_for "slurmd" daemon_alive slurmd
     wait_for "node $NODE_NAME to be idle" node_is_idle

@@ -1,4 +1,5 @@
-"""pytest plumbing for the tests that need a real SLURM cluster.
+"""pytest plumbing for the tests that need a real SLURM cluster (imported by tests/conftest.py,
+so that tests anywhere, e.g. the executor conformance suite, can ask for it).
 
 Nothing here is global: no hooks, no markers, no import-time side effects.
 Tests opt in by asking for the ``slurm_cluster`` fixture, which
@@ -27,7 +28,7 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "slurm"
 
 SKIP_MESSAGE = (
     "SLURM tests need a cluster: run `bash tests/slurm/install.sh && "
