@@ -51,3 +51,65 @@ class ScriptedPolicy(OfflinePolicy):
             return ProposalDraft(title=f"scripted {overrides}", focus=focus or self.focus, overrides=overrides,
                                  rationale="scripted by the test")
         return super().propose(agent, view, focus)
+
+
+# ---- trials without a campaign: for executor, monitor and ingestion tests ---------------------
+
+def make_trials(folder: Path, specs: list[dict[str, Any]], time_limit_s: float = 60) -> tuple[Any, list[Any]]:
+    """A store holding one submitted toy trial per spec, and the requests that run them."""
+    from autosci_hpc.execution.trial import TrialRequest
+    from autosci_hpc.state import Store
+    from autosci_hpc.state.models import Campaign, Trial
+    from autosci_hpc.task import load_task
+
+    task = load_task(FIXTURE_TASKS / "toy")
+    store = Store(folder / "campaign")
+    requests = []
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(folder), task_name="toy", mode="decentralized"))
+        for i, overrides in enumerate(specs):
+            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                          overrides=overrides, status="submitted")
+            session.add(trial)
+            session.flush()
+            assert trial.id is not None
+            trial.folder = str(folder / "trials" / str(trial.id))
+            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
+                                         command=task.command, overrides=overrides, seed=0,
+                                         time_limit_s=time_limit_s, metric="score", test_metric="test_score"))
+    return store, requests
+
+
+def submit(store: Any, executor: Any, requests: list[Any]) -> list[str]:
+    """Submit through the executor and record job ids on the trial rows, as the coordinator does."""
+    from autosci_hpc.state.models import Trial
+
+    jobs = executor.submit(requests)
+    with store.write() as session:
+        for job in jobs:
+            trial = session.get(Trial, job.trial_id)
+            assert trial is not None
+            trial.job_id = job.job_id
+            session.add(trial)
+    return [j.job_id for j in jobs]
+
+
+def drain(store: Any, executor: Any, grace_s: float = 2, timeout: float = 240) -> dict[int, Any]:
+    """Observe and ingest until no trial is outstanding; the trials by id."""
+    import time
+
+    from sqlmodel import select
+
+    from autosci_hpc.execution.monitor import Monitor, ingest
+    from autosci_hpc.state.models import Trial
+
+    monitor = Monitor(store, executor, grace_s=grace_s)
+    deadline = time.monotonic() + timeout
+    while monitor.outstanding():
+        assert time.monotonic() < deadline, "trials never finished"
+        for obs in monitor.observe():
+            with store.write() as session:
+                ingest(session, obs)
+        time.sleep(0.3)
+    with store.read() as session:
+        return {t.id: t for t in session.exec(select(Trial)).all() if t.id is not None}

@@ -11,17 +11,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from sqlmodel import select
 
 from autosci_hpc.execution.executors import TrialExecutor
 from autosci_hpc.execution.local import LocalTrialExecutor
-from autosci_hpc.execution.monitor import Monitor, ingest
 from autosci_hpc.execution.slurm import SlurmTrialExecutor
-from autosci_hpc.execution.trial import TrialRequest
-from autosci_hpc.state import Store
-from autosci_hpc.state.models import Campaign, Trial
-from autosci_hpc.task import load_task
-from helpers import FIXTURE_TASKS
+from helpers import drain, make_trials, submit
 
 
 @pytest.fixture(params=["local", "slurm"])
@@ -32,49 +26,6 @@ def executor(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TrialEx
         cluster = request.getfixturevalue("slurm_cluster")
         yield SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5, "slurm_partition": cluster.partition},
                                  job_name="autosci-conformance", min_poll_s=0.5, max_poll_s=2)
-
-
-def make_trials(tmp_path: Path, specs: list[dict]) -> tuple[Store, list[TrialRequest]]:
-    task = load_task(FIXTURE_TASKS / "toy")
-    store = Store(tmp_path / "campaign")
-    requests = []
-    with store.write() as session:
-        session.add(Campaign(name="c", folder=str(tmp_path), task_name="toy", mode="decentralized"))
-        for i, overrides in enumerate(specs):
-            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
-                          overrides=overrides, status="submitted")
-            session.add(trial)
-            session.flush()
-            assert trial.id is not None
-            trial.folder = str(tmp_path / "trials" / str(trial.id))
-            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
-                                         command=task.command, overrides=overrides, seed=0, time_limit_s=60,
-                                         metric="score", test_metric="test_score"))
-    return store, requests
-
-
-def submit(store: Store, executor: TrialExecutor, requests: list[TrialRequest]) -> list[str]:
-    jobs = executor.submit(requests)
-    with store.write() as session:
-        for job in jobs:
-            trial = session.get(Trial, job.trial_id)
-            assert trial is not None
-            trial.job_id = job.job_id
-            session.add(trial)
-    return [j.job_id for j in jobs]
-
-
-def drain(store: Store, executor: TrialExecutor, timeout: float = 180) -> dict[int, Trial]:
-    monitor = Monitor(store, executor, grace_s=2)
-    deadline = time.monotonic() + timeout
-    while monitor.outstanding():
-        assert time.monotonic() < deadline, "trials never finished"
-        for obs in monitor.observe():
-            with store.write() as session:
-                ingest(session, obs)
-        time.sleep(0.3)
-    with store.read() as session:
-        return {t.id: t for t in session.exec(select(Trial)).all() if t.id is not None}
 
 
 def test_a_batch_is_one_submission_and_results_decide(executor: TrialExecutor, tmp_path: Path) -> None:

@@ -105,3 +105,36 @@ def test_nested_submission_hides_the_parent_job_but_keeps_slurm_conf(monkeypatch
         assert "SBATCH_PARTITION" not in os.environ
         assert os.environ["SLURM_CONF"] == "/etc/slurm/slurm.conf"
     assert os.environ["SLURM_ARRAY_JOB_ID"] == "77"
+
+
+def test_transient_sbatch_errors_are_retried_and_policy_errors_are_not(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from autosci_hpc.execution import slurm as slurm_module
+    from autosci_hpc.execution.slurm import SubmissionError
+
+    monkeypatch.setattr(slurm_module.time, "sleep", lambda s: None)
+    ex = executor(tmp_path, FakeScheduler())
+    answers: list[object] = [RuntimeError("sbatch: error: Socket timed out on send/recv operation"),
+                             [type("Job", (), {"job_id": "12_0"})()]]
+
+    def flaky(fn: object, items: list) -> list:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    monkeypatch.setattr(ex._executor, "map_array", flaky)
+    from autosci_hpc.execution.trial import TrialRequest
+
+    request = TrialRequest(trial_id=1, folder=str(tmp_path), snapshot_dir=str(tmp_path), command="true",
+                           overrides={}, seed=0, time_limit_s=5, metric="m", test_metric="t")
+    jobs = ex.submit([request])
+    assert [j.job_id for j in jobs] == ["12_0"] and ex.submit_calls == 2
+
+    def refuse(fn: object, items: list) -> list:
+        raise RuntimeError("sbatch: error: AssocMaxSubmitJobLimit")
+
+    monkeypatch.setattr(ex._executor, "map_array", refuse)
+    with pytest.raises(SubmissionError, match="AssocMaxSubmitJobLimit"):
+        ex.submit([request])
+    assert ex.submit_calls == 3  # no retry of a policy error

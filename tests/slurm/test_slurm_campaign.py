@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -15,14 +14,13 @@ import pytest
 from sqlmodel import col, func, select
 
 from autosci_hpc.coordination.coordinator import Coordinator
-from autosci_hpc.execution.monitor import Monitor, ingest
 from autosci_hpc.execution.results import RESULT_FILE
 from autosci_hpc.execution.slurm import SlurmTrialExecutor
 from autosci_hpc.execution.trial import TrialRequest
 from autosci_hpc.state import Store
-from autosci_hpc.state.models import Campaign, Event, Trial
+from autosci_hpc.state.models import Event, Trial
 from autosci_hpc.task import load_task
-from helpers import FIXTURE_TASKS, ROOT, campaign_config
+from helpers import FIXTURE_TASKS, ROOT, campaign_config, drain, make_trials, submit
 
 
 @pytest.fixture
@@ -65,44 +63,12 @@ def test_a_campaign_runs_through_real_arrays(tmp_path: Path, slurm_cluster: obje
 
 def direct(tmp_path: Path, cluster: object, specs: list[dict], timeout_min: int = 5,
            time_limit_s: float = 60) -> tuple[Store, SlurmTrialExecutor, list[TrialRequest]]:
-    task = load_task(FIXTURE_TASKS / "toy")
-    store = Store(tmp_path / "campaign")
+    store, requests = make_trials(tmp_path, specs, time_limit_s=time_limit_s)
     executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": timeout_min,
                                                       "slurm_partition": getattr(cluster, "partition")},
                                   job_name="autosci-direct", min_poll_s=0.5, max_poll_s=3)
-    requests = []
-    with store.write() as session:
-        session.add(Campaign(name="c", folder=str(tmp_path), task_name="toy", mode="decentralized"))
-        for i, overrides in enumerate(specs):
-            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
-                          overrides=overrides, status="submitted", folder=str(tmp_path / "trials" / str(i)))
-            session.add(trial)
-            session.flush()
-            assert trial.id is not None
-            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
-                                         command=task.command, overrides=overrides, seed=0,
-                                         time_limit_s=time_limit_s, metric="score", test_metric="test_score"))
-    with store.write() as session:
-        for job in executor.submit(requests):
-            trial = session.get(Trial, job.trial_id)
-            assert trial is not None
-            trial.job_id = job.job_id
-            session.add(trial)
+    submit(store, executor, requests)
     return store, executor, requests
-
-
-def wait_all(store: Store, executor: SlurmTrialExecutor, grace_s: float = 3, timeout: float = 240,
-             before_monitoring: float = 0.0) -> dict[int, Trial]:
-    monitor = Monitor(store, executor, grace_s=grace_s)
-    deadline = time.monotonic() + timeout
-    while monitor.outstanding():
-        assert time.monotonic() < deadline
-        for obs in monitor.observe():
-            with store.write() as session:
-                ingest(session, obs)
-        time.sleep(0.5)
-    with store.read() as session:
-        return {t.id: t for t in session.exec(select(Trial)).all() if t.id is not None}
 
 
 def sacct_state(job_id: str) -> str:
@@ -112,7 +78,7 @@ def sacct_state(job_id: str) -> str:
 
 def test_a_failing_program_is_failed_in_slurm_too_with_its_log(tmp_path: Path, slurm_cluster: object) -> None:
     store, executor, requests = direct(tmp_path, slurm_cluster, [{"behaviour": "crash"}])
-    trial = wait_all(store, executor)[requests[0].trial_id]
+    trial = drain(store, executor)[requests[0].trial_id]
     assert trial.failure_class == "program_error" and "Traceback" in trial.log_tail
     if getattr(slurm_cluster, "accounting"):
         assert sacct_state(trial.job_id) == "FAILED"  # the job's exit status tells the truth too
@@ -131,7 +97,7 @@ def test_glued_or_truncated_result_files_fail_after_the_grace_window(tmp_path: P
     first.write_text(text + text)  # two records glued together
     second.write_text(second.read_text()[:40])  # truncated
     start = time.monotonic()
-    trials = wait_all(store, executor, grace_s=3)
+    trials = drain(store, executor, grace_s=3)
     assert time.monotonic() - start >= 3
     for request in requests:
         trial = trials[request.trial_id]
@@ -188,7 +154,7 @@ def test_a_trial_past_its_slurm_time_is_timeout(tmp_path: Path, slurm_cluster: o
     # result file carries the class.)
     store, executor, requests = direct(tmp_path, slurm_cluster, [{"behaviour": "hang"}], timeout_min=1,
                                        time_limit_s=600)
-    trial = wait_all(store, executor, timeout=300)[requests[0].trial_id]
+    trial = drain(store, executor, timeout=300)[requests[0].trial_id]
     assert trial.status == "failed" and trial.failure_class == "timeout", trial.failure_reason
     assert "time limit" in trial.failure_reason
 
@@ -211,3 +177,19 @@ def test_arrays_larger_than_the_limit_are_chunked_from_zero(tmp_path: Path, slur
         while not (Path(requests[job.trial_id - 1].folder) / RESULT_FILE).exists():
             assert time.monotonic() < deadline
             time.sleep(0.3)
+
+
+def test_gres_from_the_campaign_config_reaches_the_trial(tmp_path: Path, slurm_cluster: object) -> None:
+    from autosci_hpc.config import load_config
+
+    cfg = load_config(None, [f"executor.slurm.partition={getattr(slurm_cluster, 'gpu_partition')}",
+                             "executor.slurm.gres=gpu:h100:1", "executor.slurm.time_min=5",
+                             "executor.slurm.setup=[export AUTOSCI_SETUP_RAN=1]"]).executor.slurm
+    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-gres", time_limit_s=60)
+    store, requests = make_trials(tmp_path, [{"x": 0.3}])
+    submit(store, executor, requests)
+    trial = drain(store, executor)[requests[0].trial_id]
+    assert trial.status == "succeeded"
+    assert trial.environment["cuda_visible_devices"] != ""  # one fake H100 was allocated
+    submission = next((tmp_path / "jobs").rglob("*_submission.sh")).read_text()
+    assert "--gres=gpu:h100:1" in submission and "export AUTOSCI_SETUP_RAN=1" in submission
