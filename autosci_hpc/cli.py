@@ -75,13 +75,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             last.update(t=now, line=line)
 
     coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
-    if live_view:
-        from rich.live import Live
+    try:
+        if live_view:
+            from rich.live import Live
 
-        with Live(render_status(coordinator.store), console=console, refresh_per_second=2) as live:
+            with Live(render_status(coordinator.store), console=console, refresh_per_second=2) as live:
+                summary = coordinator.run()
+        else:
             summary = coordinator.run()
-    else:
-        summary = coordinator.run()
+    except TaskError as exc:  # e.g. the task's data could not be prepared
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
     console.print(render_status(coordinator.store))
     console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                   f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)

@@ -91,6 +91,9 @@ class TaskSpec(BaseModel):
     command: str
     editable: list[str]
     time_limit_s: float = Field(default=600, gt=0)
+    #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
+    prepare: str = ""
+    prepare_time_limit_s: float = Field(default=1800, gt=0)
     axes: list[Axis] = Field(default_factory=list)
     #: Set by `load_task`: the folder holding task.yaml.
     folder: Path = Path(".")

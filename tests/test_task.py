@@ -52,3 +52,28 @@ def test_a_bad_task_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "task.yaml").write_text("name: t\nmetric: {name: m, direction: up}\n")
     with pytest.raises(TaskError, match=str(tmp_path / "task.yaml")):
         load_task(tmp_path)
+
+
+def test_task_data_is_prepared_once_with_provenance_and_checksums(tmp_path: Path) -> None:
+    import shutil
+
+    from autosci_hpc.data import DataError, prepare_data
+
+    task_dir = tmp_path / "task"
+    shutil.copytree(FIXTURE_TASKS / "toy", task_dir)
+    (task_dir / "prepare.py").write_text(
+        "import json, pathlib, sys\n"
+        "out = pathlib.Path(sys.argv[1]); (out / 'table.csv').write_text('a,b\\n1,2\\n')\n"
+        "(out / 'provenance.json').write_text(json.dumps({'source': 'made up', 'license': 'CC0'}))\n"
+        "print('prepared', file=sys.stderr)\n")
+    spec = (task_dir / "task.yaml").read_text() + 'prepare: "{python} prepare.py {data}"\n'
+    (task_dir / "task.yaml").write_text(spec)
+    task = load_task(task_dir)
+    campaign = tmp_path / "campaign"
+    manifest = prepare_data(task, campaign)
+    assert manifest["provenance"]["license"] == "CC0"
+    assert set(manifest["sha256"]) == {"table.csv", "provenance.json"}
+    (task_dir / "prepare.py").write_text("raise SystemExit('must not run twice')\n")
+    assert prepare_data(task, campaign) == manifest  # reused, not re-run
+    with pytest.raises(DataError, match="must not run twice"):
+        prepare_data(task, tmp_path / "other")  # a failure names the task and shows its output

@@ -19,6 +19,7 @@ from ..agents.policy import Policy
 from ..agents.roles import Analyst, Context, Experimenter, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
+from ..data import data_dir, prepare_data
 from ..execution.executors import TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
@@ -103,6 +104,7 @@ class Coordinator:
         return analysts, experimenters
 
     def _start_baseline(self) -> None:
+        manifest = prepare_data(self.task, self.folder)
         snapshot = build_snapshot(self.task, self.folder)
         with self.store.write() as session:
             if session.exec(select(Trial).where(Trial.role == "baseline")).first() is not None:
@@ -113,6 +115,9 @@ class Coordinator:
             campaign = session.exec(select(Campaign)).one()
             campaign.status = "baseline"
             session.add(campaign)
+            if manifest:
+                emit(session, "data.prepared", "campaign", campaign.id, files=len(manifest.get("sha256", {})),
+                     provenance=manifest.get("provenance", {}))
             post(session, "analysis", "campaign started",
                  f"task {self.task.name}: running the champion program on {self.config.promotion.seeds} seeds")
 
@@ -471,7 +476,8 @@ class Coordinator:
                             snapshot_dir=str(self.folder / "snapshots" / trial.snapshot_id),
                             command=self.task.command, overrides=trial.overrides, seed=trial.seed,
                             time_limit_s=self.time_limit_s, metric=self.task.metric.name,
-                            test_metric=self.task.test_metric)
+                            test_metric=self.task.test_metric,
+                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "")
 
     def _maybe_finish(self) -> bool:
         with self.store.read() as session:

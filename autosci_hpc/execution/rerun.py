@@ -53,7 +53,8 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
     request = TrialRequest(trial_id=trial_id, attempt=trial.attempt, folder=str(folder),
                            snapshot_dir=str(campaign_folder / "snapshots" / trial.snapshot_id),
                            command=task.command, overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
-                           metric=task.metric.name, test_metric=task.test_metric)
+                           metric=task.metric.name, test_metric=task.test_metric,
+                           data_dir=str(campaign_folder / "data") if task.prepare else "")
     executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
     result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)
     return Rerun(trial=trial, seed=seed, folder=folder, result=result, failure=failure)

@@ -45,6 +45,8 @@ class TrialRequest(BaseModel):
     time_limit_s: float
     metric: str
     test_metric: str
+    #: The campaign's prepared data folder (the task's `prepare` output), "" when it has none.
+    data_dir: str = ""
 
 
 class TrialFailed(RuntimeError):
@@ -160,6 +162,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
             overrides=shlex.quote(str(overrides_path)),
             metrics=shlex.quote(str(metrics_path)),
             seed=request.seed,
+            data=shlex.quote(request.data_dir),
         )
     )
     env = dict(os.environ)
@@ -168,6 +171,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
         AUTOSCI_SEED=str(request.seed),
         AUTOSCI_METRICS=str(metrics_path),
         AUTOSCI_OVERRIDES=str(overrides_path),
+        AUTOSCI_DATA=request.data_dir,
         PYTHONHASHSEED=str(request.seed),
     )
     started = time.time()
