@@ -25,7 +25,7 @@ from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.results import FailureClass, atomic_write_text
 from ..execution.trial import TrialRequest
-from ..llm.offline import OfflinePolicy
+from ..llm import make_policy
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
 from ..task import TaskSpec, build_snapshot, config_signature, load_task
@@ -50,12 +50,6 @@ class Summary:
     baseline_metric: Optional[float]
 
 
-def make_policy(config: CampaignConfig) -> Policy:
-    if config.llm.backend == "offline":
-        return OfflinePolicy(seed=config.campaign.seed, dead_end_after=config.coordination.dead_end_after)
-    raise CampaignError(f"llm.backend={config.llm.backend!r} is not available in this version")
-
-
 class Coordinator:
     def __init__(self, config: CampaignConfig, folder: Path, *, task: Optional[TaskSpec] = None,
                  policy: Optional[Policy] = None, executor: Optional[TrialExecutor] = None,
@@ -66,7 +60,7 @@ class Coordinator:
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,
                            busy_timeout_s=config.state.busy_timeout_s)
-        self.ctx = Context(self.store, self.task, policy or make_policy(config), config)
+        self.ctx = Context(self.store, self.task, policy or make_policy(config, self.store), config)
         self.executor = executor or make_executor(config, self.folder / "jobs", self.time_limit_s)
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
         self.on_tick = on_tick
