@@ -1,10 +1,11 @@
-"""The `autosci` command: run, status, log, show, rerun, doctor."""
+"""The `autosci` command: run, coordinate, status, log, show, rerun, doctor."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -93,6 +94,70 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.status == "finished" else 1
 
 
+def cmd_coordinate(args: argparse.Namespace) -> int:
+    """The long-lived coordinator (what sbatch/launch_campaign.sh runs): lease, signals, resume, requeue."""
+    import signal as signals
+
+    from .coordination.coordinator import Coordinator
+    from .state.lease import CoordinatorLease, Heartbeat, LeaseHeld
+    from .status import render_status
+
+    try:
+        files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
+        config = load_config(files, [a for a in args.overrides if a not in files])
+        task = load_task(config.task.path)
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    # A fixed folder (no timestamp), so that a requeued or restarted coordinator finds its campaign.
+    folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
+    holder: dict[str, CoordinatorLease] = {}
+
+    def take(store):  # noqa: ANN001, ANN202
+        holder["lease"] = CoordinatorLease(store, ttl_s=args.lease_ttl)
+        holder["lease"].acquire()
+        return holder["lease"]
+
+    try:
+        coordinator = Coordinator(config, folder, task=task, lease=take)
+    except LeaseHeld as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 3
+    lease = holder["lease"]
+    beat = Heartbeat(lease, interval_s=max(1.0, args.lease_ttl / 4))
+    beat.start()
+    for name in ("SIGUSR1", "SIGTERM", "SIGINT"):
+        signals.signal(getattr(signals, name), lambda signum, _f: coordinator.request_stop(signals.Signals(signum).name))
+    console.print(f"coordinator for {folder} ({'resumed' if coordinator.resumed else 'new campaign'})",
+                  highlight=False, soft_wrap=True)
+    try:
+        summary = coordinator.run()
+    except TaskError as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    finally:
+        beat.stop()
+        lease.release()
+    if summary.status in ("finished", "failed"):
+        with open(folder / "report.txt", "w") as handle:
+            Console(file=handle, width=140).print(render_status(coordinator.store))
+        console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
+                      f"report in {folder / 'report.txt'}", highlight=False, soft_wrap=True)
+        return 0 if summary.status == "finished" else 1
+    job = os.environ.get("SLURM_JOB_ID")
+    console.print(f"coordinator stopped ({coordinator.stop_reason}); state saved, lease released", highlight=False)
+    if job and not args.no_requeue:
+        from .state import emit
+
+        with coordinator.store.write() as session:
+            emit(session, "campaign.requeued", "campaign", 1, slurm_job_id=job, reason=coordinator.stop_reason)
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        console.print(f"scontrol requeue {job}: {'ok' if result.returncode == 0 else result.stderr.strip()}",
+                      highlight=False)
+        return 0 if result.returncode == 0 else 4
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
@@ -177,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("coordinate", help="the long-lived coordinator of a campaign (resumes its folder)")
+    p.add_argument("config", help="campaign YAML")
+    p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides")
+    p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
+    p.add_argument("--no-requeue", action="store_true", help="on a stop signal, do not requeue the Slurm job")
+    p.set_defaults(func=cmd_coordinate)
     p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")
     p.add_argument("folder", nargs="?", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_status)

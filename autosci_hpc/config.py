@@ -111,12 +111,73 @@ class ExecutorSection(_Section):
     slurm: SlurmExecutorSection = Field(default_factory=SlurmExecutorSection)
 
 
+class ModelPrice(_Section):
+    """USD per million tokens. Cache prices default to Anthropic's ratios (read 0.1x, write 1.25x input)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: Optional[float] = Field(default=None, ge=0)
+    cache_write: Optional[float] = Field(default=None, ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # Anthropic list prices (check https://www.anthropic.com/pricing); a dated id such as
+    # claude-sonnet-4-5-20250929 takes the price of its longest matching prefix.
+    table = {
+        "claude-opus-4-6": (5.0, 25.0), "claude-opus-4-5": (5.0, 25.0),
+        "claude-sonnet-4-6": (3.0, 15.0), "claude-sonnet-4-5": (3.0, 15.0), "claude-sonnet-4": (3.0, 15.0),
+        "claude-haiku-4-5": (1.0, 5.0),
+    }
+    return {name: ModelPrice(input=i, output=o) for name, (i, o) in table.items()}
+
+
+def price_of(prices: dict[str, ModelPrice], model: str) -> Optional[ModelPrice]:
+    """The price of `model`: an exact entry, else the longest entry that prefixes it."""
+    if model in prices:
+        return prices[model]
+    matches = [name for name in prices if model.startswith(name)]
+    return prices[max(matches, key=len)] if matches else None
+
+
 class LLMSection(_Section):
     backend: Literal["offline", "anthropic", "openai"] = "offline"
     model: str = "claude-sonnet-4-6"
+    #: anthropic: an API gateway (empty: the SDK's default); openai: the server, e.g. http://node:8000/v1.
     base_url: str = ""
     #: A file (mode 0600) holding the API key; otherwise the backend's environment variable.
     api_key_file: str = ""
+    #: Price table (USD per million tokens) by model; a model without a price is a config error.
+    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    #: Output tokens per model reply.
+    max_tokens: int = Field(default=4096, ge=256)
+    #: Model replies in one decision (a tool-use conversation) before the decision fails.
+    max_turns: int = Field(default=12, ge=1)
+    #: Tool calls that do not validate (or are refused) in one decision before it fails.
+    max_invalid: int = Field(default=3, ge=1)
+    #: Retries of one request after 429 / 5xx / 529 overloaded / timeouts (retry-after is honoured).
+    max_retries: int = Field(default=4, ge=0)
+    retry_base_s: float = Field(default=2.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    #: Prompt budget, in estimated tokens, of the state an agent sees (champion, trials, forum, ...);
+    #: it does not grow with the length of the log.
+    context_tokens: int = Field(default=8000, ge=1000)
+    #: Prompt budget of the champion program's editable files.
+    program_tokens: int = Field(default=8000, ge=500)
+    #: Experimenters' local smoke test of an edited program: overrides that make it tiny, a time limit,
+    #: and whether to run it at all (off: only a syntax check of the Python files).
+    smoke_run: bool = True
+    smoke_overrides: dict[str, Any] = Field(default_factory=dict)
+    smoke_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _model_has_a_price(self) -> "LLMSection":
+        if self.backend != "offline" and price_of(self.prices, self.model) is None:
+            raise ValueError(
+                f"no price for model '{self.model}' in llm.prices (known: {', '.join(sorted(self.prices))}); "
+                f"add llm.prices.{self.model}.input=... and .output=... (USD per million tokens; 0 for a "
+                "model you serve yourself)")
+        return self
 
 
 class StateSection(_Section):

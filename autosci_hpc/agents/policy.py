@@ -22,6 +22,16 @@ class AgentInfo(BaseModel):
     team_id: Optional[int] = None
     focus: str = ""
     memory: dict[str, Any] = Field(default_factory=dict)
+    #: Set by a policy during a decision: keys the role should merge into the agent's stored memory
+    #: when it records the step (an LLM agent's notes). Policies never write the database themselves.
+    memory_update: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicyError(RuntimeError):
+    """A decision the policy could not make (an LLM that kept failing, a spent LLM budget).
+
+    The message is meant for the forum and the log: it never carries an API key.
+    """
 
 
 class ProposalDraft(BaseModel):

@@ -6,6 +6,7 @@ of every prompt: no view carries it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, Field
@@ -16,6 +17,7 @@ from ..task import Axis, TaskSpec
 
 RECENT_TRIALS = 60
 RECENT_POSTS = 20
+BEST_TRIALS = 10
 
 
 class ChampionView(BaseModel):
@@ -26,6 +28,10 @@ class ChampionView(BaseModel):
     overrides: dict[str, Any]
     snapshot_id: str
     config_signature: str
+    #: The promotion's model card (it never carries the held-out test metric).
+    model_card: str = ""
+    #: The champion program's folder, when the view was built with the campaign folder.
+    snapshot_dir: Optional[str] = None
 
 
 class TrialView(BaseModel):
@@ -95,6 +101,8 @@ class StateView(BaseModel):
     dead_ends: list[DeadEndView] = Field(default_factory=list)
     forum: list[PostView] = Field(default_factory=list)
     teams: list[dict[str, Any]] = Field(default_factory=list)
+    #: The best succeeded trials of the whole log (by the task's metric), whatever their age.
+    best_trials: list[TrialView] = Field(default_factory=list)
 
 
 def task_view(task: TaskSpec) -> TaskView:
@@ -107,12 +115,14 @@ def current_champion(session: Session) -> Optional[Champion]:
     return session.exec(select(Champion).order_by(col(Champion.id).desc())).first()
 
 
-def champion_view(row: Optional[Champion]) -> Optional[ChampionView]:
+def champion_view(row: Optional[Champion], folder: Optional[Path] = None) -> Optional[ChampionView]:
     if row is None or row.id is None:
         return None
     return ChampionView(id=row.id, metric_mean=row.metric_mean, metric_std=row.metric_std,
                         seed_metrics=row.seed_metrics, overrides=row.overrides,
-                        snapshot_id=row.snapshot_id, config_signature=row.config_signature)
+                        snapshot_id=row.snapshot_id, config_signature=row.config_signature,
+                        model_card=row.model_card,
+                        snapshot_dir=str(Path(folder) / "snapshots" / row.snapshot_id) if folder else None)
 
 
 def proposal_view(row: Proposal, authors: dict[int, str]) -> ProposalView:
@@ -125,18 +135,26 @@ def proposal_view(row: Proposal, authors: dict[int, str]) -> ProposalView:
                         base_champion_id=row.base_champion_id)
 
 
-def build_view(session: Session, task: TaskSpec, *, all_trials: bool = False) -> StateView:
+def _trial_view(t: Trial) -> TrialView:
+    assert t.id is not None
+    return TrialView(id=t.id, proposal_id=t.proposal_id, team_id=t.team_id, role=t.role, seed=t.seed,
+                     status=t.status, config_signature=t.config_signature, metric=t.metric,
+                     champion_delta=t.champion_delta, failure_class=t.failure_class,
+                     failure_reason=t.failure_reason[:300])
+
+
+def build_view(session: Session, task: TaskSpec, *, all_trials: bool = False,
+               folder: Optional[Path] = None) -> StateView:
+    """`folder` (the campaign folder), when given, fills the champion's `snapshot_dir`."""
     authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
     query = select(Trial).where(col(Trial.status).in_(["succeeded", "failed"])).order_by(col(Trial.id).desc())
     if not all_trials:
         query = query.limit(RECENT_TRIALS)
-    trials = [
-        TrialView(id=t.id, proposal_id=t.proposal_id, team_id=t.team_id, role=t.role, seed=t.seed,
-                  status=t.status, config_signature=t.config_signature, metric=t.metric,
-                  champion_delta=t.champion_delta, failure_class=t.failure_class,
-                  failure_reason=t.failure_reason[:300])
-        for t in session.exec(query).all() if t.id is not None
-    ]
+    trials = [_trial_view(t) for t in session.exec(query).all() if t.id is not None]
+    metric = col(Trial.metric)
+    best_query = (select(Trial).where(Trial.status == "succeeded").where(metric.is_not(None))
+                  .order_by(metric.desc() if task.maximize else metric.asc()).limit(BEST_TRIALS))
+    best_trials = [_trial_view(t) for t in session.exec(best_query).all() if t.id is not None]
     proposals = [proposal_view(p, authors) for p in session.exec(select(Proposal)).all()]
     dead_ends = [DeadEndView(signature=d.signature, team_id=d.team_id, description=d.description,
                              reason=d.reason, evidence_trial_ids=d.evidence_trial_ids)
@@ -147,5 +165,6 @@ def build_view(session: Session, task: TaskSpec, *, all_trials: bool = False) ->
     teams = [{"id": t.id, "name": t.name, "focus": t.focus, "hypothesis": t.hypothesis, "status": t.status,
               "experiments_since_improvement": t.experiments_since_improvement}
              for t in session.exec(select(Team)).all()]
-    return StateView(task=task_view(task), champion=champion_view(current_champion(session)),
-                     trials=trials, proposals=proposals, dead_ends=dead_ends, forum=forum, teams=teams)
+    return StateView(task=task_view(task), champion=champion_view(current_champion(session), folder),
+                     trials=trials, proposals=proposals, dead_ends=dead_ends, forum=forum, teams=teams,
+                     best_trials=best_trials)

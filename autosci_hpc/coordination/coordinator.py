@@ -8,13 +8,15 @@ budget. Agents are stateless between steps: their memory is in the database.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from sqlmodel import Session, col, func, select
 
+from .. import faults
 from ..agents.policy import Policy
 from ..agents.roles import Analyst, Context, Experimenter, post
 from ..agents.views import current_champion
@@ -53,24 +55,33 @@ class Summary:
 class Coordinator:
     def __init__(self, config: CampaignConfig, folder: Path, *, task: Optional[TaskSpec] = None,
                  policy: Optional[Policy] = None, executor: Optional[TrialExecutor] = None,
-                 on_tick: Optional[Callable[["Coordinator"], None]] = None) -> None:
+                 on_tick: Optional[Callable[["Coordinator"], None]] = None,
+                 lease: Optional[Callable[[Store], Any]] = None) -> None:
         self.config = config
         self.folder = Path(folder).absolute()
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,
                            busy_timeout_s=config.state.busy_timeout_s)
+        # The lease is taken before anything is written: a second coordinator changes nothing.
+        self.lease = lease(self.store) if lease is not None else None
+        self.resumed = self._exists()
         self.ctx = Context(self.store, self.task, policy or make_policy(config, self.store), config)
         self.executor = executor or make_executor(config, self.folder / "jobs", self.time_limit_s)
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
         self.on_tick = on_tick
-        self._started = time.monotonic()
+        self._clock = time.monotonic()
+        self.stop_reason = ""
         self._turn = 0
         self._idle_ticks = 0
         self._ensure_campaign()
         self.analysts, self.experimenters = self._agents()
 
     # ---- set-up -------------------------------------------------------------------------------
+
+    def _exists(self) -> bool:
+        with self.store.read() as session:
+            return session.exec(select(Campaign)).first() is not None
 
     def _ensure_campaign(self) -> None:
         with self.store.write() as session:
@@ -117,11 +128,22 @@ class Coordinator:
 
     # ---- the loop -----------------------------------------------------------------------------
 
+    def request_stop(self, reason: str) -> None:
+        """Stop handing out work; the loop ends after the transaction in progress (signal-safe)."""
+        self.stop_reason = reason
+
     def run(self, max_ticks: Optional[int] = None) -> Summary:
+        if self.resumed:
+            self._resume()
         self._start_baseline()
         ticks = 0
         while not self.tick():
             ticks += 1
+            if self.stop_reason:
+                self._checkpoint()
+                with self.store.write() as session:
+                    emit(session, "campaign.stopped", "campaign", 1, reason=self.stop_reason)
+                break
             if self.on_tick:
                 self.on_tick(self)
             if max_ticks is not None and ticks >= max_ticks:
@@ -131,16 +153,48 @@ class Coordinator:
             self.on_tick(self)
         return self.summary()
 
+    def _resume(self) -> None:
+        """Continue a campaign from its state: count the restart, release what a crash left claimed."""
+        with self.store.write() as session:
+            campaign = session.exec(select(Campaign)).one()
+            campaign.restarts += 1
+            session.add(campaign)
+            orphaned = session.exec(select(Proposal).where(Proposal.status == "claimed")).all()
+            for proposal in orphaned:  # claimed, but the crash came before its trial existed
+                proposal.status, proposal.claimed_by = "queued", None
+                session.add(proposal)
+            open_ids = {p.claimed_by for p in session.exec(
+                select(Proposal).where(col(Proposal.status).in_(["running", "replicating"]))).all()}
+            for agent in session.exec(select(Agent).where(Agent.status == "busy")).all():
+                if agent.id not in open_ids:
+                    agent.status = "idle"
+                    session.add(agent)
+            emit(session, "campaign.resumed", "campaign", campaign.id, restarts=campaign.restarts,
+                 slurm_restart_count=os.environ.get("SLURM_RESTART_COUNT", ""),
+                 released_claims=[p.id for p in orphaned])
+
+    def _checkpoint(self) -> None:
+        """Add the wall-clock time since the last checkpoint to the stored total; renew the lease."""
+        now = time.monotonic()
+        with self.store.write() as session:
+            campaign = session.exec(select(Campaign)).one()
+            campaign.wall_clock_s += now - self._clock
+            session.add(campaign)
+            if self.lease is not None:
+                self.lease.renew(session)
+        self._clock = now
+
     def tick(self) -> bool:
         """One pass over the campaign; True when it is finished."""
         self._turn += 1
+        self._checkpoint()
         concluded = self._ingest()
         status = self.store.campaign().status
         if status in ("finished", "failed"):
             return True
         if status == "discussion":
             self._discuss_and_form_teams()
-        if self.store.campaign().status == "execution":
+        if self.store.campaign().status == "execution" and not self.stop_reason:
             if concluded:
                 self._review()
             self._handle_stagnation()
@@ -156,6 +210,7 @@ class Coordinator:
                 trial = ingest(session, obs)
                 if trial is not None:
                     concluded += self._react(session, trial)
+                    faults.point("ingest")  # inside the transaction, before its commit
         return concluded
 
     # ---- reactions to results (inside the ingest transaction) -----------------------------------
@@ -405,12 +460,14 @@ class Coordinator:
                     continue
                 proposal_id = experimenter.claim(team.id or 0)
                 if proposal_id is not None:
+                    faults.point("claimed")  # an agent dying between its claim and its launch
                     experimenter.launch(proposal_id)
 
     # ---- budget and submission ----------------------------------------------------------------
 
     def _wall_clock_spent(self) -> bool:
-        return time.monotonic() - self._started > self.config.budget.wall_clock_min * 60
+        used = self.store.campaign().wall_clock_s + (time.monotonic() - self._clock)
+        return used > self.config.budget.wall_clock_min * 60
 
     def _may_start_candidate(self) -> bool:
         """A new candidate may start only if its full replication still fits in the budget."""
@@ -441,6 +498,7 @@ class Coordinator:
         if not batch:
             return
         requests = [self._request(t) for t in batch]
+        faults.point("submit")
         jobs = self.executor.submit(requests)
         with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()

@@ -45,9 +45,26 @@ class Campaign(SQLModel, table=True):
     trials_submitted: int = 0
     trials_finished: int = 0
     promotions: int = 0
+    #: Wall-clock seconds the campaign has run, summed over coordinator runs (the budget reads it).
+    wall_clock_s: float = 0.0
+    #: Coordinator starts after the first (requeues, restarts after a crash).
+    restarts: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
+
+
+class Lease(SQLModel, table=True):
+    """Who coordinates the campaign. One row; `token` grows at each take-over (the fencing token)."""
+
+    id: int = Field(default=1, primary_key=True)
+    token: int = 0
+    holder: str = ""  # "" when released
+    host: str = ""
+    pid: int = 0
+    slurm_job_id: str = ""
+    heartbeat_at: Optional[datetime] = None
+    expires_at: Optional[datetime] = None
 
 
 class Agent(SQLModel, table=True):

@@ -17,7 +17,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
@@ -38,6 +38,10 @@ class StoreError(RuntimeError):
 
 class ForkedStoreError(StoreError):
     pass
+
+
+class LeaseLost(StoreError):
+    """This coordinator's lease was taken over: it must not write again."""
 
 
 def is_locked_error(exc: BaseException) -> bool:
@@ -71,6 +75,9 @@ class Store:
         self.max_retries = max_retries
         self.journal_mode = journal_mode_for(self.folder, journal_mode)
         self._pid = os.getpid()
+        #: When set (by the coordinator's lease), every write checks that the lease still carries
+        #: this token, so a coordinator that lost its lease cannot change the state.
+        self.fencing_token: Optional[int] = None
         if create and not read_only:
             _make_private_dir(self.folder)
         self._read_engine = self._make_engine(read_only, "DEFERRED")
@@ -149,6 +156,11 @@ class Store:
         assert self._write_engine is not None
         session = self._begin(self._write_engine)
         try:
+            if self.fencing_token is not None:
+                token = session.connection().exec_driver_sql("SELECT token FROM lease WHERE id = 1").scalar()
+                if token != self.fencing_token:
+                    raise LeaseLost(f"{self.path}: the coordinator lease now has token {token}, this process "
+                                    f"holds {self.fencing_token}: another coordinator took over")
             yield session
             self._commit(session)
         except BaseException:

@@ -1,0 +1,120 @@
+"""Claude through the official `anthropic` SDK: the Messages API with tool use and prompt caching.
+
+The SDK's own retries are off (`max_retries=0`): `call_with_retries` retries, so that every
+attempt is accounted. Without an injected `http_client` the SDK builds its default client, which
+honours HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (trust_env).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import anthropic
+
+from .chat import (ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
+                   TransientLLMError, Usage, parse_retry_after)
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+class AnthropicChat:
+    name = "anthropic"
+
+    def __init__(self, api_key: str, model: str, *, base_url: str = "", timeout_s: float = 120.0,
+                 http_client: Any = None) -> None:
+        self.model = model
+        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": 0, "timeout": timeout_s}
+        if base_url:
+            kwargs["base_url"] = base_url
+        if http_client is not None:
+            kwargs["http_client"] = http_client
+        self.client = anthropic.Anthropic(**kwargs)
+
+    def __repr__(self) -> str:  # never the key
+        return f"AnthropicChat(model={self.model!r})"
+
+    # ---- request ------------------------------------------------------------------------------
+
+    def params(self, request: ChatRequest) -> dict[str, Any]:
+        system = []
+        for block in request.system:
+            item: dict[str, Any] = {"type": "text", "text": block.text}
+            if block.cache:
+                item["cache_control"] = EPHEMERAL
+            system.append(item)
+        messages = [self._message(m) for m in request.messages]
+        # A moving breakpoint on the newest turn: the next turn of the conversation reads it back.
+        if messages and messages[-1]["role"] == "user" and messages[-1]["content"]:
+            last = messages[-1]["content"][-1]
+            last["cache_control"] = EPHEMERAL
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "system": system,
+            "messages": messages,
+        }
+        if request.tools:
+            params["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                               for t in request.tools]
+            params["tool_choice"] = {"type": "any"} if request.require_tool else {"type": "auto"}
+        return params
+
+    @staticmethod
+    def _message(message: Message) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        # tool_result blocks must come first in a user turn
+        for part in sorted(message.parts, key=lambda p: 0 if isinstance(p, ToolResult) else 1):
+            if isinstance(part, Text):
+                if part.text:
+                    content.append({"type": "text", "text": part.text})
+            elif isinstance(part, ToolCall):
+                content.append({"type": "tool_use", "id": part.id, "name": part.name, "input": part.input})
+            elif isinstance(part, ToolResult):
+                content.append({"type": "tool_result", "tool_use_id": part.call_id, "content": part.content,
+                                "is_error": part.is_error})
+        return {"role": message.role, "content": content}
+
+    # ---- call ---------------------------------------------------------------------------------
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        try:
+            reply = self.client.messages.create(**self.params(request))
+        except anthropic.APIStatusError as exc:
+            message = _describe(exc)
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise TransientLLMError(message, parse_retry_after(exc.response.headers), exc.status_code) from None
+            raise LLMCallError(message) from None
+        except anthropic.APITimeoutError:
+            raise TransientLLMError("anthropic: request timed out") from None
+        except anthropic.APIConnectionError as exc:
+            raise TransientLLMError(f"anthropic: connection error: {type(exc.__cause__ or exc).__name__}") from None
+        texts, calls = [], []
+        parts: list[Any] = []
+        for block in reply.content:
+            if block.type == "text":
+                texts.append(block.text)
+                parts.append(Text(block.text))
+            elif block.type == "tool_use":
+                data = block.input if isinstance(block.input, dict) else {}
+                call = ToolCall(id=block.id, name=block.name, input=dict(data),
+                                parse_error="" if isinstance(block.input, dict) else "the input is not an object")
+                calls.append(call)
+                parts.append(call)
+        u = reply.usage
+        usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                      cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+                      cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
+        return ChatResponse(text="\n".join(texts), tool_calls=calls, usage=usage, model=reply.model or self.model,
+                            stop_reason=reply.stop_reason or "", message=Message("assistant", parts))
+
+
+def _describe(exc: "anthropic.APIStatusError") -> str:
+    kind = ""
+    detail = ""
+    body: Optional[Any] = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            kind = str(error.get("type", ""))
+            detail = str(error.get("message", ""))[:300]
+    return f"anthropic: HTTP {exc.status_code}" + (f" {kind}" if kind else "") + (f": {detail}" if detail else "")

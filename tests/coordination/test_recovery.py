@@ -1,0 +1,170 @@
+"""Crash recovery of the long-lived coordinator: kill -9 at chosen points, leases, locks, resume."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from autosci_hpc.state import Store
+from autosci_hpc.state.lease import CoordinatorLease, Heartbeat, LeaseHeld
+from autosci_hpc.state.models import Lease
+from autosci_hpc.state.store import LeaseLost
+from helpers import FIXTURE_TASKS, ROOT
+
+CONFIG = ROOT / "configs" / "campaign" / "toy_smoke.yaml"
+
+
+def coordinate(folder: Path, *extra: str, fault: str = "", timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOSCI_FAULT": fault} if fault else dict(os.environ)
+    env.pop("SLURM_JOB_ID", None)
+    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "coordinate", str(CONFIG),
+                           f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12",
+                           "coordination.poll_interval_s=0.1", *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+
+
+def check_consistent(folder: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(folder / "state.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    submitted, finished, status = con.execute(
+        "select trials_submitted, trials_finished, status from campaign").fetchone()
+    rows = con.execute("select count(*) from trial").fetchone()[0]
+    assert status == "finished" and submitted == rows == finished
+    # Every trial was submitted once and ingested once (one event each), and no (group, seed,
+    # attempt) exists twice.
+    assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
+                       "group by entity_id)").fetchone()[0] == 1
+    assert con.execute("select max(n) from (select count(*) n from event where kind in "
+                       "('trial.succeeded','trial.failed') group by entity_id)").fetchone()[0] == 1
+    assert con.execute("select max(n) from (select count(*) n from trial group by \"group\", seed, attempt)"
+                       ).fetchone()[0] == 1
+    return con
+
+
+@pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4"])
+def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path: Path, fault: str) -> None:
+    folder = tmp_path / "campaign"
+    crashed = coordinate(folder, fault=fault)
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr  # it really died there
+    resumed = coordinate(folder)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "(resumed)" in resumed.stdout
+    con = check_consistent(folder)
+    assert con.execute("select restarts from campaign").fetchone()[0] == 1
+    assert con.execute("select count(*) from proposal where status='claimed'").fetchone()[0] == 0
+    if fault.startswith("claimed"):
+        released = con.execute("select data from event where kind='campaign.resumed'").fetchone()[0]
+        assert '"released_claims": [' in released and '"released_claims": []' not in released
+
+
+def test_a_second_coordinator_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    CoordinatorLease(store).acquire()
+    other = Store(tmp_path / "c")
+    with pytest.raises(LeaseHeld, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+        CoordinatorLease(other).acquire()
+
+
+def _hold_lease_and_exit(folder: str) -> None:
+    CoordinatorLease(Store(folder)).acquire()
+    os._exit(0)  # dies holding it, as after kill -9
+
+
+def test_a_stale_lease_is_taken_over_only_when_its_holder_is_gone(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    Store(folder)
+    proc = mp.get_context("spawn").Process(target=_hold_lease_and_exit, args=(str(folder),))
+    proc.start()
+    proc.join(30)
+    store = Store(folder)
+    lease = CoordinatorLease(store, ttl_s=600)
+    assert lease.acquire() == 2  # the holder's pid is dead on this host: taken over, token grows
+    # A holder on another host whose Slurm job still runs: refused even after expiry.
+    with store.write() as session:
+        row = session.get(Lease, 1)
+        assert row is not None
+        row.host, row.pid, row.slurm_job_id = "elsewhere", 1, "4242"
+        row.expires_at = row.heartbeat_at
+        session.add(row)
+    store.fencing_token = None
+    with pytest.raises(LeaseHeld, match="Slurm job 4242"):
+        CoordinatorLease(store, job_running=lambda job: True).acquire()
+    with pytest.raises(LeaseHeld, match="cannot be verified"):
+        CoordinatorLease(store, job_running=lambda job: None).acquire()
+    assert CoordinatorLease(store, job_running=lambda job: False).acquire() == 3
+
+
+def test_a_coordinator_that_lost_its_lease_cannot_write(tmp_path: Path) -> None:
+    old = Store(tmp_path / "c")
+    CoordinatorLease(old).acquire()
+    new = Store(tmp_path / "c")
+    with new.write() as session:  # an operator broke the lease; the new coordinator took it
+        row = session.get(Lease, 1)
+        assert row is not None
+        row.holder = ""
+        session.add(row)
+    CoordinatorLease(new).acquire()
+    with pytest.raises(LeaseLost):
+        with old.write() as session:
+            session.add(Lease(id=99))
+
+
+def _hold_write_lock(path: str, seconds: float, ready: "mp.Event") -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    ready.set()
+    time.sleep(seconds)
+    conn.execute("COMMIT")
+
+
+def test_the_heartbeat_survives_a_database_locked_past_its_timeout(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c", busy_timeout_s=0.1, max_retries=0, journal_mode="delete")
+    lease = CoordinatorLease(store, ttl_s=60)
+    lease.acquire()
+    beat = Heartbeat(lease, interval_s=0.2)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_write_lock, args=(str(store.path), 1.5, ready))
+    holder.start()
+    assert ready.wait(30)
+    beat.start()
+    holder.join(30)
+    time.sleep(1.0)
+    beat.stop()
+    assert beat.errors >= 1 and beat.beats >= 1  # it hit the lock, and kept beating after it
+    with store.read() as session:
+        row = session.exec(select(Lease)).one()
+    assert row.holder and row.token == lease.token
+
+
+def test_disk_full_while_writing_a_result_fails_clearly_and_corrupts_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from autosci_hpc.execution import results
+    from autosci_hpc.execution.trial import TrialRequest, run_trial
+    from autosci_hpc.task import load_task
+
+    task = load_task(FIXTURE_TASKS / "toy")
+    request = TrialRequest(trial_id=5, folder=str(tmp_path / "t"), snapshot_dir=str(task.program_dir),
+                           command=task.command, overrides={"x": 0.5}, seed=0, time_limit_s=30, metric="score",
+                           test_metric="test_score")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", full)
+    with pytest.raises(OSError, match="could not write .*result.json: No space left"):
+        run_trial(request)
+    folder = Path(request.folder)
+    assert not (folder / results.RESULT_FILE).exists()  # no partial result a reader could take
+    assert not list(folder.glob(".result.json.*.tmp"))  # and no litter
