@@ -119,7 +119,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         return holder["lease"]
 
     try:
-        coordinator = Coordinator(config, folder, task=task, lease=take)
+        coordinator = Coordinator(config, folder, task=task, lease=take, agent_processes=not args.inline_agents)
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
@@ -206,6 +206,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_task_check(args: argparse.Namespace) -> int:
+    from .taskcheck import check_task, render
+
+    report = check_task(args.task, seed=args.seed, folder=Path(args.folder) if args.folder else None,
+                        keep=args.keep, time_limit_s=args.timeout)
+    console.print(render(report), highlight=False, markup=False, soft_wrap=True)
+    return report.exit_code
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .state.filesystem import describe, journal_mode_for
 
@@ -247,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides")
     p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
     p.add_argument("--no-requeue", action="store_true", help="on a stop signal, do not requeue the Slurm job")
+    p.add_argument("--inline-agents", action="store_true",
+                   help="run the agents inside the coordinator process instead of one process each")
     p.set_defaults(func=cmd_coordinate)
     p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")
     p.add_argument("folder", nargs="?", help="campaign folder (default: the newest under runs/)")
@@ -272,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("task", help="task authoring: `autosci task check tasks/NAME`")
+    task_sub = p.add_subparsers(dest="task_command", required=True)
+    p = task_sub.add_parser("check", help="validate a task folder and run its champion once (seed 0)")
+    p.add_argument("task", help="the task folder (with task.yaml)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folder", help="prepare and run in this campaign folder (kept) instead of a temporary one")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    p.add_argument("--timeout", type=float, help="seconds for the champion run (default: the task's time_limit_s)")
+    p.set_defaults(func=cmd_task_check)
     return parser
 
 

@@ -54,6 +54,11 @@ class CoordinationSection(_Section):
     #: Non-improving outcomes of one direction before it is registered as a dead end.
     dead_end_after: int = Field(default=2, ge=1)
     poll_interval_s: float = Field(default=0.5, gt=0)
+    #: Agents run as their own OS processes (what `autosci coordinate` does) or inline, one step
+    #: each per coordinator tick (what `autosci run` does: deterministic with the offline policy).
+    agent_processes: bool = False
+    #: An agent process silent for this long is taken for hung and restarted.
+    agent_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class PromotionSection(_Section):

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
+from .. import faults
 from ..config import CampaignConfig
+from ..coordination import budget
 from ..state import Store, emit
-from ..state.models import Agent, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
+from ..state.models import Agent, Campaign, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
                     directions)
 from .evidence import assess, direction_evidence
@@ -56,6 +58,16 @@ def remember(session: Session, agent_id: int, **updates: Any) -> None:
     session.add(agent)
 
 
+def choose_critics(session: Session, author_id: int, salt: int, k: int) -> list[int]:
+    """k analysts other than the author, rotating with `salt` so the load is shared."""
+    peers = [a.id for a in session.exec(select(Agent).where(Agent.role == "analyst").order_by(col(Agent.id))).all()
+             if a.id is not None and a.id != author_id]
+    if not peers:
+        return []
+    start = salt % len(peers)
+    return (peers[start:] + peers[:start])[: min(k, len(peers))]
+
+
 def post(session: Session, kind: str, title: str, body: str = "", *, author_id: Optional[int] = None,
          team_id: Optional[int] = None, proposal_id: Optional[int] = None,
          trial_ids: Optional[list[int]] = None) -> None:
@@ -76,12 +88,14 @@ class Role:
 
 
 class Analyst(Role):
-    def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0) -> Optional[int]:
+    def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0,
+                      **memory: Any) -> Optional[int]:
+        """Post the policy's next proposal and name its critics; `memory` is stored with it."""
         info, view = self._look()
         draft = self.ctx.policy.propose(info, view, focus)
         with self.ctx.store.write() as session:
             if draft is None:
-                remember(session, self.agent_id)
+                remember(session, self.agent_id, **memory)
                 return None
             champion = current_champion(session)
             base = champion.overrides if champion else {}
@@ -108,13 +122,65 @@ class Analyst(Role):
                                           + ", ".join(sorted(known)))
             session.add(proposal)
             session.flush()
+            proposal.critics = choose_critics(session, self.agent_id, proposal.id or 0,
+                                              self.ctx.config.coordination.critics_per_proposal)
+            session.add(proposal)
             post(session, "proposal", f"#{proposal.id} {draft.title}", draft.rationale,
                  author_id=self.agent_id, team_id=team_id, proposal_id=proposal.id)
             emit(session, "proposal.posted", "proposal", proposal.id, author=info.name, focus=draft.focus,
                  status=proposal.status)
             remember(session, self.agent_id,
-                     proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:])
+                     proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:], **memory)
             return proposal.id if proposal.status == "posted" else None
+
+    def step(self) -> bool:
+        """One turn of this analyst's own loop: critique what it was asked to, post when its phase or
+        team needs a proposal, review its team's outcomes. True when it did anything."""
+        cfg = self.ctx.config.coordination
+        with self.ctx.store.read() as session:
+            campaign = session.exec(select(Campaign)).one()
+            agent = session.get(Agent, self.agent_id)
+            assert agent is not None
+            memory = dict(agent.memory)
+            team = session.get(Team, agent.team_id) if agent.team_id else None
+            answered = {c.proposal_id for c in session.exec(
+                select(Critique).where(Critique.author_id == self.agent_id)).all()}
+            asked = [p.id for p in session.exec(select(Proposal).where(Proposal.status == "posted")
+                                                .order_by(col(Proposal.id))).all()
+                     if self.agent_id in p.critics and p.id not in answered]
+            pending = 0
+            may_start = False
+            concluded = 0
+            if team is not None:
+                pending = int(session.exec(select(func.count()).select_from(Proposal)
+                                           .where(Proposal.team_id == team.id)
+                                           .where(col(Proposal.status).in_(["posted", "queued"]))).one())
+                may_start = budget.may_start_candidate(session, self.ctx.config)
+                concluded = int(session.exec(select(func.max(Proposal.id)).where(Proposal.team_id == team.id)
+                                             .where(Proposal.status == "done")).one() or 0)
+        did = False
+        for proposal_id in asked:
+            if proposal_id is not None:
+                self.critique(proposal_id)
+                did = True
+        if not campaign.accepting_work:
+            return did
+        if campaign.status == "discussion":
+            if int(memory.get("round_posted", -1)) < campaign.discussion_round:
+                self.post_proposal(None, None, campaign.discussion_round, round_posted=campaign.discussion_round)
+                did = True
+        elif campaign.status == "execution" and team is not None:
+            if team.status == "discussing" and int(memory.get("reopen_posted", 0)) < team.reopened:
+                # A re-opened discussion: any hypothesis may be argued for, not only the team's.
+                self.post_proposal(None, team.id, -team.reopened, reopen_posted=team.reopened)
+                did = True
+            elif team.status == "active" and may_start and pending < cfg.queue_depth:
+                self.post_proposal(team.focus, team.id)
+                did = True
+            if concluded > int(memory.get("reviewed_upto", 0)):
+                self.review(reviewed_upto=concluded)
+                did = True
+        return did
 
     def critique(self, proposal_id: int) -> str:
         info, view = self._look()
@@ -135,7 +201,7 @@ class Analyst(Role):
             remember(session, self.agent_id)
         return draft.verdict
 
-    def review(self) -> list[str]:
+    def review(self, **memory: Any) -> list[str]:
         """Read the outcomes and register the directions that keep failing as dead ends."""
         info, view = self._look()
         with self.ctx.store.read() as session:
@@ -156,11 +222,32 @@ class Analyst(Role):
                 emit(session, "dead_end.registered", "dead_end", None, signature=draft.signature,
                      evidence=draft.evidence_trial_ids)
                 registered.append(draft.signature)
-            remember(session, self.agent_id)
+            remember(session, self.agent_id, **memory)
         return registered
 
 
 class Experimenter(Role):
+    def step(self) -> bool:
+        """One turn: when idle, with a free slot and budget for a whole replication, claim the head
+        of the team's queue and launch it."""
+        with self.ctx.store.read() as session:
+            campaign = session.exec(select(Campaign)).one()
+            agent = session.get(Agent, self.agent_id)
+            assert agent is not None
+            team = session.get(Team, agent.team_id) if agent.team_id else None
+            ready = (campaign.status == "execution" and campaign.accepting_work and agent.status == "idle"
+                     and team is not None and team.status == "active"
+                     and budget.free_slots(session, self.ctx.config) > 0
+                     and budget.may_start_candidate(session, self.ctx.config))
+        if not ready or team is None or team.id is None:
+            return False
+        proposal_id = self.claim(team.id)
+        if proposal_id is None:
+            return False
+        faults.point("claimed")  # an agent dying between its claim and its launch
+        self.launch(proposal_id)
+        return True
+
     def claim(self, team_id: int) -> Optional[int]:
         """Take the head of the team's queue (atomically: two experimenters never share one)."""
         with self.ctx.store.write() as session:

@@ -1,88 +1,94 @@
-"""The discussion phase: proposals on the forum, peer critique, and teams formed around hypotheses.
+"""The discussion: proposals settled by their critiques, rounds, teams, and re-opened discussions.
 
-Weak proposals die here, before any compute: a duplicate of a tried configuration or a match in
-the dead-end registry is refused outright, and the critics reject what the evidence says is
-harmful. The proposals that survive decide which hypotheses teams form around.
+Analysts post and critique in their own loops (`Analyst.step`); what is decided here is what no
+single agent owns. A proposal is settled once every critic it named has answered: a duplicate of a
+tried configuration or a match in the dead-end registry is refused outright (no critique can argue
+past it); otherwise it needs more approvals than rejections. The discussion phase advances round by
+round until every analyst has posted and every proposal is settled, and teams then form around the
+best-supported hypotheses. A stagnating team re-opens discussion the same way and may take up
+another hypothesis.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
-
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from ..agents.evidence import assess, blocking
-from ..agents.roles import Analyst, Context, Experimenter, agent_info, post, remember
+from ..agents.roles import Context, agent_info, post, remember
 from ..agents.views import build_view, proposal_view
 from ..state import emit
-from ..state.models import Agent, Critique, Proposal, Team, utcnow
+from ..state.models import Agent, Campaign, Critique, Proposal, Team, utcnow
 
 
-def pick_critics(author: Analyst, analysts: Sequence[Analyst], k: int, turn: int) -> list[Analyst]:
-    """k peers other than the author, rotating so the load is shared."""
-    peers = [a for a in analysts if a.agent_id != author.agent_id]
-    if not peers:
-        return []
-    start = turn % len(peers)
-    rotated = list(peers[start:]) + list(peers[:start])
-    return rotated[: min(k, len(peers))]
-
-
-def review_proposal(ctx: Context, proposal_id: int, critics: Sequence[Analyst],
-                    approved_status: str = "approved") -> bool:
-    """Critiques, then the verdict: approved only with no hard gate and more approvals than rejections."""
-    for critic in critics:
-        critic.critique(proposal_id)
+def settle(ctx: Context) -> int:
+    """Decide every posted proposal whose critics have all answered; returns how many."""
+    decided = 0
     with ctx.store.write() as session:
-        proposal = session.get(Proposal, proposal_id)
-        assert proposal is not None
-        if proposal.status != "posted":
+        for proposal in session.exec(select(Proposal).where(Proposal.status == "posted")).all():
+            critiques = session.exec(select(Critique).where(Critique.proposal_id == proposal.id)).all()
+            if not set(proposal.critics) <= {c.author_id for c in critiques}:
+                continue
+            gates = blocking(assess(session, proposal, harm_margin=0.0))
+            approvals = sum(c.verdict == "approve" for c in critiques)
+            rejections = len(critiques) - approvals
+            # With no peer to ask (a one-analyst campaign) only the hard gates apply.
+            if gates or (critiques and approvals <= rejections):
+                proposal.status = "rejected"
+                proposal.reject_reason = "; ".join(gates) or "; ".join(
+                    c.reasons for c in critiques if c.verdict == "reject") or "no critic approved it"
+            elif proposal.team_id is not None and proposal.discussion_round >= 0:
+                proposal.status = "queued"  # straight into the team's queue
+            else:
+                proposal.status = "approved"  # discussion-phase support, decided on when teams (re)form
+            proposal.updated_at = utcnow()
+            session.add(proposal)
+            emit(session, f"proposal.{'rejected' if proposal.status == 'rejected' else 'approved'}", "proposal",
+                 proposal.id, approvals=approvals, rejections=rejections, reason=proposal.reject_reason)
+            decided += 1
+    return decided
+
+
+def _posted(session: Session, *where: object) -> int:
+    query = select(Proposal).where(Proposal.status == "posted")
+    for clause in where:
+        query = query.where(clause)  # type: ignore[arg-type]
+    return len(session.exec(query).all())
+
+
+def advance_discussion(ctx: Context) -> bool:
+    """Next round once every analyst posted and all is settled; teams after the last. True on change."""
+    with ctx.store.read() as session:
+        campaign = session.exec(select(Campaign)).one()
+        analysts = session.exec(select(Agent).where(Agent.role == "analyst")).all()
+        done = all(int(a.memory.get("round_posted", -1)) >= campaign.discussion_round for a in analysts)
+        if not done or _posted(session):
             return False
-        gates = blocking(assess(session, proposal, harm_margin=0.0))
-        critiques = session.exec(select(Critique).where(Critique.proposal_id == proposal_id)).all()
-        approvals = sum(c.verdict == "approve" for c in critiques)
-        rejections = len(critiques) - approvals
-        # With no peer to ask (a one-analyst campaign) only the hard gates apply.
-        if gates or (critiques and approvals <= rejections):
-            proposal.status = "rejected"
-            proposal.reject_reason = "; ".join(gates) or "; ".join(
-                c.reasons for c in critiques if c.verdict == "reject") or "no critic approved it"
-        else:
-            proposal.status = approved_status
-        proposal.updated_at = utcnow()
-        session.add(proposal)
-        emit(session, f"proposal.{'rejected' if proposal.status == 'rejected' else 'approved'}", "proposal",
-             proposal_id, approvals=approvals, rejections=rejections, reason=proposal.reject_reason)
-        return proposal.status != "rejected"
+    if campaign.discussion_round + 1 < ctx.config.coordination.discussion_rounds:
+        with ctx.store.write() as session:
+            row = session.exec(select(Campaign)).one()
+            row.discussion_round += 1
+            session.add(row)
+            emit(session, "discussion.round", "campaign", row.id, round=row.discussion_round)
+        return True
+    form_teams(ctx)
+    return True
 
 
-def discussion_round(ctx: Context, authors: Sequence[Analyst], critics: Sequence[Analyst],
-                     focus_of: Callable[[Analyst], Optional[str]], team_id: Optional[int],
-                     round_no: int, turn: int = 0) -> list[int]:
-    approved = []
-    for i, author in enumerate(authors):
-        proposal_id = author.post_proposal(focus_of(author), team_id, round_no)
-        if proposal_id is None:
-            continue
-        chosen = pick_critics(author, critics, ctx.config.coordination.critics_per_proposal, turn + i)
-        if review_proposal(ctx, proposal_id, chosen):
-            approved.append(proposal_id)
-    return approved
-
-
-def form_teams(ctx: Context, analysts: Sequence[Analyst], experimenters: Sequence[Experimenter],
-               approved: list[int]) -> list[int]:
+def form_teams(ctx: Context) -> list[int]:
     """Teams around the best-supported hypotheses; their rosters written to the state and forum."""
     cfg = ctx.config.coordination
-    planner = analysts[0]
     with ctx.store.read() as session:
-        agent = session.get(Agent, planner.agent_id)
-        assert agent is not None
-        info = agent_info(session, agent)
+        agents = session.exec(select(Agent).order_by(col(Agent.id))).all()
+        analysts = [a for a in agents if a.role == "analyst"]
+        experimenters = [a for a in agents if a.role == "experimenter"]
+        planner = analysts[0]
+        info = agent_info(session, planner)
         view = build_view(session, ctx.task)
-        authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
-        rows = session.exec(select(Proposal).where(col(Proposal.id).in_(approved))).all()
-        views = [proposal_view(p, authors) for p in rows]
+        names = {a.id: a.name for a in agents if a.id is not None}
+        rows = session.exec(select(Proposal).where(Proposal.status == "approved")
+                            .where(col(Proposal.team_id).is_(None))).all()
+        approved = [p.id for p in rows if p.id is not None]
+        views = [proposal_view(p, names) for p in rows]
         author_focus = {p.author_id: p.focus for p in rows}
     drafts = ctx.policy.plan_teams(info, view, views, cfg.teams)
     with ctx.store.write() as session:
@@ -94,11 +100,11 @@ def form_teams(ctx: Context, analysts: Sequence[Analyst], experimenters: Sequenc
         session.flush()
         # Analysts join the team whose hypothesis they argued for; the rest fill the gaps.
         seats: dict[int, list[str]] = {t.id or 0: [] for t in teams}
-        order = sorted(analysts, key=lambda a: 0 if any(author_focus.get(a.agent_id) == t.focus for t in teams) else 1)
+        order = sorted(analysts, key=lambda a: 0 if any(author_focus.get(a.id) == t.focus for t in teams) else 1)
         for analyst in order:
-            row = session.get(Agent, analyst.agent_id)
+            row = session.get(Agent, analyst.id)
             assert row is not None
-            preferred = [t for t in teams if t.focus == author_focus.get(analyst.agent_id)]
+            preferred = [t for t in teams if t.focus == author_focus.get(analyst.id)]
             candidates = preferred + [t for t in teams if t not in preferred]
             team = next(t for t in candidates
                         if len(seats[t.id or 0]) < cfg.analysts_per_team or t is candidates[-1])
@@ -106,7 +112,7 @@ def form_teams(ctx: Context, analysts: Sequence[Analyst], experimenters: Sequenc
             row.team_id = team.id
             session.add(row)
         for j, experimenter in enumerate(experimenters):
-            row = session.get(Agent, experimenter.agent_id)
+            row = session.get(Agent, experimenter.id)
             assert row is not None
             team = teams[j % len(teams)]
             seats[team.id or 0].append(row.name)
@@ -123,58 +129,82 @@ def form_teams(ctx: Context, analysts: Sequence[Analyst], experimenters: Sequenc
                 session.add(proposal)
             post(session, "roster", f"{team.name} formed around '{team.focus}'",
                  f"hypothesis: {team.hypothesis}\nroster: {', '.join(team.roster)}",
-                 author_id=planner.agent_id, team_id=team.id)
+                 author_id=planner.id, team_id=team.id)
             emit(session, "team.formed", "team", team.id, focus=team.focus, roster=team.roster)
-        remember(session, planner.agent_id)
+        campaign = session.exec(select(Campaign)).one()
+        campaign.status = "execution"
+        session.add(campaign)
+        emit(session, "campaign.execution", "campaign", campaign.id, approved=len(approved))
+        assert planner.id is not None
+        remember(session, planner.id)
         return [t.id for t in teams if t.id is not None]
 
 
-def reorganize(ctx: Context, team_id: int, authors: Sequence[Analyst], critics: Sequence[Analyst],
-               taken: set[str], turn: int) -> str:
-    """A stagnating team re-opens discussion, and may take up a different hypothesis."""
+def reopen_stagnating(ctx: Context) -> list[int]:
+    """Teams whose last N experiments brought no improvement re-open discussion."""
+    window = ctx.config.coordination.stagnation_window
+    reopened = []
     with ctx.store.write() as session:
-        team = session.get(Team, team_id)
-        assert team is not None
-        team.status = "discussing"
-        team.reopened += 1
-        session.add(team)
-        post(session, "discussion", f"{team.name} re-opens discussion",
-             f"the last {team.experiments_since_improvement} experiments on '{team.focus}' brought no "
-             f"improvement (stagnation window {ctx.config.coordination.stagnation_window})", team_id=team_id)
-        emit(session, "team.discussion_reopened", "team", team_id, focus=team.focus,
-             since_improvement=team.experiments_since_improvement)
-        old_focus = team.focus
-    approved = discussion_round(ctx, authors, critics, lambda a: None, team_id, round_no=-1, turn=turn)
+        for team in session.exec(select(Team).where(Team.status == "active")).all():
+            if team.experiments_since_improvement < window:
+                continue
+            team.status = "discussing"
+            team.reopened += 1
+            session.add(team)
+            post(session, "discussion", f"{team.name} re-opens discussion",
+                 f"the last {team.experiments_since_improvement} experiments on '{team.focus}' brought no "
+                 f"improvement (stagnation window {window})", team_id=team.id)
+            emit(session, "team.discussion_reopened", "team", team.id, focus=team.focus,
+                 since_improvement=team.experiments_since_improvement)
+            reopened.append(team.id or 0)
+    return reopened
+
+
+def conclude_reopened(ctx: Context) -> list[str]:
+    """Teams whose re-opened discussion is complete take up the best-supported hypothesis."""
+    changed = []
     with ctx.store.read() as session:
-        agent = session.get(Agent, authors[0].agent_id)
-        assert agent is not None
-        info = agent_info(session, agent)
-        view = build_view(session, ctx.task)
-        authors_by_id = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
-        views = [proposal_view(p, authors_by_id) for p in
-                 session.exec(select(Proposal).where(col(Proposal.id).in_(approved))).all()]
-    drafts = ctx.policy.plan_teams(info, view, views, n_teams=len(ctx.task.groups()))
-    free = [d for d in drafts if d.focus not in taken] or drafts
-    choice = free[0]
-    with ctx.store.write() as session:
-        team = session.get(Team, team_id)
-        assert team is not None
-        for proposal in session.exec(select(Proposal).where(Proposal.team_id == team_id)
-                                     .where(Proposal.status == "queued")).all():
-            if proposal.focus != choice.focus:
-                proposal.status = "rejected"
-                proposal.reject_reason = f"withdrawn: {team.name} reorganized around '{choice.focus}'"
+        teams = session.exec(select(Team).where(Team.status == "discussing")).all()
+        others = {t.id: t.focus for t in session.exec(select(Team).where(Team.status == "active")).all()}
+    for team in teams:
+        with ctx.store.read() as session:
+            members = session.exec(select(Agent).where(Agent.team_id == team.id)
+                                   .where(Agent.role == "analyst").order_by(col(Agent.id))).all()
+            if any(int(a.memory.get("reopen_posted", 0)) < team.reopened for a in members):
+                continue
+            if _posted(session, Proposal.team_id == team.id):
+                continue
+            names = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
+            rows = session.exec(select(Proposal).where(Proposal.team_id == team.id)
+                                .where(Proposal.status == "approved")
+                                .where(Proposal.discussion_round == -team.reopened)).all()
+            views = [proposal_view(p, names) for p in rows]
+            info = agent_info(session, members[0]) if members else None
+            view = build_view(session, ctx.task)
+        if info is None:
+            continue
+        drafts = ctx.policy.plan_teams(info, view, views, n_teams=len(ctx.task.groups()))
+        taken = {f for i, f in others.items() if i != team.id}
+        choice = ([d for d in drafts if d.focus not in taken] or drafts)[0]
+        with ctx.store.write() as session:
+            row = session.get(Team, team.id)
+            assert row is not None
+            old_focus = row.focus
+            for proposal in session.exec(select(Proposal).where(Proposal.team_id == team.id)
+                                         .where(col(Proposal.status).in_(["queued", "approved"]))).all():
+                if proposal.focus == choice.focus:
+                    proposal.status = "queued"
+                elif proposal.status == "queued":
+                    proposal.status = "rejected"
+                    proposal.reject_reason = f"withdrawn: {row.name} reorganized around '{choice.focus}'"
                 session.add(proposal)
-        for proposal in session.exec(select(Proposal).where(col(Proposal.id).in_(approved))).all():
-            proposal.status = "queued" if proposal.focus == choice.focus else "approved"
-            session.add(proposal)
-        team.focus = choice.focus
-        team.hypothesis = choice.hypothesis
-        team.status = "active"
-        team.experiments_since_improvement = 0
-        session.add(team)
-        verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"
-        post(session, "roster", f"{team.name} {verb} '{choice.focus}'",
-             f"hypothesis: {choice.hypothesis}\nroster: {', '.join(team.roster)}", team_id=team_id)
-        emit(session, "team.reorganized", "team", team_id, old_focus=old_focus, focus=choice.focus)
-        return choice.focus
+            row.focus, row.hypothesis, row.status = choice.focus, choice.hypothesis, "active"
+            row.experiments_since_improvement = 0
+            session.add(row)
+            verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"
+            post(session, "roster", f"{row.name} {verb} '{choice.focus}'",
+                 f"hypothesis: {choice.hypothesis}\nroster: {', '.join(row.roster)}", team_id=row.id)
+            emit(session, "team.reorganized", "team", row.id, old_focus=old_focus, focus=choice.focus)
+            others[row.id] = choice.focus
+            changed.append(choice.focus)
+    return changed

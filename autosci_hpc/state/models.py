@@ -49,6 +49,10 @@ class Campaign(SQLModel, table=True):
     wall_clock_s: float = 0.0
     #: Coordinator starts after the first (requeues, restarts after a crash).
     restarts: int = 0
+    #: The discussion round the analysts are in (discussion phase).
+    discussion_round: int = 0
+    #: False while the coordinator is stopping: agents finish what they hold and take nothing new.
+    accepting_work: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
@@ -117,6 +121,8 @@ class Proposal(SQLModel, table=True):
     outcome: str = ""  # promoted | not_promoted | failed
     claimed_by: Optional[int] = Field(default=None, foreign_key="agent.id")
     discussion_round: int = 0
+    #: The peers asked to critique it (agent ids), chosen when it is posted.
+    critics: list[int] = _json(list)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from autosci_hpc.agents.roles import Analyst, Context
 from autosci_hpc.agents.views import build_view
-from autosci_hpc.coordination.discussion import review_proposal
+from autosci_hpc.coordination.discussion import settle
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Agent, Campaign, Champion, DeadEnd, Proposal, Trial
 from autosci_hpc.task import build_snapshot, config_signature, load_task
@@ -42,6 +42,17 @@ def state_with_history(tmp_path: Path, script: list[dict]) -> tuple[Context, lis
     with store.read() as session:
         ids = [a.id for a in session.exec(select(Agent)).all()]
     return ctx, [Analyst(ctx, i) for i in ids if i is not None]
+
+
+def review_proposal(ctx: Context, proposal_id: int, critics: list[Analyst]) -> bool:
+    """The critics named on the proposal answer in their own step; then it is settled."""
+    for critic in critics:
+        critic.step()
+    settle(ctx)
+    with ctx.store.read() as session:
+        proposal = session.get(Proposal, proposal_id)
+    assert proposal is not None and proposal.status != "posted", "a named critic did not answer"
+    return proposal.status != "rejected"
 
 
 def trials_for(ctx: Context, proposal_id: int) -> list[Trial]:
@@ -80,7 +91,7 @@ def test_hard_gates_hold_even_if_every_critic_approves(tmp_path: Path) -> None:
             return CritiqueDraft(verdict="approve", reasons="looks fine to me")
 
     ctx, (author, *critics) = state_with_history(tmp_path, [{"x": 0.5}])
-    ctx.policy = Agreeable([{"x": 0.5}])
+    ctx.policy = Agreeable([{"x": 0.5}])  # the context is shared: every analyst now agrees
     proposal_id = author.post_proposal("x_axis", None)
     assert proposal_id is not None
     assert review_proposal(ctx, proposal_id, critics) is False

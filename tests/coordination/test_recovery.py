@@ -23,8 +23,11 @@ from helpers import FIXTURE_TASKS, ROOT
 CONFIG = ROOT / "configs" / "campaign" / "toy_smoke.yaml"
 
 
-def coordinate(folder: Path, *extra: str, fault: str = "", timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def coordinate(folder: Path, *extra: str, fault: str = "", marker: str = "",
+               timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AUTOSCI_FAULT": fault} if fault else dict(os.environ)
+    if marker:
+        env["AUTOSCI_FAULT_MARKER"] = marker
     env.pop("SLURM_JOB_ID", None)
     return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "coordinate", str(CONFIG),
                            f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12",
@@ -53,7 +56,7 @@ def check_consistent(folder: Path) -> sqlite3.Connection:
 @pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4"])
 def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path: Path, fault: str) -> None:
     folder = tmp_path / "campaign"
-    crashed = coordinate(folder, fault=fault)
+    crashed = coordinate(folder, "--inline-agents", fault=fault)
     assert crashed.returncode == -9, crashed.stdout + crashed.stderr  # it really died there
     resumed = coordinate(folder)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -168,3 +171,27 @@ def test_disk_full_while_writing_a_result_fails_clearly_and_corrupts_nothing(
     folder = Path(request.folder)
     assert not (folder / results.RESULT_FILE).exists()  # no partial result a reader could take
     assert not list(folder.glob(".result.json.*.tmp"))  # and no litter
+
+
+def test_an_agent_process_killed_after_its_claim_is_restarted_and_the_claim_requeued(tmp_path: Path) -> None:
+    folder = tmp_path / "campaign"
+    marker = tmp_path / "fired"
+    done = coordinate(folder, fault="claimed:1", marker=str(marker))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "claimed in pid" in marker.read_text()  # an experimenter process really died there
+    con = check_consistent(folder)
+    why, released = con.execute("select json_extract(data, '$.why'), json_extract(data, '$.released_claims') "
+                                "from event where kind='agent.restarted'").fetchone()
+    assert why.startswith("died") and released != "[]"
+    assert con.execute("select count(*) from proposal where status='claimed'").fetchone()[0] == 0
+
+
+def test_a_hung_agent_process_is_killed_and_restarted(tmp_path: Path) -> None:
+    folder = tmp_path / "campaign"
+    marker = tmp_path / "fired"
+    done = coordinate(folder, "coordination.agent_timeout_s=3", fault="agent_step:5:hang", marker=str(marker))
+    assert done.returncode == 0, done.stdout + done.stderr
+    con = check_consistent(folder)
+    whys = [row[0] for row in con.execute("select json_extract(data, '$.why') from event "
+                                          "where kind='agent.restarted'")]
+    assert any(w.startswith("hung") for w in whys), whys

@@ -1,0 +1,177 @@
+"""Agents as OS processes, and their supervision.
+
+Each agent runs `agent_main` in its own process, started with the *spawn* method (never forked
+with a database connection): it opens its own `Store`, builds its policy, and loops on its role's
+`step()` until the campaign stops accepting work or ends. It beats a heartbeat into its agent row.
+The coordinator's `Supervisor` restarts an agent whose process died or whose heartbeat went
+silent past the timeout; its memory is in the database, and any proposal it had claimed but not
+launched goes back to its team's queue.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlmodel import select
+
+from .. import faults
+from ..state import Store, emit
+from ..state.models import Agent, Campaign, Proposal, utcnow
+
+HEARTBEAT_EVERY_S = 1.0
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the coordinator dies, so no agent outlives it (prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float) -> None:
+    """The whole life of one agent process."""
+    _die_with_parent()
+    parent = os.getppid()
+    from ..agents.roles import Analyst, Context, Experimenter
+    from ..config import CampaignConfig
+    from ..execution.rerun import TASK_SPEC_FILE
+    from ..llm import make_policy
+    from ..task import TaskSpec
+
+    config = CampaignConfig.model_validate_json(config_json)
+    store = Store(folder, journal_mode=config.state.journal_mode, busy_timeout_s=config.state.busy_timeout_s,
+                  create=False)
+    task = TaskSpec.model_validate_json((Path(folder) / TASK_SPEC_FILE).read_text())
+    ctx = Context(store, task, make_policy(config, store), config)
+    with store.read() as session:
+        row = session.get(Agent, agent_id)
+        assert row is not None
+        role = row.role
+    agent = Analyst(ctx, agent_id) if role == "analyst" else Experimenter(ctx, agent_id)
+    last_beat = 0.0
+    while os.getppid() == parent:
+        campaign = store.campaign()
+        if campaign.status in ("finished", "failed") or not campaign.accepting_work:
+            return
+        now = time.monotonic()
+        if now - last_beat >= HEARTBEAT_EVERY_S:
+            with store.write() as session:
+                beat = session.get(Agent, agent_id)
+                assert beat is not None
+                beat.heartbeat_at = utcnow()
+                session.add(beat)
+            last_beat = now
+        faults.point("agent_step")
+        if not agent.step():
+            time.sleep(poll_s)
+
+
+@dataclass
+class Supervisor:
+    store: Store
+    config_json: str
+    agent_ids: list[int]
+    poll_s: float = 0.2
+    #: A heartbeat older than this means a hung agent (an LLM call can take minutes).
+    timeout_s: float = 600.0
+    #: A new process gets this long to import, connect and beat for the first time.
+    startup_grace_s: float = 60.0
+    processes: dict[int, Any] = field(default_factory=dict)
+    spawned_at: dict[int, Any] = field(default_factory=dict)
+    restarts: int = 0
+
+    def _spawn(self, agent_id: int) -> None:
+        proc = mp.get_context("spawn").Process(
+            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s),
+            name=f"autosci-agent-{agent_id}", daemon=False)
+        proc.start()
+        self.processes[agent_id] = proc
+        self.spawned_at[agent_id] = utcnow()
+
+    def start(self) -> None:
+        with self.store.write() as session:  # a fresh heartbeat, so start-up is not taken for a hang
+            for agent_id in self.agent_ids:
+                row = session.get(Agent, agent_id)
+                assert row is not None
+                row.heartbeat_at = utcnow()
+                session.add(row)
+        for agent_id in self.agent_ids:
+            self._spawn(agent_id)
+
+    def check(self) -> list[int]:
+        """Restart dead or hung agents; returns their ids."""
+        restarted = []
+        now = utcnow()
+        with self.store.read() as session:
+            beats = {a.id: a.heartbeat_at for a in session.exec(select(Agent)).all()}
+            accepting = session.exec(select(Campaign)).one().accepting_work
+        if not accepting:
+            return restarted
+        for agent_id, proc in list(self.processes.items()):
+            beat = beats.get(agent_id)
+            if beat is not None and beat.tzinfo is None:
+                from datetime import timezone
+
+                beat = beat.replace(tzinfo=timezone.utc)
+            spawned = self.spawned_at[agent_id]
+            started = beat is not None and beat > spawned  # it has beaten since it was (re)started
+            silent = now - (beat if started and beat is not None else spawned)
+            hung = silent > timedelta(seconds=self.timeout_s if started else max(self.timeout_s,
+                                                                               self.startup_grace_s))
+            if proc.is_alive() and not hung:
+                continue
+            why = "hung (no heartbeat)" if proc.is_alive() else f"died (exit {proc.exitcode})"
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            self._release(agent_id, why)
+            self._spawn(agent_id)
+            self.restarts += 1
+            restarted.append(agent_id)
+        return restarted
+
+    def _release(self, agent_id: int, why: str) -> None:
+        """Return what the agent had claimed but not launched; keep its memory; record the restart."""
+        with self.store.write() as session:
+            claimed = session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
+                                   .where(Proposal.status == "claimed")).all()
+            for proposal in claimed:
+                proposal.status, proposal.claimed_by = "queued", None
+                session.add(proposal)
+            row = session.get(Agent, agent_id)
+            assert row is not None
+            if not session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
+                                .where(Proposal.status.in_(["running", "replicating"]))).first():  # type: ignore[attr-defined]
+                row.status = "idle"
+            row.heartbeat_at = utcnow()
+            session.add(row)
+            emit(session, "agent.restarted", "agent", agent_id, why=why,
+                 released_claims=[p.id for p in claimed])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Agents see `accepting_work` off and leave after their current step; stragglers are killed."""
+        deadline = time.monotonic() + timeout_s
+        for proc in self.processes.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.processes.values():
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    def alive(self) -> int:
+        return sum(p.is_alive() for p in self.processes.values())
+
+
+def pid_of(supervisor: Optional[Supervisor], agent_id: int) -> Optional[int]:
+    if supervisor is None or agent_id not in supervisor.processes:
+        return None
+    return supervisor.processes[agent_id].pid

@@ -1,0 +1,49 @@
+"""Budget and capacity checks, shared by the coordinator and the agents (in or out of process).
+
+All of it reads stored counters, never recounts derived data: trials submitted, the wall-clock
+seconds summed over coordinator runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlmodel import Session, col, func, select
+
+from ..config import CampaignConfig
+from ..state.models import Campaign, Proposal, Trial
+
+
+def capacity(config: CampaignConfig) -> int:
+    """Trials that may be outstanding at once."""
+    if config.executor.kind == "slurm":
+        return config.executor.slurm.max_concurrent
+    return config.executor.local.max_concurrent or (os.cpu_count() or 1)
+
+
+def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float = 0.0) -> bool:
+    return campaign.wall_clock_s + extra_s > config.budget.wall_clock_min * 60
+
+
+def _count(session: Session, model: type, *where: object) -> int:
+    query = select(func.count()).select_from(model)
+    for clause in where:
+        query = query.where(clause)  # type: ignore[arg-type]
+    return int(session.exec(query).one())
+
+
+def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float = 0.0) -> bool:
+    """A new candidate may start only if its full replication still fits in the budget."""
+    campaign = session.exec(select(Campaign)).one()
+    if not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s):
+        return False
+    seeds = config.promotion.seeds
+    created = _count(session, Trial, Trial.status == "created")
+    screening = _count(session, Proposal, Proposal.status == "running")
+    committed = campaign.trials_submitted + created + (seeds - 1) * screening
+    return committed + seeds <= config.budget.trials
+
+
+def free_slots(session: Session, config: CampaignConfig) -> int:
+    busy = _count(session, Trial, col(Trial.status).in_(["created", "submitted"]))
+    return capacity(config) - busy
