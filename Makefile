@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast slurm-up slurm-down clean
+.PHONY: run test test-fast bench slurm-up slurm-down clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 ## test-fast: everything but the slow end-to-end cases
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+## bench: benchmark-style checks (100 kill -9 / restart cycles of a running campaign, ...)
+bench: $(STAMP)
+	$(PY) benchmarks/kill_restart.py --cycles 100
 
 ## slurm-up / slurm-down: the single-node SLURM used by tests/slurm (needs root and apt)
 slurm-up:

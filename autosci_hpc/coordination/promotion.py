@@ -12,8 +12,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from scipy import stats
-
 from ..config import PromotionSection
 from ..state.models import Champion
 from ..task import TaskSpec
@@ -68,6 +66,8 @@ def _one_sided_paired_p(deltas: list[float]) -> float:
         return 1.0
     if statistics.pstdev(deltas) == 0:
         return 0.0 if statistics.fmean(deltas) > 0 else 1.0
+    from scipy import stats  # imported here: a second of start-up that only the ttest rule needs
+
     result = stats.ttest_1samp(deltas, 0.0, alternative="greater")
     return float(result.pvalue)
 

@@ -1,0 +1,116 @@
+"""kill -9 / restart cycles of a running campaign, then a check that nothing was lost or doubled.
+
+    python benchmarks/kill_restart.py --cycles 100            # `make bench` runs this
+    python benchmarks/kill_restart.py --cycles 5 --folder /tmp/kr
+
+Each cycle starts `autosci coordinate` (agents as their own processes) on the same campaign folder
+and kills it with SIGKILL after a random 1–4 s (start-up included), wherever it is: inside a write transaction,
+between ingestion steps, while agents hold claims. Trials already submitted keep running. After the
+cycles one last coordinator runs the campaign to the end. The script then checks:
+`PRAGMA integrity_check` is ok; trials submitted = trial rows = trials finished; no trial was
+submitted or ingested twice; no (group, seed, attempt) twice; no proposal left claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(folder: Path, trials: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "autosci_hpc.cli", "coordinate", str(ROOT / "configs/campaign/toy_smoke.yaml"),
+         f"campaign.folder={folder}", f"task.path={ROOT / 'tests/fixtures/tasks/toy'}", f"budget.trials={trials}",
+         "coordination.poll_interval_s=0.1", "executor.result_grace_s=2", "--lease-ttl=5"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _running(folder: Path) -> int:
+    """1 if the campaign was under way (past set-up, not finished) at this moment."""
+    try:
+        con = sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True, timeout=5)
+        row = con.execute("select status from campaign").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row is not None and row[0] in ("baseline", "discussion", "execution"))
+
+
+def check(folder: Path) -> dict[str, object]:
+    con = sqlite3.connect(folder / "state.db")
+    one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    submitted, finished, status, restarts = con.execute(
+        "select trials_submitted, trials_finished, status, restarts from campaign").fetchone()
+    return {
+        "integrity": one("PRAGMA integrity_check"),
+        "status": status,
+        "restarts": restarts,
+        "trials_submitted": submitted,
+        "trial_rows": one("select count(*) from trial"),
+        "trials_finished": finished,
+        "max_submissions_per_trial": one("select coalesce(max(n), 0) from (select count(*) n from event "
+                                         "where kind='trial.submitted' group by entity_id)"),
+        "max_ingestions_per_trial": one("select coalesce(max(n), 0) from (select count(*) n from event "
+                                        "where kind in ('trial.succeeded','trial.failed') group by entity_id)"),
+        "max_rows_per_group_seed_attempt": one("select coalesce(max(n), 0) from (select count(*) n from trial "
+                                               "group by \"group\", seed, attempt)"),
+        "claimed_left": one("select count(*) from proposal where status='claimed'"),
+    }
+
+
+def consistent(report: dict[str, object]) -> bool:
+    return (report["integrity"] == "ok" and report["status"] == "finished"
+            and report["trials_submitted"] == report["trial_rows"] == report["trials_finished"]
+            and report["max_submissions_per_trial"] == 1 and report["max_ingestions_per_trial"] == 1
+            and report["max_rows_per_group_seed_attempt"] == 1 and report["claimed_left"] == 0)
+
+
+def run(cycles: int, folder: Path, trials: int, seed: int = 0, min_s: float = 1.0,
+        max_s: float = 4.0) -> dict[str, object]:
+    rng = random.Random(seed)
+    began = time.monotonic()
+    killed = mid_run = 0
+    for _ in range(cycles):
+        proc = start(folder, trials)
+        time.sleep(rng.uniform(min_s, max_s))
+        if proc.poll() is None:
+            mid_run += _running(folder)
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    final = start(folder, trials)
+    _, err = final.communicate(timeout=900)
+    if final.returncode != 0:
+        raise SystemExit(f"the final coordinator failed ({final.returncode}): {err.decode()[-2000:]}")
+    report = check(folder)
+    report.update(cycles=cycles, killed=killed, killed_mid_run=mid_run, seconds=round(time.monotonic() - began, 1))
+    report["consistent"] = consistent(report)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=60, help="the campaign's trial budget")
+    parser.add_argument("--folder", type=Path, help="campaign folder (default: a new temporary one)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="autosci-kill-")) / "campaign"
+    report = run(args.cycles, folder, args.trials, args.seed)
+    print(json.dumps(report, indent=1))
+    return 0 if report["consistent"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
