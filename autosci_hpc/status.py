@@ -72,7 +72,35 @@ def render_status(store: Store) -> Group:
     if teams:
         parts.append(teams_table)
     parts.append(trials_table)
+    spend = spend_table(store)
+    if spend is not None:
+        parts.append(spend)
     return Group(*parts)
+
+
+def spend_table(store: Store) -> Optional[Table]:
+    """LLM spend by role and team (calls, errors, tokens, dollars); None when no LLM call was made."""
+    from .llm.accounting import spend_by_role_and_team
+
+    rows = spend_by_role_and_team(store)
+    if not rows:
+        return None
+    with store.read() as session:
+        campaign = session.exec(select(Campaign)).first()
+    limit = ((campaign.config if campaign else {}).get("budget") or {}).get("llm_dollars")
+    total = sum(r.cost_usd for r in rows)
+    title = f"LLM spend: ${total:.4f}" + (f" of ${limit:g}" if limit else "")
+    table = Table(title=title, expand=False)
+    for column in ("role", "team", "calls", "errors", "tokens in", "cached", "tokens out", "USD", "latency s"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.role, r.team, str(r.calls), str(r.errors), str(r.tokens_in), str(r.tokens_cached),
+                      str(r.tokens_out), f"{r.cost_usd:.4f}", f"{r.latency_s:.1f}")
+    table.add_row("all", "", str(sum(r.calls for r in rows)), str(sum(r.errors for r in rows)),
+                  str(sum(r.tokens_in for r in rows)), str(sum(r.tokens_cached for r in rows)),
+                  str(sum(r.tokens_out for r in rows)), f"{total:.4f}", f"{sum(r.latency_s for r in rows):.1f}",
+                  style="bold")
+    return table
 
 
 def log_table(store: Store, team: Optional[str] = None, status: Optional[str] = None,

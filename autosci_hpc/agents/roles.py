@@ -21,7 +21,7 @@ from ..state.models import Agent, Campaign, Critique, DeadEnd, ForumPost, Propos
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
                     directions)
 from .evidence import assess, direction_evidence
-from .policy import AgentInfo, Policy
+from .policy import AgentInfo, CritiqueDraft, Policy, PolicyError
 from .views import build_view, current_champion, proposal_view
 
 
@@ -80,6 +80,19 @@ class Role:
         self.ctx = ctx
         self.agent_id = agent_id
 
+    def _ask(self, info: AgentInfo, decision: str, *args: Any) -> Any:
+        """Ask the policy for a decision; a `PolicyError` (an LLM that keeps failing) is recorded on
+        the forum and as an event, and answered with None, never a crash of the agent."""
+        try:
+            return getattr(self.ctx.policy, decision)(info, *args)
+        except PolicyError as exc:
+            with self.ctx.store.write() as session:
+                post(session, "failure", f"{info.name} could not {decision}", str(exc)[:2000],
+                     author_id=self.agent_id, team_id=info.team_id)
+                emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision, error=str(exc)[:500])
+                remember(session, self.agent_id, last_error=str(exc)[:300], **info.memory_update)
+            return None
+
     def _look(self) -> tuple[AgentInfo, Any]:
         with self.ctx.store.read() as session:
             agent = session.get(Agent, self.agent_id)
@@ -92,10 +105,10 @@ class Analyst(Role):
                       **memory: Any) -> Optional[int]:
         """Post the policy's next proposal and name its critics; `memory` is stored with it."""
         info, view = self._look()
-        draft = self.ctx.policy.propose(info, view, focus)
+        draft = self._ask(info, "propose", view, focus)
         with self.ctx.store.write() as session:
             if draft is None:
-                remember(session, self.agent_id, **memory)
+                remember(session, self.agent_id, **{**info.memory_update, **memory})
                 return None
             champion = current_champion(session)
             base = champion.overrides if champion else {}
@@ -130,7 +143,8 @@ class Analyst(Role):
             emit(session, "proposal.posted", "proposal", proposal.id, author=info.name, focus=draft.focus,
                  status=proposal.status)
             remember(session, self.agent_id,
-                     proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:], **memory)
+                     proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:],
+                     **{**info.memory_update, **memory})
             return proposal.id if proposal.status == "posted" else None
 
     def step(self) -> bool:
@@ -192,13 +206,15 @@ class Analyst(Role):
             findings = assess(session, proposal, margin)
             authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
             pview = proposal_view(proposal, authors)
-        draft = self.ctx.policy.critique(info, view, pview, findings)
+        draft = self._ask(info, "critique", view, pview, findings)
+        if draft is None:  # a critic that cannot answer does not let an unexamined idea spend compute
+            draft = CritiqueDraft(verdict="reject", reasons="the critic could not review it (policy error)")
         with self.ctx.store.write() as session:
             session.add(Critique(proposal_id=proposal_id, author_id=self.agent_id, verdict=draft.verdict,
                                  reasons=draft.reasons))
             post(session, "critique", f"{draft.verdict} #{proposal_id}", draft.reasons,
                  author_id=self.agent_id, team_id=info.team_id, proposal_id=proposal_id)
-            remember(session, self.agent_id)
+            remember(session, self.agent_id, **info.memory_update)
         return draft.verdict
 
     def review(self, **memory: Any) -> list[str]:
@@ -206,7 +222,7 @@ class Analyst(Role):
         info, view = self._look()
         with self.ctx.store.read() as session:
             evidence = direction_evidence(session)
-        drafts = self.ctx.policy.review(info, view, evidence)
+        drafts = self._ask(info, "review", view, evidence) or []
         registered = []
         with self.ctx.store.write() as session:
             for draft in drafts:
@@ -222,7 +238,7 @@ class Analyst(Role):
                 emit(session, "dead_end.registered", "dead_end", None, signature=draft.signature,
                      evidence=draft.evidence_trial_ids)
                 registered.append(draft.signature)
-            remember(session, self.agent_id, **memory)
+            remember(session, self.agent_id, **{**info.memory_update, **memory})
         return registered
 
 
@@ -277,13 +293,14 @@ class Experimenter(Role):
             assert proposal is not None and champion is not None
             authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
             pview = proposal_view(proposal, authors)
-        impl = self.ctx.policy.implement(info, view, pview)
-        error = ""
+        impl = self._ask(info, "implement", view, pview)
+        error = "" if impl is not None else "the experimenter could not implement it (policy error)"
         snapshot = ""
         try:
-            # Rebase on the champion as it is now, not as it was when the idea was posted.
-            snapshot = build_snapshot(self.ctx.task, self.ctx.folder, champion.snapshot_id,
-                                      [Edit.model_validate(e) for e in impl.edits])
+            if impl is not None:
+                # Rebase on the champion as it is now, not as it was when the idea was posted.
+                snapshot = build_snapshot(self.ctx.task, self.ctx.folder, champion.snapshot_id,
+                                          [Edit.model_validate(e) for e in impl.edits])
         except PatchError as exc:
             error = str(exc)
         with self.ctx.store.write() as session:
@@ -298,7 +315,7 @@ class Experimenter(Role):
                 session.add(agent)
                 post(session, "failure", f"#{proposal_id} could not be implemented", error,
                      author_id=self.agent_id, team_id=proposal.team_id, proposal_id=proposal_id)
-                remember(session, self.agent_id)
+                remember(session, self.agent_id, **info.memory_update)
                 return None
             overrides = {**champion.overrides, **impl.overrides}
             trial = Trial(proposal_id=proposal_id, team_id=proposal.team_id, experimenter_id=self.agent_id,
@@ -310,5 +327,5 @@ class Experimenter(Role):
             session.add(proposal)
             session.flush()
             emit(session, "trial.created", "trial", trial.id, proposal=proposal_id, role="candidate")
-            remember(session, self.agent_id, current_proposal=proposal_id)
+            remember(session, self.agent_id, current_proposal=proposal_id, **info.memory_update)
             return trial.id

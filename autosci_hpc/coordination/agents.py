@@ -51,7 +51,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float) -> N
     store = Store(folder, journal_mode=config.state.journal_mode, busy_timeout_s=config.state.busy_timeout_s,
                   create=False)
     task = TaskSpec.model_validate_json((Path(folder) / TASK_SPEC_FILE).read_text())
-    ctx = Context(store, task, make_policy(config, store), config)
+    ctx = Context(store, task, make_policy(config, store, task=task), config)
     with store.read() as session:
         row = session.get(Agent, agent_id)
         assert row is not None

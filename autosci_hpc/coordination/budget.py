@@ -11,7 +11,7 @@ import os
 from sqlmodel import Session, col, func, select
 
 from ..config import CampaignConfig
-from ..state.models import Campaign, Proposal, Trial
+from ..state.models import Campaign, LLMCall, Proposal, Trial
 
 
 def capacity(config: CampaignConfig) -> int:
@@ -35,13 +35,21 @@ def _count(session: Session, model: type, *where: object) -> int:
 def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float = 0.0) -> bool:
     """A new candidate may start only if its full replication still fits in the budget."""
     campaign = session.exec(select(Campaign)).one()
-    if not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s):
+    if not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config):
         return False
     seeds = config.promotion.seeds
     created = _count(session, Trial, Trial.status == "created")
     screening = _count(session, Proposal, Proposal.status == "running")
     committed = campaign.trials_submitted + created + (seeds - 1) * screening
     return committed + seeds <= config.budget.trials
+
+
+def llm_spent(session: Session, config: CampaignConfig) -> bool:
+    """The LLM dollar budget, when set, is spent (the policies also refuse a call that would pass it)."""
+    if config.budget.llm_dollars is None:
+        return False
+    spent = session.exec(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0))).one()
+    return float(spent) >= config.budget.llm_dollars
 
 
 def free_slots(session: Session, config: CampaignConfig) -> int:

@@ -67,7 +67,7 @@ class Coordinator:
         # The lease is taken before anything is written: a second coordinator changes nothing.
         self.lease = lease(self.store) if lease is not None else None
         self.resumed = self._exists()
-        self.ctx = Context(self.store, self.task, policy or make_policy(config, self.store), config)
+        self.ctx = Context(self.store, self.task, policy or make_policy(config, self.store, task=self.task), config)
         self.executor = executor or make_executor(config, self.folder / "jobs", self.time_limit_s)
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
         self.outcomes = Outcomes(self.task, config)
@@ -308,7 +308,10 @@ class Coordinator:
             self._idle_ticks = self._idle_ticks + 1 if self._idle_search() else 0
             if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
                 return False
-        reason = "wall clock spent" if self._wall_clock_spent() else "trial budget spent"
+        with self.store.read() as session:
+            llm_spent = budget.llm_spent(session, self.config)
+        reason = ("wall clock spent" if self._wall_clock_spent() else "LLM budget spent" if llm_spent
+                  else "trial budget spent")
         if self._may_start_candidate():
             reason = "no proposal left to try"
         with self.store.write() as session:

@@ -11,13 +11,29 @@ another hypothesis.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session, col, select
 
 from ..agents.evidence import assess, blocking
+from ..agents.policy import PolicyError
 from ..agents.roles import Context, agent_info, post, remember
 from ..agents.views import build_view, proposal_view
+from ..llm.offline import OfflinePolicy
 from ..state import emit
 from ..state.models import Agent, Campaign, Critique, Proposal, Team, utcnow
+
+
+def _plan(ctx: Context, info: Any, view: Any, views: list[Any], n_teams: int) -> list[Any]:
+    """The planner's hypotheses; if its policy fails, the offline ranking of the same proposals
+    (most-supported first), so a team is never left without a focus."""
+    try:
+        drafts = ctx.policy.plan_teams(info, view, views, n_teams)
+    except PolicyError as exc:
+        with ctx.store.write() as session:
+            emit(session, "agent.policy_error", "agent", info.id, decision="plan_teams", error=str(exc)[:500])
+        drafts = []
+    return drafts or OfflinePolicy().plan_teams(info, view, views, n_teams)
 
 
 def settle(ctx: Context) -> int:
@@ -90,7 +106,7 @@ def form_teams(ctx: Context) -> list[int]:
         approved = [p.id for p in rows if p.id is not None]
         views = [proposal_view(p, names) for p in rows]
         author_focus = {p.author_id: p.focus for p in rows}
-    drafts = ctx.policy.plan_teams(info, view, views, cfg.teams)
+    drafts = _plan(ctx, info, view, views, cfg.teams)
     with ctx.store.write() as session:
         teams: list[Team] = []
         for i, draft in enumerate(drafts):
@@ -183,7 +199,7 @@ def conclude_reopened(ctx: Context) -> list[str]:
             view = build_view(session, ctx.task)
         if info is None:
             continue
-        drafts = ctx.policy.plan_teams(info, view, views, n_teams=len(ctx.task.groups()))
+        drafts = _plan(ctx, info, view, views, len(ctx.task.groups()))
         taken = {f for i, f in others.items() if i != team.id}
         choice = ([d for d in drafts if d.focus not in taken] or drafts)[0]
         with ctx.store.write() as session:

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from .results import FailureClass, TrialResult, write_result
 
 LOG_FILE = "trial.log"
+SECRET_ENV = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "autosci_hpc")
 
 
@@ -165,7 +166,9 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
             data=shlex.quote(request.data_dir),
         )
     )
-    env = dict(os.environ)
+    # The program (which an LLM may have edited) never sees the model's API keys: its log tail is
+    # posted to the forum, and from there it would reach prompts.
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
     env.update(
         AUTOSCI_TRIAL_ID=str(request.trial_id),
         AUTOSCI_SEED=str(request.seed),

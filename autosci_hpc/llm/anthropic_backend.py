@@ -43,8 +43,10 @@ class AnthropicChat:
                 item["cache_control"] = EPHEMERAL
             system.append(item)
         messages = [self._message(m) for m in request.messages]
-        # A moving breakpoint on the newest turn: the next turn of the conversation reads it back.
-        if messages and messages[-1]["role"] == "user" and messages[-1]["content"]:
+        # From the second turn on, a moving breakpoint on the newest turn: the next turn reads the
+        # conversation back from the cache. (Not on the first: most decisions take one turn, and a
+        # cache write costs 1.25x; the stable system prefix is cached in every case.)
+        if len(messages) > 1 and messages[-1]["role"] == "user" and messages[-1]["content"]:
             last = messages[-1]["content"][-1]
             last["cache_control"] = EPHEMERAL
         params: dict[str, Any] = {

@@ -95,7 +95,10 @@ class OpenAICompatChat:
         except (ValueError, KeyError, IndexError, TypeError):
             raise TransientLLMError(f"openai: malformed response: {response.text[:200]}") from None
         parts: list[Any] = []
-        text = reply.get("content") or ""
+        content = reply.get("content") or ""
+        if isinstance(content, list):  # some servers send content parts
+            content = "".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        text = str(content)
         if text:
             parts.append(Text(text))
         calls = []

@@ -122,3 +122,22 @@ def test_agent_memory_lives_in_the_database(tmp_path: Path) -> None:
     with ctx.store.read() as session:
         agent = session.get(Agent, author.agent_id)
     assert agent is not None and agent.memory["step"] == 1 and agent.memory["proposed"] == ["x=0.3"]
+
+
+def test_a_failing_policy_is_recorded_not_a_crash_and_notes_are_kept(tmp_path: Path) -> None:
+    from autosci_hpc.agents.policy import PolicyError
+    from autosci_hpc.state.models import ForumPost
+
+    class Flaky(ScriptedPolicy):
+        def propose(self, agent, view, focus):  # type: ignore[no-untyped-def]
+            agent.memory_update["note"] = "the API was down"
+            raise PolicyError("model service overloaded after 3 retries")
+
+    ctx, (author, *_) = state_with_history(tmp_path, [])
+    ctx.policy = Flaky([])
+    assert author.post_proposal("x_axis", None) is None
+    with ctx.store.read() as session:
+        posts = session.exec(select(ForumPost).where(ForumPost.kind == "failure")).all()
+        agent = session.get(Agent, author.agent_id)
+    assert posts and "overloaded" in posts[0].body
+    assert agent is not None and agent.memory["note"] == "the API was down"

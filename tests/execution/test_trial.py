@@ -88,3 +88,16 @@ def test_write_result_is_atomic_replace(tmp_path: Path) -> None:
     again = read_result(folder, 1)
     assert again is not None and again.metric == 0.5
     assert json.loads((folder / RESULT_FILE).read_text())["sha256"]
+
+
+def test_the_program_never_sees_api_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-in-env")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    task = load_task(TOY)
+    req = TrialRequest(trial_id=9, folder=str(tmp_path / "t9"), snapshot_dir=str(task.program_dir),
+                       command="{python} -c \"import os; print(sorted(k for k in os.environ if 'API_KEY' in k))\"",
+                       overrides={}, seed=0, time_limit_s=20, metric="score", test_metric="test_score")
+    with pytest.raises(TrialFailed):  # it writes no metrics; what matters is what it printed
+        run_trial(req)
+    log = (Path(req.folder) / "trial.log").read_text()
+    assert "[]" in log and "sk-" not in log
