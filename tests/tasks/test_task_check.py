@@ -1,0 +1,143 @@
+"""`autosci task check`: a broken task gets a clear error and the right exit code; a good one passes.
+
+The broken tasks are copies of the toy fixture (pure Python, ~50 ms a run) with one thing broken.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.cli import main as cli_main
+from autosci_hpc.taskcheck import check_task, render
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = REPO / "tests" / "fixtures" / "tasks" / "toy"
+
+
+def toy_copy(tmp_path: Path, behaviour: str = "ok") -> Path:
+    task = tmp_path / "toy"
+    shutil.copytree(TOY, task)
+    config = task / "program" / "config.yaml"
+    config.write_text(config.read_text().replace("behaviour: ok", f"behaviour: {behaviour}"))
+    return task
+
+
+def test_a_good_task_passes_with_its_metric(tmp_path):
+    report = check_task(toy_copy(tmp_path))
+    assert report.ok and report.exit_code == 0, render(report)
+    assert report.metric is not None and report.test_metric is not None
+    assert report.trial_seconds is not None and report.trial_seconds < 30
+    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private"]
+    assert report.folder is None  # the temporary campaign folder is gone
+    assert "task check passed" in render(report)
+
+
+def test_bad_yaml_is_an_invalid_definition(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "task.yaml").write_text("name: toy\nmetric: {name: score\n")
+    report = check_task(task)
+    assert report.exit_code == 2
+    assert "not valid YAML" in render(report)
+
+
+def test_a_missing_editable_file_is_named(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "program" / "train.py").unlink()
+    report = check_task(task)
+    assert report.exit_code == 2
+    assert "editable file 'train.py' is not in" in render(report)
+
+
+def test_contract_problems_are_listed(tmp_path):
+    task = toy_copy(tmp_path)
+    text = (task / "task.yaml").read_text()
+    text = text.replace("--metrics {metrics}", "").replace("key: y,", "key: z,")
+    (task / "task.yaml").write_text(text)
+    out = render(check_task(task))
+    assert "command lacks {metrics}" in out
+    assert "axis 'z' is not a key of config.yaml" in out
+    assert "exit 2" in out
+
+
+def test_a_crashing_program_shows_its_log_tail(tmp_path):
+    report = check_task(toy_copy(tmp_path, "crash"))
+    assert report.exit_code == 1
+    out = render(report)
+    assert "FAIL champion run" in out and "program_error" in out
+    assert "deliberate crash" in out and "Traceback" in out  # from the program's log tail
+
+
+def test_a_missing_metric_is_named(tmp_path):
+    report = check_task(toy_copy(tmp_path, "nometric"))
+    assert report.exit_code == 1
+    assert "bad_metrics" in render(report) and "lacks 'score'" in render(report)
+
+
+def test_a_hanging_program_times_out(tmp_path):
+    report = check_task(toy_copy(tmp_path, "hang"), time_limit_s=1)
+    assert report.exit_code == 1
+    assert "timeout" in render(report)
+
+
+def test_printing_the_test_metric_fails(tmp_path):
+    task = toy_copy(tmp_path)
+    train = task / "program" / "train.py"
+    source = train.read_text()
+    assert source.rstrip().endswith("sys.exit(main())")
+    train.write_text(source.rstrip()[:-len("sys.exit(main())")] + (
+        "_rc = main()\n"
+        "    _m = sys.argv[sys.argv.index('--metrics') + 1]\n"
+        "    print('leak', repr(json.load(open(_m))['test_score']))\n"
+        "    sys.exit(_rc)\n"))
+    report = check_task(task)
+    assert report.exit_code == 1
+    assert "printed the test metric" in render(report)
+
+
+def test_a_failing_prepare_is_a_data_error(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "prepare.py").write_text("import sys\nsys.exit('prepare: somepkg is not installed: pip install somepkg')\n")
+    with open(task / "task.yaml", "a") as f:
+        f.write('prepare: "{python} prepare.py {data}"\n')
+    report = check_task(task)
+    assert report.exit_code == 1
+    out = render(report)
+    assert "FAIL data" in out and "somepkg is not installed" in out
+
+
+def test_prepared_data_reaches_the_program(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "prepare.py").write_text(
+        "import json, pathlib, sys\n"
+        "out = pathlib.Path(sys.argv[1]); (out / 'x.txt').write_text('0.6')\n"
+        "(out / 'provenance.json').write_text(json.dumps({'source': 's', 'license': 'l', 'citation': 'c'}))\n")
+    text = (task / "task.yaml").read_text().replace("--metrics {metrics}", "--metrics {metrics} --data {data}")
+    (task / "task.yaml").write_text(text + 'prepare: "{python} prepare.py {data}"\n')
+    train = task / "program" / "train.py"
+    source = train.read_text()
+    # accept --data and check the file is there (the toy program has no --data option of its own)
+    train.write_text(source.replace("import argparse", "import argparse, os, sys as _sys\n"
+                                    "_i = _sys.argv.index('--data'); _d = _sys.argv[_i + 1]; del _sys.argv[_i:_i + 2]\n"
+                                    "assert open(os.path.join(_d, 'x.txt')).read() == '0.6'", 1))
+    report = check_task(task, keep=True)
+    assert report.ok, render(report)
+    assert report.folder is not None and (report.folder / "data" / "manifest.json").is_file()
+    assert [s.name for s in report.steps][:2] == ["task.yaml", "data"]
+    shutil.rmtree(report.folder)
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    assert cli_main(["task", "check", str(toy_copy(tmp_path / "a"))]) == 0
+    assert "task check passed" in capsys.readouterr().out
+    assert cli_main(["task", "check", str(tmp_path / "nowhere")]) == 2
+    assert "no task.yaml here" in capsys.readouterr().out
+    assert cli_main(["task", "check", str(toy_copy(tmp_path / "b", "crash"))]) == 1
+
+
+@pytest.mark.slow
+def test_diabetes_passes_with_a_metric(capsys):
+    assert cli_main(["task", "check", str(REPO / "tasks" / "diabetes")]) == 0
+    out = capsys.readouterr().out
+    assert "ok   champion run" in out and "val_r2 = 0.4" in out and "task check passed" in out
