@@ -10,7 +10,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from rich.console import Console
 
@@ -47,14 +47,23 @@ def _open_read_only(folder: Path):  # noqa: ANN202 - Store, imported lazily to k
     return Store(folder, read_only=True, create=False)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Optional[tuple[Any, Any]]:
+    """The config (YAML files in order, then key=value overrides) and its task; None after printing
+    the one-line error for a bad file, key, value or task."""
     try:
         files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
         config = load_config(files, [a for a in args.overrides if a not in files])
-        task = load_task(config.task.path)
+        return config, load_task(config.task.path)
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
         return 2
+    config, task = loaded
     from .coordination.coordinator import Coordinator
     from .status import render_status
 
@@ -102,13 +111,10 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     from .state.lease import CoordinatorLease, Heartbeat, LeaseHeld
     from .status import render_status
 
-    try:
-        files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
-        config = load_config(files, [a for a in args.overrides if a not in files])
-        task = load_task(config.task.path)
-    except (ConfigError, TaskError) as exc:
-        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+    loaded = _load(args)
+    if loaded is None:
         return 2
+    config, task = loaded
     # A fixed folder (no timestamp), so that a requeued or restarted coordinator finds its campaign.
     folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
     holder: dict[str, CoordinatorLease] = {}

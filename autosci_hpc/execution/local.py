@@ -8,23 +8,9 @@ from typing import Any, Sequence
 
 import submitit
 
+from ..procs import pid_alive
 from .executors import JobState, SubmittedJob, TrialExecutor
 from .trial import TrialRequest, run_trial
-
-
-def _alive(pid: str) -> bool:
-    """Whether a process lives (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class LocalTrialExecutor(TrialExecutor):
@@ -63,7 +49,7 @@ class LocalTrialExecutor(TrialExecutor):
             if job is None:
                 # A job of an earlier coordinator process: submitit's local job id is the pid of
                 # its controller, so whether that process still lives says whether it may report.
-                alive = _alive(job_id)
+                alive = job_id.isdigit() and pid_alive(int(job_id))
                 out[job_id] = JobState(terminal=not alive, raw="RUNNING" if alive else "GONE",
                                        failure_class="" if alive else "no_result")
                 continue

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel
 
+from ..procs import kill_group
 from .results import FailureClass, TrialResult, write_result
 
 LOG_FILE = "trial.log"
@@ -113,19 +114,6 @@ def parse_metrics(path: Path, metric: str, test_metric: str) -> tuple[dict[str, 
     return data, values[0], values[1]
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _write(request: TrialRequest, started: float, log_path: Path, failure: Optional[FailureClass], reason: str,
            returncode: Optional[int], metrics: Optional[dict[str, Any]] = None, metric: Optional[float] = None,
            test_metric: Optional[float] = None) -> None:
@@ -191,7 +179,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
             # The program runs in its own session: if the scheduler stops this job, take the
             # program's whole process group down with it instead of leaving it orphaned.
             def _stop(signum: int, _frame: Any) -> None:
-                _kill_group(proc, grace_s=2.0)
+                kill_group(proc, grace_s=2.0)
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
 
@@ -199,7 +187,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
             try:
                 returncode = proc.wait(timeout=request.time_limit_s)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
+                kill_group(proc)
                 returncode = proc.returncode
                 failure = FailureClass.TIMEOUT
                 reason = f"ran past its limit of {request.time_limit_s:g} s and was killed"
@@ -208,7 +196,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                 # time limit (a non-checkpointable function is not requeued) that is a timeout, and
                 # the result says so; on preemption submitit requeues the job and this attempt
                 # writes nothing, so the requeued run reports instead.
-                _kill_group(proc, grace_s=2.0)
+                kill_group(proc, grace_s=2.0)
                 if "timed-out" in str(exc):
                     _write(request, started, log_path, FailureClass.TIMEOUT,
                            f"the job reached its scheduler time limit and was stopped ({exc})", proc.returncode)

@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from ..procs import kill_group
 from ..config import LLMSection
 from ..execution.trial import parse_metrics
 from ..task import Edit, TaskSpec, flatten
@@ -249,7 +249,7 @@ class Workspace:
                 try:
                     code = proc.wait(timeout=llm.smoke_timeout_s)
                 except subprocess.TimeoutExpired:
-                    _kill_group(proc)
+                    kill_group(proc)
                     return False, (f"smoke test FAILED: still running after {llm.smoke_timeout_s:g} s and killed "
                                    f"(the smoke settings {llm.smoke_overrides} should make it take seconds)\n"
                                    + self._tail(log_path))
@@ -288,19 +288,6 @@ def _text(path: Path) -> str:
 
 def _bound(text: str, limit: int = MAX_RESULT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more characters cut)"
-
-
-def _kill_group(proc: "subprocess.Popen[bytes]", grace_s: float = 3.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def occurrences(text: str, search: str) -> list[int]:

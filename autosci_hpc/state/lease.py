@@ -19,26 +19,13 @@ from typing import Callable, Optional
 
 from sqlmodel import Session, select
 
+from ..procs import pid_alive
 from .models import Lease, utcnow
 from .store import Store, emit, is_locked_error
 
 
 class LeaseHeld(RuntimeError):
     """Another coordinator holds the campaign."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _slurm_job_running(job_id: str) -> Optional[bool]:
@@ -61,7 +48,7 @@ def holder_gone(lease: Lease, job_running: Callable[[str], Optional[bool]] = _sl
         if running is not None:
             return not running
     if lease.host == socket.gethostname():
-        return not _pid_alive(lease.pid)
+        return not pid_alive(lease.pid)
     return None
 
 
