@@ -32,15 +32,17 @@ HEARTBEAT_EVERY_S = 1.0
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the coordinator dies, so no agent outlives it (prctl PR_SET_PDEATHSIG)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))
     except (OSError, AttributeError):
         pass
 
 
-def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float) -> None:
-    """The whole life of one agent process."""
+def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coordinator_pid: int) -> None:
+    """The whole life of one agent process. It ends with its coordinator: through the parent-death
+    signal, and — should the coordinator have died before that was armed — by checking its parent."""
     _die_with_parent()
-    parent = os.getppid()
+    if os.getppid() != coordinator_pid:
+        return
     from ..agents.roles import Analyst, Context, Experimenter
     from ..config import CampaignConfig
     from ..execution.rerun import TASK_SPEC_FILE
@@ -58,7 +60,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float) -> N
         role = row.role
     agent = Analyst(ctx, agent_id) if role == "analyst" else Experimenter(ctx, agent_id)
     last_beat = 0.0
-    while os.getppid() == parent:
+    while os.getppid() == coordinator_pid:
         campaign = store.campaign()
         if campaign.status in ("finished", "failed") or not campaign.accepting_work:
             return
@@ -91,7 +93,7 @@ class Supervisor:
 
     def _spawn(self, agent_id: int) -> None:
         proc = mp.get_context("spawn").Process(
-            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s),
+            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s, os.getpid()),
             name=f"autosci-agent-{agent_id}", daemon=False)
         proc.start()
         self.processes[agent_id] = proc
