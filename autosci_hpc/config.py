@@ -53,6 +53,9 @@ class CoordinationSection(_Section):
     critics_per_proposal: int = Field(default=2, ge=1)
     #: Non-improving outcomes of one direction before it is registered as a dead end.
     dead_end_after: int = Field(default=2, ge=1)
+    #: An analyst whose last N proposals on the current champion were all refused stops proposing
+    #: until a new champion or a re-opened discussion (an exhausted search space then ends the campaign).
+    max_rejections_in_a_row: int = Field(default=10, ge=1)
     poll_interval_s: float = Field(default=0.5, gt=0)
     #: Agents run as their own OS processes (what `autosci coordinate` does) or inline, one step
     #: each per coordinator tick (what `autosci run` does: deterministic with the offline policy).

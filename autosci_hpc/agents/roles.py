@@ -100,6 +100,17 @@ class Role:
             return agent_info(session, agent), build_view(session, self.ctx.task)
 
 
+def _exhausted(session: Session, agent_id: int, limit: int) -> bool:
+    """Whether this analyst's last `limit` proposals on the current champion were all refused: its
+    ideas there are spent, and it waits for a new champion (or a re-opened discussion) instead of
+    proposing forever. This is what lets a campaign whose search space is exhausted end."""
+    champion = current_champion(session)
+    recent = session.exec(select(Proposal.status).where(Proposal.author_id == agent_id)
+                          .where(Proposal.base_champion_id == (champion.id if champion else None))
+                          .order_by(col(Proposal.id).desc()).limit(limit)).all()
+    return len(recent) >= limit and all(status == "rejected" for status in recent)
+
+
 class Analyst(Role):
     def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0,
                       **memory: Any) -> Optional[int]:
@@ -165,6 +176,7 @@ class Analyst(Role):
             pending = 0
             may_start = False
             concluded = 0
+            exhausted = _exhausted(session, self.agent_id, cfg.max_rejections_in_a_row)
             if team is not None:
                 pending = int(session.exec(select(func.count()).select_from(Proposal)
                                            .where(Proposal.team_id == team.id)
@@ -188,7 +200,7 @@ class Analyst(Role):
                 # A re-opened discussion: any hypothesis may be argued for, not only the team's.
                 self.post_proposal(None, team.id, -team.reopened, reopen_posted=team.reopened)
                 did = True
-            elif team.status == "active" and may_start and pending < cfg.queue_depth:
+            elif team.status == "active" and may_start and pending < cfg.queue_depth and not exhausted:
                 self.post_proposal(team.focus, team.id)
                 did = True
             if concluded > int(memory.get("reviewed_upto", 0)):

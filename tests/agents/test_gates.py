@@ -141,3 +141,29 @@ def test_a_failing_policy_is_recorded_not_a_crash_and_notes_are_kept(tmp_path: P
         agent = session.get(Agent, author.agent_id)
     assert posts and "overloaded" in posts[0].body
     assert agent is not None and agent.memory["note"] == "the API was down"
+
+
+def test_an_analyst_whose_ideas_are_all_refused_stops_proposing(tmp_path: Path) -> None:
+    from sqlmodel import func
+
+    from autosci_hpc.state.models import Campaign, Team
+
+    ctx, (author, *critics) = state_with_history(tmp_path, [{"x": 0.5}] * 40)  # duplicates, every one
+    with ctx.store.write() as session:
+        team = Team(name="team-1", hypothesis="x", focus="x_axis")
+        session.add(team)
+        session.flush()
+        session.exec(select(Campaign)).one().status = "execution"
+        row = session.get(Agent, author.agent_id)
+        assert row is not None
+        row.team_id = team.id
+        session.add(row)
+    for _ in range(30):
+        author.step()
+        for critic in critics:
+            critic.step()
+        settle(ctx)
+    with ctx.store.read() as session:
+        posted = session.exec(select(func.count()).select_from(Proposal)
+                              .where(Proposal.author_id == author.agent_id)).one()
+    assert posted == ctx.config.coordination.max_rejections_in_a_row  # then it waited, not looped
