@@ -8,7 +8,8 @@ and kills it with SIGKILL after a random 1–4 s (start-up included), wherever i
 between ingestion steps, while agents hold claims. Trials already submitted keep running. After the
 cycles one last coordinator runs the campaign to the end. The script then checks:
 `PRAGMA integrity_check` is ok; trials submitted = trial rows = trials finished; no trial was
-submitted or ingested twice; no (group, seed, attempt) twice; no proposal left claimed.
+submitted or ingested twice; no (group, seed, attempt) twice; no proposal left claimed; no agent
+process outlived its coordinator.
 """
 
 from __future__ import annotations
@@ -47,7 +48,19 @@ def _running(folder: Path) -> int:
     return int(row is not None and row[0] in ("baseline", "discussion", "execution"))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def check(folder: Path) -> dict[str, object]:
+    time.sleep(2.0)  # agents leave within a poll or two of their coordinator
     con = sqlite3.connect(folder / "state.db")
     one = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     submitted, finished, status, restarts = con.execute(
@@ -66,6 +79,10 @@ def check(folder: Path) -> dict[str, object]:
         "max_rows_per_group_seed_attempt": one("select coalesce(max(n), 0) from (select count(*) n from trial "
                                                "group by \"group\", seed, attempt)"),
         "claimed_left": one("select count(*) from proposal where status='claimed'"),
+        # Every agent process ever started must be gone once its coordinator is (killed or done).
+        "agents_outliving_coordinator": sum(
+            _alive(pid) for (pid,) in con.execute(
+                "select json_extract(data, '$.pid') from event where kind='agent.started'")),
     }
 
 
@@ -73,7 +90,8 @@ def consistent(report: dict[str, object]) -> bool:
     return (report["integrity"] == "ok" and report["status"] == "finished"
             and report["trials_submitted"] == report["trial_rows"] == report["trials_finished"]
             and report["max_submissions_per_trial"] == 1 and report["max_ingestions_per_trial"] == 1
-            and report["max_rows_per_group_seed_attempt"] == 1 and report["claimed_left"] == 0)
+            and report["max_rows_per_group_seed_attempt"] == 1 and report["claimed_left"] == 0
+            and report["agents_outliving_coordinator"] == 0)
 
 
 def run(cycles: int, folder: Path, trials: int, seed: int = 0, min_s: float = 1.0,

@@ -98,6 +98,8 @@ class Supervisor:
         proc.start()
         self.processes[agent_id] = proc
         self.spawned_at[agent_id] = utcnow()
+        with self.store.write() as session:
+            emit(session, "agent.started", "agent", agent_id, pid=proc.pid, coordinator_pid=os.getpid())
 
     def start(self) -> None:
         with self.store.write() as session:  # a fresh heartbeat, so start-up is not taken for a hang
