@@ -86,3 +86,8 @@ def test_a_cluster_file_merges_over_the_campaign_file(tmp_path: Path) -> None:
 def test_every_shipped_config_is_valid() -> None:
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
         load_config(path)
+
+
+def test_a_coordination_mode_not_yet_built_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="mode 'single'.*not implemented"):
+        load_config(None, ["coordination.mode=single"])
