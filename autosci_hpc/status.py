@@ -12,9 +12,10 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from .agents.views import current_champion
+from .coordination.budget import count_rows
 from .state import Store
 from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,
                            Trial)
@@ -22,13 +23,6 @@ from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, 
 
 def _fmt(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.4g}"
-
-
-def _count(session: Session, model: Any, *where: Any) -> int:
-    query = select(func.count()).select_from(model)
-    for clause in where:
-        query = query.where(clause)
-    return int(session.exec(query).one())
 
 
 def render_status(store: Store) -> Group:
@@ -40,9 +34,9 @@ def render_status(store: Store) -> Group:
         baseline = session.exec(select(Champion).order_by(col(Champion.id))).first()
         running = session.exec(select(Trial).where(Trial.status == "submitted").order_by(col(Trial.id))).all()
         teams = session.exec(select(Team).order_by(col(Team.id))).all()
-        failed = _count(session, Trial, Trial.status == "failed")
-        rejected = _count(session, Proposal, Proposal.status == "rejected")
-        dead = _count(session, DeadEnd)
+        failed = count_rows(session, Trial, Trial.status == "failed")
+        rejected = count_rows(session, Proposal, Proposal.status == "rejected")
+        dead = count_rows(session, DeadEnd)
         header = Text()
         header.append(f"{campaign.name}", style="bold")
         header.append(f"  task {campaign.task_name}  mode {campaign.mode}  status {campaign.status}\n")
@@ -58,7 +52,7 @@ def render_status(store: Store) -> Group:
                        "queued"):
             teams_table.add_column(column)
         for team in teams:
-            queued = _count(session, Proposal, Proposal.team_id == team.id, Proposal.status == "queued")
+            queued = count_rows(session, Proposal, Proposal.team_id == team.id, Proposal.status == "queued")
             teams_table.add_row(team.name, team.focus, team.status, ", ".join(team.roster),
                                 str(team.experiments_total), str(team.experiments_since_improvement),
                                 str(team.improvements), str(queued))

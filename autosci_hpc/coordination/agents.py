@@ -24,7 +24,7 @@ from sqlmodel import select
 
 from .. import faults
 from ..state import Store, emit
-from ..state.models import Agent, Campaign, Proposal, utcnow
+from ..state.models import Agent, Campaign, Proposal, as_utc, utcnow
 
 HEARTBEAT_EVERY_S = 1.0
 
@@ -122,10 +122,7 @@ class Supervisor:
             return restarted
         for agent_id, proc in list(self.processes.items()):
             beat = beats.get(agent_id)
-            if beat is not None and beat.tzinfo is None:
-                from datetime import timezone
-
-                beat = beat.replace(tzinfo=timezone.utc)
+            beat = as_utc(beat) if beat is not None else None
             spawned = self.spawned_at[agent_id]
             started = beat is not None and beat > spawned  # it has beaten since it was (re)started
             silent = now - (beat if started and beat is not None else spawned)

@@ -25,7 +25,8 @@ def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float 
     return campaign.wall_clock_s + extra_s > config.budget.wall_clock_min * 60
 
 
-def _count(session: Session, model: type, *where: object) -> int:
+def count_rows(session: Session, model: type, *where: object) -> int:
+    """SELECT COUNT(*) FROM model WHERE all of `where`."""
     query = select(func.count()).select_from(model)
     for clause in where:
         query = query.where(clause)  # type: ignore[arg-type]
@@ -38,8 +39,8 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
     if not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config):
         return False
     seeds = config.promotion.seeds
-    created = _count(session, Trial, Trial.status == "created")
-    screening = _count(session, Proposal, Proposal.status == "running")
+    created = count_rows(session, Trial, Trial.status == "created")
+    screening = count_rows(session, Proposal, Proposal.status == "running")
     committed = campaign.trials_submitted + created + (seeds - 1) * screening
     return committed + seeds <= config.budget.trials
 
@@ -53,5 +54,5 @@ def llm_spent(session: Session, config: CampaignConfig) -> bool:
 
 
 def free_slots(session: Session, config: CampaignConfig) -> int:
-    busy = _count(session, Trial, col(Trial.status).in_(["created", "submitted"]))
+    busy = count_rows(session, Trial, col(Trial.status).in_(["created", "submitted"]))
     return capacity(config) - busy

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from sqlmodel import Session, select
 
 from ..procs import pid_alive
-from .models import Lease, utcnow
+from .models import Lease, as_utc, utcnow
 from .store import Store, emit, is_locked_error
 
 
@@ -73,7 +73,7 @@ class CoordinatorLease:
             lease = session.get(Lease, 1) or Lease(id=1)
             now = utcnow()
             if lease.holder:
-                expired = lease.expires_at is None or _aware(lease.expires_at) < now
+                expired = lease.expires_at is None or as_utc(lease.expires_at) < now
                 gone = holder_gone(lease, self.job_running)
                 if gone is False or (gone is None and not expired):
                     raise LeaseHeld(f"{self.store.folder}: the campaign is coordinated by {describe(lease)}; "
@@ -139,12 +139,6 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _aware(value):  # type: ignore[no-untyped-def]
-    from datetime import timezone
-
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def current(session: Session) -> Optional[Lease]:

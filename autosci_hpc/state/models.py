@@ -21,6 +21,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A datetime read back from SQLite, made timezone-aware (the database stores UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _json(default: Any = None) -> Any:
     factory = (lambda: {}) if default is dict else (lambda: [])
     return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
