@@ -154,7 +154,12 @@ def price_of(prices: dict[str, ModelPrice], model: str) -> Optional[ModelPrice]:
 
 
 class LLMSection(_Section):
-    backend: Literal["offline", "anthropic", "openai"] = "offline"
+    #: offline: the deterministic offline agents; random: random search over the task's axes (a
+    #: baseline, no model); anthropic / openai: LLM agents.
+    backend: Literal["offline", "random", "anthropic", "openai"] = "offline"
+    #: Seconds the offline and random policies wait per decision: rehearses a campaign's timing with
+    #: an LLM's latency (the slot-utilization benchmark) without a model.
+    offline_latency_s: float = Field(default=0.0, ge=0)
     model: str = "claude-sonnet-4-6"
     #: anthropic: an API gateway (empty: the SDK's default); openai: the server, e.g. http://node:8000/v1.
     base_url: str = ""
@@ -186,7 +191,7 @@ class LLMSection(_Section):
 
     @model_validator(mode="after")
     def _model_has_a_price(self) -> "LLMSection":
-        if self.backend != "offline" and price_of(self.prices, self.model) is None:
+        if self.backend not in ("offline", "random") and price_of(self.prices, self.model) is None:
             raise ValueError(
                 f"no price for model '{self.model}' in llm.prices (known: {', '.join(sorted(self.prices))}); "
                 f"add llm.prices.{self.model}.input=... and .output=... (USD per million tokens; 0 for a "

@@ -7,6 +7,7 @@ seconds summed over coordinator runs.
 from __future__ import annotations
 
 import os
+import re
 
 from sqlmodel import Session, col, func, select
 
@@ -33,10 +34,37 @@ def count_rows(session: Session, model: type, *where: object) -> int:
     return int(session.exec(query).one())
 
 
+def gpus_per_trial(config: CampaignConfig) -> int:
+    """GPUs one trial holds: the count in `executor.slurm.gres` ("gpu:h100:2", "gpu:1"), else 0."""
+    if config.executor.kind != "slurm":
+        return 0
+    match = re.search(r"gpu(?::[^:,]+)?:(\d+)", config.executor.slurm.gres)
+    return int(match.group(1)) if match else (1 if config.executor.slurm.gres.startswith("gpu") else 0)
+
+
+def device_hours_of(duration_s: float, gpus: int) -> float:
+    """The accelerator time one trial consumed. A CPU-only trial counts as one slot, so the
+    `budget.gpu_hours` cap and the GPU-hours axis of the analysis also mean something on CPU tasks."""
+    return duration_s * max(1, gpus) / 3600.0
+
+
+def gpu_hours_used(session: Session, config: CampaignConfig) -> float:
+    """GPU-hours (slot-hours without GPUs) of every finished trial, from their recorded durations."""
+    total = session.exec(select(func.coalesce(func.sum(Trial.duration_s), 0.0))).one()
+    return device_hours_of(float(total), gpus_per_trial(config))
+
+
+def gpu_hours_spent(session: Session, config: CampaignConfig) -> bool:
+    """The GPU-hour budget, when set, is spent. Running trials are not counted until they finish,
+    so a campaign may pass the cap by at most the trials outstanding when it was reached."""
+    return config.budget.gpu_hours is not None and gpu_hours_used(session, config) >= config.budget.gpu_hours
+
+
 def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float = 0.0) -> bool:
     """A new candidate may start only if its full replication still fits in the budget."""
     campaign = session.exec(select(Campaign)).one()
-    if not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config):
+    if (not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config)
+            or gpu_hours_spent(session, config)):
         return False
     seeds = config.promotion.seeds
     created = count_rows(session, Trial, Trial.status == "created")

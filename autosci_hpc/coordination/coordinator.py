@@ -310,8 +310,9 @@ class Coordinator:
                 return False
         with self.store.read() as session:
             llm_spent = budget.llm_spent(session, self.config)
+            gpu_spent = budget.gpu_hours_spent(session, self.config)
         reason = ("wall clock spent" if self._wall_clock_spent() else "LLM budget spent" if llm_spent
-                  else "trial budget spent")
+                  else "GPU-hour budget spent" if gpu_spent else "trial budget spent")
         if self._may_start_candidate():
             reason = "no proposal left to try"
         with self.store.write() as session:

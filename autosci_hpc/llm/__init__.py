@@ -39,10 +39,13 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     `budget.llm_dollars`. The API key comes from `llm.api_key_file` or the environment and lives only
     in the client.
     """
-    if config.llm.backend == "offline":
+    if config.llm.backend in ("offline", "random"):
         from .offline import OfflinePolicy
+        from .random_search import PacedPolicy, RandomSearchPolicy
 
-        return OfflinePolicy(seed=config.campaign.seed, dead_end_after=config.coordination.dead_end_after)
+        kind = RandomSearchPolicy if config.llm.backend == "random" else OfflinePolicy
+        policy: Policy = kind(seed=config.campaign.seed, dead_end_after=config.coordination.dead_end_after)
+        return PacedPolicy(policy, config.llm.offline_latency_s) if config.llm.offline_latency_s else policy
     from ..task import load_task
     from .accounting import StoreRecorder
     from .keys import resolve_api_key
