@@ -247,6 +247,36 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """One self-contained HTML report of one or several campaigns (read-only), and the log as CSV."""
+    from .report import ReportError, export_log, load_campaign, write_report
+
+    folders = [Path(f) for f in args.campaigns]
+    out = Path(args.out) if args.out else folders[0] / "report.html"
+    try:
+        path = write_report(folders, out, target=args.target)
+        if args.export:
+            for folder in folders:
+                dest = Path(args.export) / folder.name if len(folders) > 1 else Path(args.export)
+                for line in export_log(load_campaign(folder), dest):
+                    console.print(line, highlight=False, soft_wrap=True)
+    except ReportError as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 2
+    console.print(str(path), highlight=False, soft_wrap=True)
+    return 0
+
+
+def add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report of one or several campaigns (read-only)")
+    p.add_argument("campaigns", nargs="+", metavar="CAMPAIGN", help="campaign folder(s); several are compared")
+    p.add_argument("--out", help="the HTML file (default: <first campaign>/report.html)")
+    p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way from the "
+                                                 "baseline to the best final champion)")
+    p.add_argument("--export", metavar="DIR", help="also write the log as CSV (and Parquet with pyarrow) here")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autosci", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     p.add_argument("--timeout", type=float, help="seconds for the champion run (default: the task's time_limit_s)")
     p.set_defaults(func=cmd_task_check)
+    add_report_parser(sub)
     return parser
 
 
