@@ -381,7 +381,8 @@ def _forum(data: CampaignData, level: int) -> str:
     total = int(forum["kind"].isin(HIGHLIGHT_KINDS).sum())
     return (_h(level, "Forum highlights")
             + f"<p class='muted'>The last {len(posts)} of {total} posts about promotions, discussions, "
-              f"rosters, dead ends, failures and analyses ({len(forum)} posts in all, critiques included).</p>"
+              f"rosters, dead ends, failures and analyses ({len(forum)} posts in all, critiques "
+              "included).</p>"
             + "".join(items))
 
 

@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 from urllib.parse import quote
 
 import pandas as pd
+import yaml
 from pydantic import ValidationError
 from sqlalchemy import JSON, Boolean, DateTime, Integer
 from sqlmodel import SQLModel
@@ -25,7 +26,7 @@ from ..execution.rerun import TASK_SPEC_FILE
 from ..state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, LLMCall, Proposal,
                             Team, Trial)
 from ..state.store import DB_NAME
-from ..task import TaskError, TaskSpec, load_task
+from ..task import TaskError, TaskSpec, flatten, load_task
 
 
 class ReportError(ValueError):
@@ -67,6 +68,9 @@ class CampaignData:
     forum: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: LLM spend by role and team, from `llm.accounting.spend_by_role_and_team` (SpendRow columns).
     spend: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Each champion's program config (snapshot config.yaml, flattened to dotted keys) by snapshot id,
+    #: so a change can be shown as "old -> new" even where the old value was the program's default.
+    snapshot_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def maximize(self) -> bool:
@@ -117,6 +121,7 @@ def load_campaign(folder: Union[str, Path]) -> CampaignData:
         campaign=row, metric=task.metric.name, direction=task.metric.direction,
         task_description=task.description, **frames)
     data.spend = _spend(folder)
+    data.snapshot_configs = {str(s): _snapshot_config(folder, str(s)) for s in data.champions["snapshot_id"]}
     return data
 
 
@@ -233,6 +238,15 @@ def _task_spec(folder: Path, config: dict[str, Any]) -> TaskSpec:
                 continue
     raise ReportError(f"{folder}: no {TASK_SPEC_FILE} and the task folder '{path}' is not found, so the "
                       "metric and its direction are unknown")
+
+
+def _snapshot_config(folder: Path, snapshot_id: str) -> dict[str, Any]:
+    path = folder / "snapshots" / snapshot_id / "config.yaml"
+    try:
+        loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}  # the report still reads "(default)" for such a value
+    return flatten(loaded) if isinstance(loaded, dict) else {}
 
 
 def _spend(folder: Path) -> pd.DataFrame:

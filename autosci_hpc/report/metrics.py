@@ -193,14 +193,16 @@ def lineage(data: CampaignData) -> pd.DataFrame:
     rows = []
     for _, c in champions.iterrows():
         previous = by_id.get(int(c["previous_id"])) if not pd.isna(c["previous_id"]) else None
-        before = previous["overrides"] if previous is not None else {}
+        before = ({**data.snapshot_configs.get(str(previous["snapshot_id"]), {}), **previous["overrides"]}
+                  if previous is not None else {})
+        after = {**data.snapshot_configs.get(str(c["snapshot_id"]), {}), **c["overrides"]}
         known = not pd.isna(c["proposal_id"]) and int(c["proposal_id"]) in proposals.index
         proposal = proposals.loc[int(c["proposal_id"])] if known else None
         edits = [str(e.get("path", "?")) for e in (proposal["edits"] if proposal is not None else [])]
         if c["rule"] == "baseline" or previous is None and not c["overrides"]:
             change = "the task's program as shipped"
         else:
-            change = overrides_diff(before, c["overrides"]) or "(no config change)"
+            change = overrides_diff(before, after) or "(no config change)"
         if edits:
             change += "; code edits: " + ", ".join(edits)
         in_force = curve[curve["finished_at"] >= c["promoted_at"]]["trial_n"]
