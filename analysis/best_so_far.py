@@ -11,7 +11,7 @@ from autosci_hpc.report.scripts import main, per_campaign, target_of
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--x", choices=["trial_n", "gpu_hours"], default="trial_n", help="x axis of the figure")
+    parser.add_argument("--x", choices=["trial_n", "gpu_hours"], default="trial_n", help="figure x axis")
     parser.add_argument("--target", type=float, help="the dashed line (default: the default target)")
 
 
