@@ -6,7 +6,9 @@ These definitions are the contract `autosci report`, `autosci compare` and the b
   replicates and the retried attempts, since each took a slot) ordered by `finished_at` then id,
   numbered 1..N;
 - best so far after trial n: the `metric_mean` of the latest champion promoted at or before that
-  trial's `finished_at` (NaN before the baseline champion exists);
+  trial's `finished_at` (NaN before the baseline champion exists), where a champion counts as
+  promoted when the last trial it was measured on finished (see `in_force_at`: the promotion row
+  is stamped just after that trial's result was ingested);
 - GPU-hours: the cumulative `device_hours_of(duration_s, gpus_per_trial(config))`;
 - trials to target: the smallest n whose best so far reaches the target (>= when maximizing,
   <= when minimizing), None if never;
@@ -51,17 +53,42 @@ def champions_in_order(data: CampaignData) -> pd.DataFrame:
     return data.champions.sort_values(["promoted_at", "id"], kind="stable").reset_index(drop=True)
 
 
+def in_force_at(data: CampaignData) -> pd.Series:
+    """When each champion (in `champions_in_order`) took effect: its `promoted_at`, or the finishing
+    time of the last trial it was measured on (`Champion.trial_ids`) when that is earlier.
+
+    Why not `promoted_at` alone: the coordinator promotes in the reaction to the last replicate's
+    result, a few milliseconds after that trial's `finished_at` was stamped; compared naively, the
+    promotion would count only from the next trial, and not at all when it came with the campaign's
+    last trial. Without trial ids (or with one unfinished) the promotion time is used as it is.
+    """
+    champions = champions_in_order(data)
+    finished = {int(i): t for i, t in zip(data.trials["id"], data.trials["finished_at"]) if not pd.isna(t)}
+    times = []
+    for promoted, ids in zip(champions["promoted_at"], champions["trial_ids"]):
+        ends = [finished.get(int(i)) for i in (ids or [])]
+        known = [t for t in ends if t is not None]
+        times.append(min(promoted, max(known)) if known and len(known) == len(ends) else promoted)
+    return pd.Series(pd.to_datetime(times, utc=True), dtype="datetime64[us, UTC]")
+
+
 def best_so_far(data: CampaignData) -> pd.DataFrame:
-    """Columns trial_n, gpu_hours, best, finished_at: one row per finished trial."""
+    """Columns trial_n, gpu_hours, best, finished_at: one row per finished trial; `best` is the
+    metric_mean of the latest champion in force (`in_force_at`) at that trial's finishing time."""
     done = finished_trials(data)
     champions = champions_in_order(data)
-    promoted = champions["promoted_at"].to_numpy(dtype="datetime64[us]")
     means = champions["metric_mean"].to_numpy(dtype=float)
+    effective = in_force_at(data).to_numpy(dtype="datetime64[us]")
     finished = done["finished_at"]
     # A trial without a finishing time sees every champion (it sorts last, see finished_trials).
-    at = finished.fillna(champions["promoted_at"].max() if len(champions) else pd.Timestamp(0, tz="UTC"))
-    index = np.searchsorted(promoted, at.to_numpy(dtype="datetime64[us]"), side="right") - 1
-    best = np.where(index >= 0, means[np.clip(index, 0, None)] if len(means) else np.nan, np.nan)
+    at = finished.to_numpy(dtype="datetime64[us]").copy()
+    at[np.isnat(at)] = np.datetime64("9999-12-31")
+    # in_force[n, k]: champion k is in force at trial n; the latest such champion (in promotion
+    # order) is the one that counts.
+    in_force = effective[None, :] <= at[:, None]
+    any_in_force = in_force.any(axis=1)
+    latest = len(means) - 1 - np.argmax(in_force[:, ::-1], axis=1) if len(means) else np.zeros(len(at), int)
+    best = np.where(any_in_force, means[latest] if len(means) else np.nan, np.nan)
     gpus = gpus_per_trial(data.campaign_config())
     hours = [device_hours_of(float(d), gpus) for d in done["duration_s"].fillna(0.0).astype(float)]
     return pd.DataFrame({"trial_n": done["trial_n"], "gpu_hours": np.cumsum(hours, dtype=float),
@@ -190,6 +217,7 @@ def lineage(data: CampaignData) -> pd.DataFrame:
     names = _team_names(data)
     curve = best_so_far(data)
     by_id = {int(r["id"]): r for _, r in champions.iterrows()}
+    effective = dict(zip((int(i) for i in champions["id"]), in_force_at(data)))
     rows = []
     for _, c in champions.iterrows():
         previous = by_id.get(int(c["previous_id"])) if not pd.isna(c["previous_id"]) else None
@@ -205,7 +233,7 @@ def lineage(data: CampaignData) -> pd.DataFrame:
             change = overrides_diff(before, after) or "(no config change)"
         if edits:
             change += "; code edits: " + ", ".join(edits)
-        in_force = curve[curve["finished_at"] >= c["promoted_at"]]["trial_n"]
+        in_force = curve[curve["best"].notna() & (curve["finished_at"] >= effective[int(c["id"])])]["trial_n"]
         seeds = c["seed_metrics"] or {}
         rows.append({
             "champion": int(c["id"]), "promoted_at": c["promoted_at"],
