@@ -247,6 +247,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run the same task under several coordination modes and seeds, one matched budget, one report."""
+    from .compare import run_comparison
+
+    files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
+    overrides = [a for a in args.overrides if a not in files]
+    try:
+        report = run_comparison(files, overrides, [a.strip() for a in args.arms.split(",") if a.strip()],
+                                list(range(args.seeds)), Path(args.out), parallel=args.parallel, target=args.target,
+                                progress=lambda line: console.print(line, highlight=False, markup=False))
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    console.print(f"comparison report: {report}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """One self-contained HTML report of one or several campaigns (read-only), and the log as CSV."""
     from .report import ReportError, export_log, load_campaign, write_report
@@ -316,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_rerun)
+    p = sub.add_parser("compare", help="the same task under several modes and seeds, matched budget, one report")
+    p.add_argument("config", help="campaign YAML: its budget is every arm's budget")
+    p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides (applied to every arm)")
+    p.add_argument("--arms", default="single,central,decentralized",
+                   help="comma-separated: decentralized, central, single, random (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=3, help="campaign seeds per arm (default: %(default)s)")
+    p.add_argument("--out", required=True, help="folder for the campaigns, their logs and report.html")
+    p.add_argument("--parallel", type=int, default=1, help="campaigns run at once (default: %(default)s)")
+    p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way "
+                                                  "from the baseline to the best champion found)")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.set_defaults(func=cmd_doctor)

@@ -58,11 +58,6 @@ class CoordinationSection(_Section):
     max_rejections_in_a_row: int = Field(default=10, ge=1)
     poll_interval_s: float = Field(default=0.5, gt=0)
 
-    @model_validator(mode="after")
-    def _mode_available(self) -> "CoordinationSection":
-        if self.mode != "decentralized":
-            raise ValueError(f"mode '{self.mode}' (a baseline) is not implemented yet; use 'decentralized'")
-        return self
     #: Agents run as their own OS processes (what `autosci coordinate` does) or inline, one step
     #: each per coordinator tick (what `autosci run` does: deterministic with the offline policy).
     agent_processes: bool = False

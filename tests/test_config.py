@@ -88,6 +88,7 @@ def test_every_shipped_config_is_valid() -> None:
         load_config(path)
 
 
-def test_a_coordination_mode_not_yet_built_is_refused_not_ignored() -> None:
-    with pytest.raises(ConfigError, match="mode 'single'.*not implemented"):
-        load_config(None, ["coordination.mode=single"])
+def test_an_unknown_coordination_mode_is_refused_naming_the_modes() -> None:
+    with pytest.raises(ConfigError, match="coordination.mode.*decentralized.*single.*central"):
+        load_config(None, ["coordination.mode=solo"])
+    assert load_config(None, ["coordination.mode=single"]).coordination.mode == "single"

@@ -25,6 +25,7 @@ from sqlmodel import select
 from .. import faults
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Proposal, as_utc, utcnow
+from .modes import make_agent, release
 
 HEARTBEAT_EVERY_S = 1.0
 
@@ -43,7 +44,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
     _die_with_parent()
     if os.getppid() != coordinator_pid:
         return
-    from ..agents.roles import Analyst, Context, Experimenter
+    from ..agents.roles import Context
     from ..config import CampaignConfig
     from ..execution.rerun import TASK_SPEC_FILE
     from ..llm import make_policy
@@ -58,7 +59,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
         row = session.get(Agent, agent_id)
         assert row is not None
         role = row.role
-    agent = Analyst(ctx, agent_id) if role == "analyst" else Experimenter(ctx, agent_id)
+    agent = make_agent(ctx, agent_id, role)
     last_beat = 0.0
     while os.getppid() == coordinator_pid:
         campaign = store.campaign()
@@ -146,7 +147,7 @@ class Supervisor:
             claimed = session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
                                    .where(Proposal.status == "claimed")).all()
             for proposal in claimed:
-                proposal.status, proposal.claimed_by = "queued", None
+                release(proposal)
                 session.add(proposal)
             row = session.get(Agent, agent_id)
             assert row is not None

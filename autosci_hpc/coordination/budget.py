@@ -69,7 +69,9 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
     seeds = config.promotion.seeds
     created = count_rows(session, Trial, Trial.status == "created")
     screening = count_rows(session, Proposal, Proposal.status == "running")
-    committed = campaign.trials_submitted + created + (seeds - 1) * screening
+    # Assigned but not yet launched (central mode's workers launch in their own step): a whole replication.
+    claimed = count_rows(session, Proposal, Proposal.status == "claimed")
+    committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
     return committed + seeds <= config.budget.trials
 
 

@@ -19,7 +19,7 @@ from sqlmodel import col, func, select
 
 from .. import faults
 from ..agents.policy import Policy
-from ..agents.roles import Analyst, Context, Experimenter, post
+from ..agents.roles import Context, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import data_dir, prepare_data
@@ -32,7 +32,7 @@ from ..llm import make_policy
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
 from ..task import TaskSpec, build_snapshot, config_signature, load_task
-from . import budget
+from . import budget, modes
 from .agents import Supervisor
 from .discussion import advance_discussion, conclude_reopened, reopen_stagnating, settle
 from .outcomes import Outcomes
@@ -78,7 +78,8 @@ class Coordinator:
         self.stop_reason = ""
         self._idle_ticks = 0
         self._ensure_campaign()
-        self.analysts, self.experimenters = self._agents()
+        self.mode = config.coordination.mode
+        self.agents = self._agents()
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -93,23 +94,25 @@ class Coordinator:
             cfg = self.config
             session.add(Campaign(name=cfg.campaign.name, folder=str(self.folder), task_name=self.task.name,
                                  mode=cfg.coordination.mode, config=cfg.model_dump(mode="json")))
-            c = cfg.coordination
-            for i in range(c.teams * c.analysts_per_team):
-                session.add(Agent(name=f"analyst-{i + 1}", role="analyst"))
-            for i in range(c.teams * c.experimenters_per_team):
-                session.add(Agent(name=f"experimenter-{i + 1}", role="experimenter"))
+            for name, role in modes.roster(cfg):
+                session.add(Agent(name=name, role=role))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
         # The task as it was when the campaign began: what `autosci rerun` and analysis read back.
         spec = self.folder / TASK_SPEC_FILE
         if not spec.exists():
             atomic_write_text(spec, self.task.model_dump_json(indent=1))
 
-    def _agents(self) -> tuple[list[Analyst], list[Experimenter]]:
+    def _agents(self) -> list[modes.Stepper]:
         with self.store.read() as session:
+            campaign = session.exec(select(Campaign)).one()
             rows = session.exec(select(Agent).order_by(col(Agent.id))).all()
-        analysts = [Analyst(self.ctx, a.id) for a in rows if a.role == "analyst" and a.id is not None]
-        experimenters = [Experimenter(self.ctx, a.id) for a in rows if a.role == "experimenter" and a.id is not None]
-        return analysts, experimenters
+        if campaign.mode != self.mode:
+            raise ValueError(f"{self.folder} is a '{campaign.mode}' campaign; its coordination.mode cannot "
+                             f"change to '{self.mode}' (start a new campaign folder)")
+        # Analysts before experimenters: in a tick, ideas are posted before anyone claims.
+        order = {"analyst": 0, "planner": 0, "solo": 0}
+        return [modes.make_agent(self.ctx, a.id, a.role) for a in sorted(rows, key=lambda a: order.get(a.role, 1))
+                if a.id is not None]
 
     def _start_baseline(self) -> None:
         manifest = prepare_data(self.task, self.folder)
@@ -142,7 +145,7 @@ class Coordinator:
         self._set_accepting(True)
         if self.agent_processes:
             self.supervisor = Supervisor(self.store, self.config.model_dump_json(),
-                                         [a.agent_id for a in self.analysts + self.experimenters],
+                                         [a.agent_id for a in self.agents],
                                          poll_s=self.config.coordination.poll_interval_s,
                                          timeout_s=self.config.coordination.agent_timeout_s)
             self.supervisor.start()
@@ -177,7 +180,7 @@ class Coordinator:
             session.add(campaign)
             orphaned = session.exec(select(Proposal).where(Proposal.status == "claimed")).all()
             for proposal in orphaned:  # claimed, but the crash came before its trial existed
-                proposal.status, proposal.claimed_by = "queued", None
+                modes.release(proposal)
                 session.add(proposal)
             open_ids = {p.claimed_by for p in session.exec(
                 select(Proposal).where(col(Proposal.status).in_(["running", "replicating"]))).all()}
@@ -217,12 +220,12 @@ class Coordinator:
         if self.supervisor is not None:
             self.supervisor.check()
         elif not self.stop_reason and status in ("discussion", "execution"):
-            for agent in [*self.analysts, *self.experimenters]:
+            for agent in self.agents:
                 agent.step()
         settle(self.ctx)
         if status == "discussion":
             advance_discussion(self.ctx)
-        elif status == "execution":
+        elif status == "execution" and self.mode == "decentralized":
             reopen_stagnating(self.ctx)
             conclude_reopened(self.ctx)
         self._submit()
@@ -330,7 +333,7 @@ class Coordinator:
         """True when no team has anything queued: the analysts found nothing more to propose."""
         with self.store.read() as session:
             queued = session.exec(select(func.count()).select_from(Proposal)
-                                  .where(Proposal.status == "queued")).one()
+                                  .where(col(Proposal.status).in_(modes.ready_statuses(self.mode)))).one()
         return queued == 0
 
     def summary(self) -> Summary:

@@ -18,6 +18,7 @@ from ..state import emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
 from ..task import TaskSpec
 from . import promotion
+from .modes import first_phase
 
 
 class Outcomes:
@@ -189,7 +190,7 @@ class Outcomes:
         session.flush()
         champion.model_card = promotion.model_card(self.task, champion, "the task's program as shipped", None, None)
         session.add(champion)
-        campaign.status = "discussion"
+        campaign.status = first_phase(campaign.mode)
         session.add(campaign)
         post(session, "promotion", f"baseline champion: {self.task.metric.name} {mean:.4g} ± {std:.3g}",
              champion.model_card, trial_ids=champion.trial_ids)

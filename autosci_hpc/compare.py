@@ -1,0 +1,115 @@
+"""`autosci compare`: one task, several coordination modes and seeds, one matched budget, one report.
+
+Each arm × seed is an ordinary campaign in its own folder (`OUT/<arm>-s<seed>`), run by the
+ordinary coordinator (`autosci coordinate`, agents inline so an offline comparison is
+deterministic) in its own process, from the same config files plus three keys: the mode, the
+campaign seed and the folder. Everything else — the budget (trials, GPU-hours, LLM dollars, wall
+clock), the executor, the promotion rule — is the user's config, identical across arms, which is
+what "matched" means here. The executor is whatever the config names: the local one, or SLURM (then
+each campaign submits its own arrays and several campaigns may run at once with `--parallel`).
+
+A campaign that already finished is not run again, so an interrupted comparison is resumed by
+running the same command; one that stopped half-way resumes from its state.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .config import CampaignConfig, ConfigError, load_config
+
+#: An arm is a coordination mode, or a named baseline that is a mode plus a policy.
+ARMS: dict[str, list[str]] = {
+    "decentralized": ["coordination.mode=decentralized"],
+    "central": ["coordination.mode=central"],
+    "single": ["coordination.mode=single"],
+    # Random search: the single agent's loop with a policy that samples the axes uniformly.
+    "random": ["coordination.mode=single", "llm.backend=random"],
+}
+
+
+@dataclass
+class Run:
+    arm: str
+    seed: int
+    folder: Path
+    overrides: list[str] = field(default_factory=list)
+    returncode: Optional[int] = None
+
+
+def plan(files: Sequence[str], overrides: Sequence[str], arms: Sequence[str], seeds: Sequence[int],
+         out: Path) -> list[Run]:
+    """The campaigns of a comparison; every config is validated before anything runs."""
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown)} in --arms; known: {', '.join(ARMS)}")
+    runs = []
+    for arm in arms:
+        for seed in seeds:
+            folder = (out / f"{arm}-s{seed}").absolute()
+            extra = [*ARMS[arm], f"campaign.seed={seed}", f"campaign.folder={folder}",
+                     f"campaign.name={folder.name}"]
+            config = load_config(list(files), [*overrides, *extra])  # raises ConfigError naming the key
+            _check_llm_matched(config, arm)
+            runs.append(Run(arm=arm, seed=seed, folder=folder, overrides=[*overrides, *extra]))
+    return runs
+
+
+def _check_llm_matched(config: CampaignConfig, arm: str) -> None:
+    if config.llm.backend not in ("offline", "random") and config.budget.llm_dollars is None:
+        raise ConfigError(f"arm '{arm}': LLM agents in a comparison need budget.llm_dollars, so that every "
+                          "arm gets the same model budget")
+
+
+def finished(folder: Path) -> bool:
+    """Whether the campaign in `folder` reached its end (then it is not run again)."""
+    if not (folder / "state.db").is_file():
+        return False
+    from .state import Store
+
+    store = Store(folder, read_only=True, create=False)
+    return store.campaign().status in ("finished", "failed")
+
+
+def run_one(run: Run, files: Sequence[str], log: Path) -> int:
+    """One campaign through `autosci coordinate` in a child process; its output goes to `log`."""
+    command = [sys.executable, "-m", "autosci_hpc.cli", "coordinate", *files, *run.overrides,
+               "--inline-agents", "--no-requeue"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+
+
+def run_comparison(files: Sequence[str], overrides: Sequence[str], arms: Sequence[str], seeds: Sequence[int],
+                   out: Path, *, parallel: int = 1, target: Optional[float] = None,
+                   progress: Callable[[str], None] = print) -> Path:
+    """Run (or resume) every arm × seed and write `OUT/report.html`; returns its path."""
+    runs = plan(files, overrides, arms, seeds, out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def go(run: Run) -> Run:
+        if finished(run.folder):
+            progress(f"{run.folder.name}: already finished")
+            run.returncode = 0
+            return run
+        progress(f"{run.folder.name}: running")
+        run.returncode = run_one(run, files, out / "logs" / f"{run.folder.name}.log")
+        progress(f"{run.folder.name}: exit {run.returncode}")
+        return run
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        done = list(pool.map(go, runs))
+    failed = [r for r in done if not (r.folder / "state.db").is_file()]
+    if failed:
+        names = ", ".join(f"{r.folder.name} (see {out / 'logs' / (r.folder.name + '.log')})" for r in failed)
+        raise RuntimeError(f"no campaign state for {names}")
+    from .report.html import write_report
+
+    return write_report([r.folder for r in done], out / "report.html", target=target)

@@ -1,0 +1,175 @@
+"""Coordination modes: who proposes, who judges, who runs — everything else is shared.
+
+- `decentralized` (the paper's system): analysts debate in rounds, teams form around the
+  best-supported hypotheses, every proposal is critiqued by peers, experimenters pull from their
+  team's queue, stagnating teams re-open discussion (`agents.roles`, `coordination.discussion`).
+- `single` (the Autoresearch baseline): one agent in a loop — propose, run, keep or discard. It
+  runs one candidate at a time (its replication seeds run together) and reads the same log.
+- `central`: one planner proposes and assigns each idea to an idle worker; no teams, no critique,
+  no forum debate. Workers only implement and launch.
+
+A comparison therefore isolates coordination: the state, the executor, the hard gates (duplicates
+and dead ends), the promotion rule (screen, replicate, decide) and the budget accounting are the
+same code in every mode. In the two baselines a proposal has no critics (nobody to ask), so it is
+settled by the hard gates alone and, having no team, waits as `approved` until it is assigned.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+from sqlmodel import Session, col, func, select
+
+from ..agents.roles import Analyst, Context, Experimenter, _exhausted
+from ..config import CampaignConfig
+from ..state import emit
+from ..state.models import Agent, Campaign, Proposal, utcnow
+from . import budget
+from .discussion import settle
+
+MODES = ("decentralized", "single", "central")
+
+
+class Stepper(Protocol):
+    agent_id: int
+
+    def step(self) -> bool:
+        """One turn of the agent's loop; True when it did anything."""
+
+
+def roster(config: CampaignConfig) -> list[tuple[str, str]]:
+    """(name, role) of the agents a campaign starts with, by mode. Central mode gets as many workers
+    as decentralized mode has experimenters, so both keep the same number of candidates in flight."""
+    c = config.coordination
+    if c.mode == "single":
+        return [("agent-1", "solo")]
+    workers = c.teams * c.experimenters_per_team
+    if c.mode == "central":
+        return [("planner", "planner")] + [(f"worker-{i + 1}", "worker") for i in range(workers)]
+    return ([(f"analyst-{i + 1}", "analyst") for i in range(c.teams * c.analysts_per_team)]
+            + [(f"experimenter-{i + 1}", "experimenter") for i in range(workers)])
+
+
+def first_phase(mode: str) -> str:
+    """Where a campaign goes once its baseline champion exists: only the paper's system debates first."""
+    return "discussion" if mode == "decentralized" else "execution"
+
+
+def ready_statuses(mode: str) -> tuple[str, ...]:
+    """Proposals that are settled and wait for an experimenter (used to tell an idle search)."""
+    return ("queued",) if mode == "decentralized" else ("approved",)
+
+
+def release(proposal: Proposal) -> None:
+    """A claim whose trial never started goes back to where it waits: its team's queue, or (no
+    team: the baselines) the approved pool its planner assigns from."""
+    proposal.status = "queued" if proposal.team_id is not None else "approved"
+    proposal.claimed_by = None
+
+
+def make_agent(ctx: Context, agent_id: int, role: str) -> Stepper:
+    if role == "analyst":
+        return Analyst(ctx, agent_id)
+    if role == "experimenter":
+        return Experimenter(ctx, agent_id)
+    if role in ("solo", "planner"):
+        return Planner(ctx, agent_id)
+    if role == "worker":
+        return Worker(ctx, agent_id)
+    raise ValueError(f"agent {agent_id} has unknown role {role!r}")
+
+
+def _assign(session: Session, proposal: Proposal, worker_id: int) -> None:
+    proposal.status, proposal.claimed_by = "claimed", worker_id
+    proposal.updated_at = utcnow()
+    session.add(proposal)
+    worker = session.get(Agent, worker_id)
+    assert worker is not None
+    worker.status = "busy"
+    session.add(worker)
+    emit(session, "proposal.assigned", "proposal", proposal.id, to=worker.name)
+
+
+class Planner(Analyst):
+    """The one mind of the baselines. In `central` it keeps every idle worker supplied; in `single`
+    (role `solo`) it is its own only worker: it proposes, launches, and waits for the verdict."""
+
+    def step(self) -> bool:
+        with self.ctx.store.read() as session:
+            me = session.get(Agent, self.agent_id)
+            assert me is not None
+            solo = me.role == "solo"
+            concluded = int(session.exec(select(func.max(Proposal.id)).where(Proposal.status == "done")).one() or 0)
+            reviewed = int(me.memory.get("reviewed_upto", 0))
+        did = False
+        if not solo and concluded > reviewed:
+            # The central planner reads every outcome; the dead ends it registers bind everyone.
+            self.review(reviewed_upto=concluded)
+            did = True
+        # Keep every idle worker supplied: assign an approved idea, or think of a new one.
+        for _ in range(self.ctx.config.coordination.teams * self.ctx.config.coordination.experimenters_per_team):
+            worker = self._idle_worker(solo)
+            if worker is None:
+                break
+            proposal_id = self._approved()
+            if proposal_id is None:
+                if self._exhausted():
+                    break
+                posted = self.post_proposal(None, None)
+                did = True
+                if posted is None:
+                    continue  # refused before compute (unknown key) or nothing to propose
+                settle(self.ctx)  # no critics to wait for: only the hard gates decide
+                continue
+            with self.ctx.store.write() as session:
+                row = session.get(Proposal, proposal_id)
+                assert row is not None
+                _assign(session, row, worker)
+            did = True
+            if solo:
+                self.launch(proposal_id)
+                break
+        return did
+
+    def _idle_worker(self, solo: bool) -> Optional[int]:
+        """The worker to give the next idea to, if a candidate may start now."""
+        with self.ctx.store.read() as session:
+            campaign = session.exec(select(Campaign)).one()
+            if not (campaign.status == "execution" and campaign.accepting_work
+                    and budget.may_start_candidate(session, self.ctx.config)
+                    and budget.free_slots(session, self.ctx.config) > 0):
+                return None
+            me = session.get(Agent, self.agent_id)
+            assert me is not None
+            if solo:
+                return self.agent_id if me.status == "idle" else None
+            worker = session.exec(select(Agent).where(Agent.role == "worker").where(Agent.status == "idle")
+                                  .order_by(col(Agent.id))).first()
+            return worker.id if worker is not None else None
+
+    def _approved(self) -> Optional[int]:
+        with self.ctx.store.read() as session:
+            row = session.exec(select(Proposal).where(Proposal.status == "approved")
+                               .where(col(Proposal.team_id).is_(None)).order_by(col(Proposal.id))).first()
+            return row.id if row is not None else None
+
+    def _exhausted(self) -> bool:
+        with self.ctx.store.read() as session:
+            return _exhausted(session, self.agent_id, self.ctx.config.coordination.max_rejections_in_a_row)
+
+    def launch(self, proposal_id: int) -> Optional[int]:
+        return Experimenter(self.ctx, self.agent_id).launch(proposal_id)
+
+
+class Worker(Experimenter):
+    """A central-mode worker: it launches what the planner assigned to it, nothing else."""
+
+    def step(self) -> bool:
+        with self.ctx.store.read() as session:
+            campaign = session.exec(select(Campaign)).one()
+            assigned = session.exec(select(Proposal).where(Proposal.claimed_by == self.agent_id)
+                                    .where(Proposal.status == "claimed").order_by(col(Proposal.id))).first()
+        if assigned is None or assigned.id is None or campaign.status != "execution":
+            return False
+        self.launch(assigned.id)
+        return True
