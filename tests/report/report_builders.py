@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 from autosci_hpc.execution.rerun import TASK_SPEC_FILE
 from autosci_hpc.state import Store
-from autosci_hpc.state.models import (Agent, Campaign, Champion, Critique, DeadEnd, ForumPost, LLMCall, Proposal,
-                                      Team, Trial)
+from autosci_hpc.state.models import (Agent, Campaign, Champion, Critique, DeadEnd, ForumPost, LLMCall,
+                                      Proposal, Team, Trial)
 from autosci_hpc.task import load_task
 
 from helpers import FIXTURE_TASKS, campaign_config
@@ -92,13 +92,15 @@ def build_campaign(folder: Path, trials: list[T], champions: list[C], *, mode: s
                               finished_at=at(t.finished) if t.finished is not None else None,
                               duration_s=t.duration, failure_class=t.failure_class,
                               failure_reason=f"{t.failure_class} happened" if t.failure_class else "",
-                              metric=None if t.status == "failed" else 0.5, superseded_by=1 if t.superseded else None))
+                              metric=None if t.status == "failed" else 0.5,
+                              superseded_by=1 if t.superseded else None))
         previous: Optional[int] = None
         for i, c in enumerate(champions):
             proposal_id = None
             if i > 0:
                 proposal = Proposal(author_id=analyst.id or 0, team_id=team.id, title=c.title or f"idea {i}",
-                                    overrides=c.overrides, change_signature=f"c{i}", config_signature=f"s|c{i}",
+                                    overrides=c.overrides, change_signature=f"c{i}",
+                                    config_signature=f"s|c{i}",
                                     status="done", outcome="promoted")
                 session.add(proposal)
                 session.flush()
@@ -106,7 +108,8 @@ def build_campaign(folder: Path, trials: list[T], champions: list[C], *, mode: s
             row = Champion(group="baseline" if i == 0 else f"p{proposal_id}", proposal_id=proposal_id,
                            team_id=team.id if i > 0 else None, previous_id=previous, snapshot_id="s",
                            overrides=c.overrides, config_signature=f"s|c{i}",
-                           seed_metrics={"0": c.mean - 0.01, "1": c.mean + 0.01}, trial_ids=c.trials, metric_mean=c.mean,
+                           seed_metrics={"0": c.mean - 0.01, "1": c.mean + 0.01}, trial_ids=c.trials,
+                           metric_mean=c.mean,
                            metric_std=0.01, delta=0.0 if i == 0 else c.mean - champions[i - 1].mean,
                            rule="baseline" if i == 0 else "mean", model_card=c.model_card or f"champion {i}",
                            promoted_at=at(c.promoted))
@@ -126,7 +129,8 @@ def build_campaign(folder: Path, trials: list[T], champions: list[C], *, mode: s
                                 description=f"moving {signature}", reason=reason))
         for agent_name, cost in extras.llm_calls:
             agent = analyst if agent_name == analyst.name else experimenter
-            session.add(LLMCall(agent_id=agent.id, purpose="propose", model="m", tokens_in=1000, tokens_out=200,
+            session.add(LLMCall(agent_id=agent.id, purpose="propose", model="m", tokens_in=1000,
+                                tokens_out=200,
                                 cost_usd=cost, latency_s=1.5))
         for kind, title, body in extras.forum:
             session.add(ForumPost(kind=kind, title=title, body=body, team_id=team.id, author_id=analyst.id))
@@ -153,3 +157,20 @@ STANDARD_TRIALS = [
     T(None, status="submitted", duration=None),
 ]
 STANDARD_CHAMPIONS = [C(12.5, 0.5), C(32.5, 0.7, overrides={"x": 0.6})]
+
+
+EVIL = "<script>alert('owned')</script>"
+
+
+def story(tmp_path: Path, name: str = "story", **kwargs: object) -> Path:
+    """A campaign with something in every section, and agent-written markup in its texts."""
+    extras = Extras(rejected=["duplicate: trial 3 already ran this configuration", f"critic says {EVIL}"],
+                    dead_ends=[("x~bin1/6", "2 experiments brought no improvement")],
+                    llm_calls=[("analyst-1", 0.25), ("experimenter-1", 0.125)],
+                    hypothesis=f"x matters {EVIL}",
+                    forum=[("discussion", f"round 1 {EVIL}", f"body <img src=x onerror=alert(1)> {EVIL}")])
+    trials = STANDARD_TRIALS + [T(41, status="failed", failure_class="timeout")]
+    champions = [STANDARD_CHAMPIONS[0], C(32.5, 0.7, overrides={"x": 0.6}, title=f"try x {EVIL}",
+                                          model_card=f"card {EVIL} & more")]
+    return build_campaign(tmp_path / name, trials, champions, extras=extras,
+                          **kwargs)  # type: ignore[arg-type]

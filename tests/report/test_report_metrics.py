@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import select
 
 from autosci_hpc.coordination.coordinator import Coordinator
-from autosci_hpc.report import (ReportError, accepted_improvements, best_so_far, compare_table, default_target,
-                                gpu_hours_to_target, load_campaign, trials_to_target)
+from autosci_hpc.report import (ReportError, accepted_improvements, best_so_far, compare_table,
+                                default_target, gpu_hours_to_target, load_campaign, trials_to_target)
 from autosci_hpc.report import metrics
 from autosci_hpc.state.models import Campaign, Champion
 
@@ -22,7 +22,8 @@ NAN = math.nan
 
 
 def standard(tmp_path: Path, **kwargs: object) -> Path:
-    return build_campaign(tmp_path / "standard", STANDARD_TRIALS, STANDARD_CHAMPIONS, **kwargs)  # type: ignore[arg-type]
+    return build_campaign(tmp_path / "standard", STANDARD_TRIALS, STANDARD_CHAMPIONS,
+                          **kwargs)  # type: ignore[arg-type]
 
 
 def test_best_so_far_follows_the_trial_ordinal_and_promotion_times(tmp_path: Path) -> None:
@@ -112,7 +113,8 @@ def test_compare_table_per_campaign_and_per_mode(tmp_path: Path) -> None:
     assert list(per_campaign["campaign"]) == ["standard", "b", "c"]
     assert list(per_campaign["seed"]) == [0, 1, 2]
     assert list(per_campaign["trials_used"]) == [9, 9, 9]
-    assert per_campaign["trials_to_target"].tolist()[:2] == [8, 5] and pd.isna(per_campaign["trials_to_target"][2])
+    assert per_campaign["trials_to_target"].tolist()[:2] == [8, 5]
+    assert pd.isna(per_campaign["trials_to_target"][2])
     assert list(per_campaign["reached"]) == [True, True, False]
     assert list(per_campaign["accepted_improvements"]) == [1, 2, 0]
     assert per_campaign["gpu_hours_to_target"].tolist()[:2] == pytest.approx([7.5, 4.5])
@@ -128,14 +130,16 @@ def test_compare_table_per_campaign_and_per_mode(tmp_path: Path) -> None:
 
 def test_campaigns_of_different_metrics_are_not_compared(tmp_path: Path) -> None:
     a = load_campaign(standard(tmp_path))
-    b = load_campaign(build_campaign(tmp_path / "m", STANDARD_TRIALS, STANDARD_CHAMPIONS, direction="minimize"))
+    b = load_campaign(build_campaign(tmp_path / "m", STANDARD_TRIALS, STANDARD_CHAMPIONS,
+                                     direction="minimize"))
     with pytest.raises(ReportError, match="cannot be compared"):
         compare_table([a, b], 0.6)
 
 
 def test_story_tables(tmp_path: Path) -> None:
-    extras = Extras(rejected=["duplicate: trial 3 already ran this configuration", "dead_end: 'x~bin1/6' is dead",
-                              "unknown config key(s) z; known keys: x, y", "too risky", "duplicate: proposal 9"],
+    extras = Extras(rejected=["duplicate: trial 3 already ran this configuration",
+                              "dead_end: 'x~bin1/6' is dead", "unknown config key(s) z; known keys: x, y",
+                              "too risky", "duplicate: proposal 9"],
                     dead_ends=[("x~bin1/6", "2 experiments brought no improvement"),
                                ("y~bin2/6", "2 experiments brought no improvement"), ("y=0", "it crashed")],
                     llm_calls=[("analyst-1", 0.25), ("analyst-1", 0.5), ("experimenter-1", 0.125)])
@@ -196,7 +200,8 @@ def test_loading_names_the_folder_when_it_is_not_a_campaign(tmp_path: Path) -> N
     (folder / "task.json").unlink()
     assert (load_campaign(folder).metric, load_campaign(folder).direction) == ("score", "maximize")
     # ... and when that is gone too, the error says what is missing.
-    folder = build_campaign(tmp_path / "lost", STANDARD_TRIALS, STANDARD_CHAMPIONS, task_path="/nonexistent/toy")
+    folder = build_campaign(tmp_path / "lost", STANDARD_TRIALS, STANDARD_CHAMPIONS,
+                            task_path="/nonexistent/toy")
     (folder / "task.json").unlink()
     with pytest.raises(ReportError, match=f"{folder}: no task.json and the task folder '/nonexistent/toy'"):
         load_campaign(folder)
