@@ -257,7 +257,9 @@ def _header(data: CampaignData, target: float, level: int) -> str:
                        f"({s.trials_failed} failed)"),
             ("GPU-hours" if gpus_per_trial(data.campaign_config()) else "slot-hours (CPU trials)", gpu),
             ("wall clock", wall), ("LLM spend", llm)]
-    description = data.task_description.strip().splitlines()
+    # The description's first paragraph: what the task is, without its instructions to agents.
+    description = [" ".join(data.task_description.strip().split("\n\n")[0].split())] \
+        if data.task_description.strip() else []
     cards = [("baseline", _num(s.baseline)), ("champion now", _num(s.final)),
              ("accepted improvements", str(s.accepted_improvements)),
              ("trials to target", str(n) if n is not None else "not reached"),
