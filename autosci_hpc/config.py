@@ -37,6 +37,9 @@ class TaskSection(_Section):
     path: str = "tasks/diabetes"
     #: Override of the task's per-trial wall-clock limit, in seconds (0: the task's own).
     time_limit_s: float = Field(default=0.0, ge=0)
+    #: The starting champion: overrides of the task's config.yaml for the baseline, e.g. the champion
+    #: of an earlier campaign (`autosci show` prints its overrides) to keep improving a strong program.
+    overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class CoordinationSection(_Section):

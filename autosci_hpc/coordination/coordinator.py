@@ -31,7 +31,7 @@ from ..execution.trial import TrialRequest
 from ..llm import make_policy
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
-from ..task import TaskSpec, build_snapshot, config_signature, load_task
+from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task
 from . import budget, modes
 from .agents import Supervisor
 from .discussion import advance_discussion, conclude_reopened, reopen_stagnating, settle
@@ -62,6 +62,11 @@ class Coordinator:
         self.folder = Path(folder).absolute()
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
+        known = self.task.base_config()
+        unknown = sorted(k for k in config.task.overrides if known and k not in known)
+        if unknown:
+            raise TaskError(f"task.overrides: unknown key(s) {', '.join(unknown)} for task {self.task.name}; "
+                            f"known keys: {', '.join(sorted(known))}")
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,
                            busy_timeout_s=config.state.busy_timeout_s)
         # The lease is taken before anything is written: a second coordinator changes nothing.
@@ -120,9 +125,10 @@ class Coordinator:
         with self.store.write() as session:
             if session.exec(select(Trial).where(Trial.role == "baseline")).first() is not None:
                 return
+            start = dict(self.config.task.overrides)
             for seed in range(self.config.promotion.seeds):
-                session.add(Trial(role="baseline", group="baseline", snapshot_id=snapshot, overrides={},
-                                  config_signature=config_signature(snapshot, {}), seed=seed))
+                session.add(Trial(role="baseline", group="baseline", snapshot_id=snapshot, overrides=start,
+                                  config_signature=config_signature(snapshot, start), seed=seed))
             campaign = session.exec(select(Campaign)).one()
             campaign.status = "baseline"
             session.add(campaign)

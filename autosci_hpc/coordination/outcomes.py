@@ -181,14 +181,16 @@ class Outcomes:
         mean, std = promotion.summarize(metrics)
         tests = [t.test_metric for t in group if t.test_metric is not None]
         first = group[0]
-        champion = Champion(group="baseline", snapshot_id=first.snapshot_id, overrides={},
+        champion = Champion(group="baseline", snapshot_id=first.snapshot_id, overrides=dict(first.overrides),
                             config_signature=first.config_signature,
                             seed_metrics={str(k): v for k, v in sorted(metrics.items())},
                             trial_ids=[t.id or 0 for t in group], metric_mean=mean, metric_std=std,
                             test_metric_mean=sum(tests) / len(tests) if tests else None, rule="baseline")
         session.add(champion)
         session.flush()
-        champion.model_card = promotion.model_card(self.task, champion, "the task's program as shipped", None, None)
+        origin = (f"the starting champion (task.overrides {first.overrides})" if first.overrides
+                  else "the task's program as shipped")
+        champion.model_card = promotion.model_card(self.task, champion, origin, None, None)
         session.add(champion)
         campaign.status = first_phase(campaign.mode)
         session.add(campaign)

@@ -148,3 +148,24 @@ def test_a_claim_lost_in_a_crash_returns_to_the_planner(tmp_path: Path) -> None:
     Coordinator(config, coordinator.folder)._resume()
     lost = [p for p in rows(coordinator, Proposal) if p.title == "lost"][0]
     assert lost.status == "approved" and lost.claimed_by is None
+
+
+def test_a_campaign_can_start_from_a_given_champion(tmp_path: Path) -> None:
+    # x=0.6, y=-0.3 is the toy's optimum: the baseline starts there, every proposal builds on it.
+    coordinator = run_mode(tmp_path, "single", "budget.trials=9", "task.overrides={x: 0.6, y: -0.3}")
+    trials = rows(coordinator, Trial)
+    assert all(t.overrides == {"x": 0.6, "y": -0.3} for t in trials if t.role == "baseline")
+    from autosci_hpc.state.models import Champion
+    baseline = rows(coordinator, Champion)[0]
+    assert baseline.overrides == {"x": 0.6, "y": -0.3} and baseline.metric_mean > 0.95
+    assert "starting champion" in baseline.model_card
+    candidates = [t for t in trials if t.role == "candidate"]
+    assert candidates and all(set(t.overrides) == {"x", "y"} for t in candidates)
+
+
+def test_an_unknown_starting_override_is_refused_naming_the_key(tmp_path: Path) -> None:
+    from autosci_hpc.task import TaskError
+    config = campaign_config(tmp_path, "toy", "task.overrides={z: 1}")
+    with pytest.raises(TaskError, match="task.overrides: unknown key.*z.*known keys"):
+        Coordinator(config, config.campaign_folder())
+    assert not (config.campaign_folder() / "state.db").exists()
