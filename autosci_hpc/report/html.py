@@ -72,7 +72,7 @@ def render_report(datas: Sequence[CampaignData], target: Optional[float] = None)
     if len(datas) > 1:
         parts.append(_comparison(datas, chosen, note))
         for data in datas:
-            parts.append(f"<details><summary>{_e(data.label)} — {_e(data.mode)}, "
+            parts.append(f"<details><summary>{_e(data.label)} — {_e(data.arm)}, "
                          f"seed {metrics.campaign_seed(data)}</summary>"
                          f"{_campaign(data, chosen, note, level=3)}</details>")
     else:
@@ -247,8 +247,9 @@ def _header(data: CampaignData, target: float, level: int) -> str:
         llm += f" of ${budget['llm_dollars']:g}"
     gpu = f"{s.gpu_hours:.3g}" + (f" of {budget['gpu_hours']:g}" if budget.get("gpu_hours") else "")
     wall = f"{s.wall_clock_min:.1f} of {budget.get('wall_clock_min', '?')} min"
+    mode = data.mode + (" (random-search baseline)" if data.arm == "random" else "")
     rows = [("campaign", data.name), ("folder", str(data.folder)), ("task", data.task_name),
-            ("metric", f"{data.metric} ({data.direction})"), ("mode", data.mode), ("status", data.status),
+            ("metric", f"{data.metric} ({data.direction})"), ("mode", mode), ("status", data.status),
             ("seed", str(metrics.campaign_seed(data))),
             ("started", _num(data.campaign.get("created_at"))),
             ("finished", _num(data.campaign.get("finished_at"))),

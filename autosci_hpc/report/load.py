@@ -77,6 +77,13 @@ class CampaignData:
         return self.direction == "maximize"
 
     @property
+    def arm(self) -> str:
+        """What a comparison groups campaigns by: the coordination mode, except the random-search
+        baseline (`llm.backend: random`, run in mode single by `autosci compare`), its own arm."""
+        backend = (self.config.get("llm") or {}).get("backend")
+        return "random" if backend == "random" else self.mode
+
+    @property
     def label(self) -> str:
         """How the campaign is named in tables and legends: its folder name (unique per run)."""
         return self.folder.name or self.name

@@ -391,7 +391,8 @@ def campaign_seed(data: CampaignData) -> int:
 def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per campaign, per mode).
 
-    Per campaign: campaign (folder name), name, mode, seed, trials_used, trials_to_target (<NA> if
+    Per campaign: campaign (folder name), name, mode (`CampaignData.arm`: the coordination mode, or
+    "random" for the random-search baseline), seed, trials_used, trials_to_target (<NA> if
     never reached), gpu_hours_to_target, reached, accepted_improvements, final_metric.
 
     Per mode: campaigns, reached, censored (campaigns that never reached the target: counted at
@@ -404,7 +405,7 @@ def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.Data
     for data in datas:
         n = trials_to_target(data, target)
         rows.append({
-            "campaign": data.label, "name": data.name, "mode": data.mode, "seed": campaign_seed(data),
+            "campaign": data.label, "name": data.name, "mode": data.arm, "seed": campaign_seed(data),
             "trials_used": len(finished_trials(data)),
             "trials_to_target": pd.NA if n is None else n,
             "gpu_hours_to_target": gpu_hours_to_target(data, target) if n is not None else math.nan,

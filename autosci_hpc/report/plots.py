@@ -22,7 +22,7 @@ from . import metrics
 from .load import CampaignData
 
 #: One colour per coordination mode, so curves of the same mode read as one family.
-MODE_COLOURS = {"decentralized": "#1f77b4", "single": "#ff7f0e", "central": "#2ca02c"}
+MODE_COLOURS = {"decentralized": "#1f77b4", "single": "#ff7f0e", "central": "#2ca02c", "random": "#7f7f7f"}
 EXTRA_COLOURS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -59,12 +59,12 @@ def best_so_far_plot(datas: Sequence[CampaignData], target: Optional[float],
     if not any(c["best"].notna().any() for _, c in curves):
         return None
     fig, ax = _figure()
-    modes = [d.mode for d in datas]
+    modes = [d.arm for d in datas]
     labelled: set[str] = set()
     for data, curve in curves:
-        colour = mode_colour(data.mode, modes)
-        label = data.label if len(datas) <= 6 else (data.mode if data.mode not in labelled else None)
-        labelled.add(data.mode)
+        colour = mode_colour(data.arm, modes)
+        label = data.label if len(datas) <= 6 else (data.arm if data.arm not in labelled else None)
+        labelled.add(data.arm)
         ax.plot(curve[x], curve["best"], drawstyle="steps-post", color=colour, linewidth=1.8, label=label,
                 alpha=0.9 if len(datas) <= 6 else 0.6)
         jumps = curve[curve["best"].ne(curve["best"].shift()) & curve["best"].notna()]

@@ -62,11 +62,12 @@ class Extras:
 
 def build_campaign(folder: Path, trials: list[T], champions: list[C], *, mode: str = "decentralized",
                    seed: int = 0, direction: str = "maximize", journal_mode: str = "wal", gres: str = "",
-                   extras: Optional[Extras] = None, name: str = "hand-built", task_path: str = "") -> Path:
+                   extras: Optional[Extras] = None, name: str = "hand-built", task_path: str = "",
+                   backend: str = "offline") -> Path:
     """A campaign folder (state.db and task.json) holding exactly these rows."""
     extras = extras or Extras()
     overrides = [f"campaign.name={name}", f"campaign.seed={seed}", f"coordination.mode={mode}",
-                 f"state.journal_mode={journal_mode}"]
+                 f"state.journal_mode={journal_mode}", f"llm.backend={backend}"]
     if task_path:
         overrides.append(f"task.path={task_path}")
     if gres:

@@ -128,6 +128,17 @@ def test_compare_table_per_campaign_and_per_mode(tmp_path: Path) -> None:
     assert single["improvements_vs_decentralized"] == "0 vs 1.5"
 
 
+def test_the_random_search_baseline_is_its_own_arm(tmp_path: Path) -> None:
+    # `autosci compare` runs the random arm in mode single with llm.backend random: grouped apart.
+    single = build_campaign(tmp_path / "s", STANDARD_TRIALS, [C(12.5, 0.5), C(25, 0.65)], mode="single")
+    rand = build_campaign(tmp_path / "r", STANDARD_TRIALS, [C(12.5, 0.5)], mode="single", backend="random")
+    per_campaign, per_mode = compare_table([load_campaign(standard(tmp_path)), load_campaign(single),
+                                            load_campaign(rand)], 0.6)
+    assert list(per_campaign["mode"]) == ["decentralized", "single", "random"]
+    assert list(per_mode["mode"]) == ["decentralized", "random", "single"]
+    assert list(per_mode["ttt_median"]) == [8.0, 10.0, 5.0]
+
+
 def test_campaigns_of_different_metrics_are_not_compared(tmp_path: Path) -> None:
     a = load_campaign(standard(tmp_path))
     b = load_campaign(build_campaign(tmp_path / "m", STANDARD_TRIALS, STANDARD_CHAMPIONS,
