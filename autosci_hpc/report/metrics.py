@@ -227,8 +227,12 @@ def lineage(data: CampaignData) -> pd.DataFrame:
         known = not pd.isna(c["proposal_id"]) and int(c["proposal_id"]) in proposals.index
         proposal = proposals.loc[int(c["proposal_id"])] if known else None
         edits = [str(e.get("path", "?")) for e in (proposal["edits"] if proposal is not None else [])]
-        if c["rule"] == "baseline" or previous is None and not c["overrides"]:
+        if previous is None and not c["overrides"]:
             change = "the task's program as shipped"
+        elif previous is None:
+            # A campaign started from a given champion (`task.overrides`): what it set on the program.
+            base = data.snapshot_configs.get(str(c["snapshot_id"]), {})
+            change = "starting champion: " + overrides_diff(base, after)
         else:
             change = overrides_diff(before, after) or "(no config change)"
         if edits:

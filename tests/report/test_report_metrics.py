@@ -93,6 +93,12 @@ def test_a_promotion_counts_from_the_trial_that_completed_it(tmp_path: Path) -> 
     assert list(best_so_far(data)["best"]) == [0.5, 0.5, 0.5]
 
 
+def test_a_campaign_started_from_a_given_champion(tmp_path: Path) -> None:
+    champions = [C(12.5, 0.6, overrides={"x": 0.3}), C(32.5, 0.7, overrides={"x": 0.6})]
+    data = load_campaign(build_campaign(tmp_path / "given", STANDARD_TRIALS, champions))
+    assert metrics.lineage(data)["change"].tolist() == ["starting champion: x: 0 -> 0.3", "x: 0.3 -> 0.6"]
+
+
 def test_no_champion_yet(tmp_path: Path) -> None:
     data = load_campaign(build_campaign(tmp_path / "early", [T(10, role="baseline")], []))
     assert best_so_far(data)["best"].isna().all()
