@@ -193,3 +193,22 @@ def test_gres_from_the_campaign_config_reaches_the_trial(tmp_path: Path, slurm_c
     assert trial.environment["cuda_visible_devices"] != ""  # one fake H100 was allocated
     submission = next((tmp_path / "jobs").rglob("*_submission.sh")).read_text()
     assert "--gres=gpu:h100:1" in submission and "export AUTOSCI_SETUP_RAN=1" in submission
+
+
+def test_compare_runs_its_arms_on_the_cluster(tmp_path: Path, slurm_cluster: object, sbatch_log: Path) -> None:
+    """`autosci compare` on SLURM: two arms at once (--parallel 2), every trial an array task."""
+    out = tmp_path / "cmp"
+    result = subprocess.run(
+        [sys.executable, "-m", "autosci_hpc.cli", "compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+         f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=9", "coordination.poll_interval_s=0.1",
+         *slurm_overrides(slurm_cluster), "--arms", "single,decentralized", "--seeds", "1", "--parallel", "2",
+         "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "report.html").is_file()
+    for arm in ("single", "decentralized"):
+        with sqlite3.connect(f"file:{out / f'{arm}-s0' / 'state.db'}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT executor, job_id, status FROM trial").fetchall()
+            mode = conn.execute("SELECT mode FROM campaign").fetchone()[0]
+        assert mode == arm and len(rows) >= 6
+        assert all(executor == "slurm" and job_id for executor, job_id, _ in rows)
+    assert sbatch_calls(sbatch_log) > 0
