@@ -99,7 +99,8 @@ class Planner(Analyst):
             me = session.get(Agent, self.agent_id)
             assert me is not None
             solo = me.role == "solo"
-            concluded = int(session.exec(select(func.max(Proposal.id)).where(Proposal.status == "done")).one() or 0)
+            concluded = int(session.exec(select(func.max(Proposal.id))
+                                         .where(Proposal.status == "done")).one() or 0)
             reviewed = int(me.memory.get("reviewed_upto", 0))
         did = False
         if not solo and concluded > reviewed:
@@ -107,7 +108,8 @@ class Planner(Analyst):
             self.review(reviewed_upto=concluded)
             did = True
         # Keep every idle worker supplied: assign an approved idea, or think of a new one.
-        for _ in range(self.ctx.config.coordination.teams * self.ctx.config.coordination.experimenters_per_team):
+        c = self.ctx.config.coordination
+        for _ in range(c.teams * c.experimenters_per_team):
             worker = self._idle_worker(solo)
             if worker is None:
                 break

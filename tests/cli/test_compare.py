@@ -32,7 +32,8 @@ def from_the_log(folder: Path, target: float) -> tuple[int, int, int]:
 @pytest.mark.slow
 def test_three_modes_on_one_matched_budget_and_the_report_states_each(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    args = ["compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), f"task.path={FIXTURE_TASKS / 'toy'}",
+    args = ["compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+            f"task.path={FIXTURE_TASKS / 'toy'}",
             "budget.trials=15", "coordination.poll_interval_s=0.05", "--seeds", "1", "--out", str(out),
             "--target", "0.75"]
     result = autosci(*args)

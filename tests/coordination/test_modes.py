@@ -22,7 +22,8 @@ def run_mode(tmp_path: Path, mode: str, *overrides: str, script: list[dict] | No
              **kwargs: object) -> Coordinator:
     config = campaign_config(tmp_path, "toy", f"coordination.mode={mode}", *overrides)
     policy = ScriptedPolicy(script, focus="any", seed=1) if script is not None else None
-    coordinator = Coordinator(config, config.campaign_folder(), policy=policy, **kwargs)  # type: ignore[arg-type]
+    coordinator = Coordinator(config, config.campaign_folder(), policy=policy,
+                              **kwargs)  # type: ignore[arg-type]
     assert coordinator.run(max_ticks=5000).status == "finished"
     return coordinator
 
@@ -50,7 +51,7 @@ def overlapping(spans: dict[str, tuple]) -> int:
 def test_single_mode_is_one_agent_running_one_candidate_at_a_time(tmp_path: Path) -> None:
     # Trials that take a while, two slots: anything but a sequential loop would overlap them.
     coordinator = run_mode(tmp_path, "single", "budget.trials=15", "task.time_limit_s=20",
-                           script=[{"sleep": 0.3, "x": 0.1}, {"sleep": 0.3, "x": 0.3}, {"sleep": 0.3, "x": 0.5}])
+                           script=[{"sleep": 0.3, "x": x} for x in (0.1, 0.3, 0.5)])
     agents = rows(coordinator, Agent)
     assert [(a.name, a.role) for a in agents] == [("agent-1", "solo")]
     proposals = rows(coordinator, Proposal)
@@ -129,7 +130,8 @@ def test_central_mode_with_agent_processes(tmp_path: Path) -> None:
 def test_a_campaign_keeps_its_mode(tmp_path: Path) -> None:
     coordinator = run_mode(tmp_path, "single", "budget.trials=6")
     config = campaign_config(tmp_path, "toy", "coordination.mode=central")
-    with pytest.raises(ValueError, match="'single' campaign; its coordination.mode cannot change to 'central'"):
+    with pytest.raises(ValueError, match="'single' campaign; its coordination.mode cannot change to "
+                                         "'central'"):
         Coordinator(config, coordinator.folder)
 
 
