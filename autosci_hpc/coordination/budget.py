@@ -51,7 +51,7 @@ def device_hours_of(duration_s: float, gpus: int) -> float:
 def gpu_hours_used(session: Session, config: CampaignConfig) -> float:
     """GPU-hours (slot-hours without GPUs) of every finished trial, from their recorded durations."""
     total = session.exec(select(func.coalesce(func.sum(Trial.duration_s), 0.0))).one()
-    return device_hours_of(float(total), gpus_per_trial(config))
+    return device_hours_of(float(total or 0.0), gpus_per_trial(config))
 
 
 def gpu_hours_spent(session: Session, config: CampaignConfig) -> bool:
