@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import shutil
 import statistics
@@ -176,7 +175,9 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
         campaign.status = "execution"
         session.add(campaign)
         next_trial = (max(t.id or 0 for t in session.exec(select(Trial)).all())) + 1
-        snapshot = session.exec(select(Trial)).first().snapshot_id  # type: ignore[union-attr]
+        first = session.exec(select(Trial)).first()
+        assert first is not None
+        snapshot = first.snapshot_id
     start = datetime.now(timezone.utc) - timedelta(days=30)
     proposals: list[dict[str, Any]] = []
     trials: list[dict[str, Any]] = []
@@ -189,11 +190,11 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
     while len(trials) < n:
         pid += 1
         when = start + timedelta(seconds=20 * len(trials))
-        team, author = teams[pid % 2], analysts[pid % len(analysts)]
+        team_id, author = teams[pid % 2], analysts[pid % len(analysts)]
         x, y = round(rng.uniform(-1, 1), 4), round(rng.uniform(-1, 1), 4)
         change = f"x={x};y={y}"
         rejected = pid % 5 == 0
-        proposals.append(dict(id=pid, author_id=author, team_id=team, focus="x_axis", title=f"move x to {x}",
+        proposals.append(dict(id=pid, author_id=author, team_id=team_id, focus="x_axis", title=f"move x to {x}",
                               rationale="the log suggests the optimum lies there " * 3, overrides={"x": x, "y": y},
                               edits=[], change_signature=change, config_signature=f"{snapshot}|{change}",
                               directions=[f"x@{int((x + 1) * 3)}"], base_champion_id=1,
@@ -206,9 +207,9 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
             critiques.append(dict(proposal_id=pid, author_id=critic, verdict="approve", reasons="no evidence against",
                                   created_at=when))
             posts.append(dict(kind="critique", title=f"critique of #{pid}", body="no evidence against it " * 4,
-                              author_id=critic, team_id=team, proposal_id=pid, trial_ids=[], created_at=when))
+                              author_id=critic, team_id=team_id, proposal_id=pid, trial_ids=[], created_at=when))
         posts.append(dict(kind="proposal", title=f"#{pid} move x to {x}", body="rationale " * 30, author_id=author,
-                          team_id=team, proposal_id=pid, trial_ids=[], created_at=when))
+                          team_id=team_id, proposal_id=pid, trial_ids=[], created_at=when))
         events += [dict(kind=k, entity="proposal", entity_id=pid, data={}, created_at=when)
                    for k in ("proposal.posted", "proposal.approved" if not rejected else "proposal.rejected")]
         if rejected:
@@ -217,7 +218,7 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
         ids = []
         for seed_ in range(seeds):
             metric = round(rng.uniform(0.2, 0.54), 6)
-            trials.append(dict(id=next_trial, proposal_id=pid, team_id=team, experimenter_id=proposals[-1]["claimed_by"],
+            trials.append(dict(id=next_trial, proposal_id=pid, team_id=team_id, experimenter_id=proposals[-1]["claimed_by"],
                                role="candidate" if seed_ == 0 else "replicate", group=f"p{pid}", snapshot_id=snapshot,
                                overrides={"x": x, "y": y}, config_signature=f"{snapshot}|{change}", seed=seed_,
                                attempt=0, status="succeeded", failure_class="", failure_reason="",
@@ -232,7 +233,7 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
             ids.append(next_trial)
             next_trial += 1
         posts.append(dict(kind="result", title=f"#{pid}: keep the champion", body=f"per-seed score: {ids}",
-                          author_id=None, team_id=team, proposal_id=pid, trial_ids=ids, created_at=when))
+                          author_id=None, team_id=team_id, proposal_id=pid, trial_ids=ids, created_at=when))
         events += [dict(kind=k, entity="proposal", entity_id=pid, data={}, created_at=when)
                    for k in ("proposal.claimed", "proposal.concluded")]
     dead = [dict(signature=f"x@{i}", description=f"x in its {i}th sixth", reason="two outcomes without improvement",
@@ -242,7 +243,7 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
         for model, rows in ((Proposal, proposals), (Trial, trials), (Critique, critiques), (ForumPost, posts),
                             (Event, events), (DeadEnd, dead)):
             for i in range(0, len(rows), CHUNK):
-                conn.execute(model.__table__.insert(), rows[i:i + CHUNK])  # type: ignore[attr-defined]
+                conn.execute(getattr(model, "__table__").insert(), rows[i:i + CHUNK])
         campaign = session.exec(select(Campaign)).one()
         campaign.trials_submitted += len(trials)
         campaign.trials_finished += len(trials)
@@ -354,7 +355,7 @@ def context_build(coordinator: Any) -> Callable[[], str]:
 
 def optuna_per_trial(folder: Path, n: int, count: int) -> dict[str, float]:
     import optuna
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import BaseDistribution, FloatDistribution
     from optuna.storages import RDBStorage
     from optuna.storages._rdb import models as om
     from optuna.trial import TrialState
@@ -363,7 +364,7 @@ def optuna_per_trial(folder: Path, n: int, count: int) -> dict[str, float]:
     storage = RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
     study = optuna.create_study(storage=storage, study_name="bench", direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    space = {"x": FloatDistribution(-1.0, 1.0), "y": FloatDistribution(-1.0, 1.0)}
+    space: dict[str, BaseDistribution] = {"x": FloatDistribution(-1.0, 1.0), "y": FloatDistribution(-1.0, 1.0)}
     fill_optuna(storage, study._study_id, n, space, om, TrialState)
     values = random.Random(1)
 

@@ -97,8 +97,8 @@ def _stop(proc: subprocess.Popen[bytes], folder: Path) -> None:
 
 def measure(tmp: Path, mode: str, cores: int, complete: bool, timeout_s: float) -> FirstPromotion:
     folder = tmp / f"campaign-{mode}"
-    argv, pinning = bl.pinned(bl.autosci_argv("run", CONFIG, [f"campaign.folder={folder}",
-                                                             f"coordination.mode={mode}", "--quiet"]), cores)
+    overrides = [f"campaign.folder={folder}", f"coordination.mode={mode}", "--quiet"]
+    argv, pinning = bl.pinned(bl.autosci_argv("run", CONFIG, overrides), cores)
     log = open(tmp / f"{mode}.log", "wb")
     launched = time.time()
     # Its own session, so that stopping it early stops the coordinator and its local job controllers.

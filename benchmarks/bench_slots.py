@@ -41,7 +41,7 @@ import benchlib as bl  # noqa: E402
 
 NAME = "slot utilization"
 TARGET = 0.97
-QUICK = {"trial_s": 12.0, "latency_s": 1.0, "slots": 2, "trials": 20, "seq_trials": 4}
+QUICK = {"trial_s": 12.0, "latency_s": 1.0, "slots": 2, "trials": 16, "seq_trials": 4}
 FULL = {"trial_s": 60.0, "latency_s": 5.0, "slots": 4, "trials": 48, "seq_trials": 4}
 POLL_S = 0.1  # the coordinator's poll interval in both runs
 
@@ -88,6 +88,8 @@ def campaign_overrides(folder: Path, task: Path, p: dict[str, Any], mode: str, t
             # Enough experimenters that every slot has one ready to take the next idea.
             f"coordination.experimenters_per_team={max(1, p['slots'])}",
             "coordination.discussion_rounds=1", "coordination.queue_depth=4",
+            # The package default (toy_smoke.yaml, the base file, re-opens discussion after 4).
+            "coordination.stagnation_window=10",
             f"coordination.poll_interval_s={POLL_S}", "coordination.agent_processes=true",
             f"llm.offline_latency_s={p['latency_s']}", f"budget.trials={trials}",
             f"executor.local.max_concurrent={p['slots']}", "executor.result_grace_s=1",
@@ -141,7 +143,7 @@ def run_loop(tmp: Path, p: dict[str, Any], trials: int) -> Utilization:
     executor = LocalTrialExecutor(tmp / "loop" / "jobs", max_concurrent=p["slots"],
                                   timeout_min=(p["trial_s"] + 60) / 60 + 1)
     agent: Any = PacedPolicy(_NextPoint(), p["latency_s"])  # type: ignore[arg-type]
-    spans = []
+    spans: list[tuple[float, float, str, Optional[float]]] = []
     began = time.time()
     for trial_id in range(1, trials + 1):
         overrides = agent.propose()  # think: the simulated LLM call
@@ -174,7 +176,7 @@ def single_mode_available() -> bool:
 def run(quick: bool = True, *, trial_s: Optional[float] = None, latency_s: Optional[float] = None,
         slots: Optional[int] = None, trials: Optional[int] = None, seq_trials: Optional[int] = None,
         baseline: str = "loop", cores: int = 2, keep: bool = False) -> dict[str, Any]:
-    p = dict(QUICK if quick else FULL)
+    p: dict[str, Any] = dict(QUICK if quick else FULL)
     for key, value in (("trial_s", trial_s), ("latency_s", latency_s), ("slots", slots), ("trials", trials),
                        ("seq_trials", seq_trials)):
         if value is not None:

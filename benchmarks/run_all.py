@@ -52,9 +52,9 @@ def child(name: str, quick: bool, options: dict[str, Any], out: Path) -> int:
     try:
         module = importlib.import_module(name)
         res = module.run(quick=quick, **options)
-    except Exception:  # the table must say what failed, and the run must go on
-        res = {"name": name, "status": "error", "summary": "error: " + traceback.format_exc(limit=3)[-1500:],
-               "rows": [], "targets": {}}
+    except Exception as exc:  # the table must say what failed, and the run must go on
+        res = {"name": name, "status": "error", "summary": f"error: {type(exc).__name__}: {exc}"[:500],
+               "traceback": traceback.format_exc()[-4000:], "rows": [], "targets": {}}
     out.write_text(json.dumps(res, default=str))
     return 0
 
@@ -68,6 +68,7 @@ def run_one(name: str, quick: bool, options: dict[str, Any], time_limit_s: float
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--child-out", str(out),
             "--child-options", json.dumps(options)] + ([] if quick else ["--full"])
     began = time.monotonic()
+    res: dict[str, Any]
     try:
         # Its own session, so that a benchmark overrunning its limit is stopped with all it started.
         proc = subprocess.Popen(argv, cwd=bl.ROOT, start_new_session=True)
@@ -80,8 +81,9 @@ def run_one(name: str, quick: bool, options: dict[str, Any], time_limit_s: float
                    "rows": [], "targets": {}}
         else:
             text = out.read_text() if out.exists() else ""
-            res = json.loads(text) if text else {"name": name, "status": "error", "rows": [], "targets": {},
-                                                   "summary": f"error: exited {proc.returncode} without a result"}
+            failed = {"name": name, "status": "error", "rows": [], "targets": {},
+                      "summary": f"error: exited {proc.returncode} without a result"}
+            res = json.loads(text) if text else failed
     finally:
         out.unlink(missing_ok=True)
     res["module"] = name
