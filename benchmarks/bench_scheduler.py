@@ -71,14 +71,7 @@ class Calls:
 def cluster_env() -> tuple[Optional[dict[str, str]], str]:
     """The environment that reaches the test cluster (SLURM_CONF from its env file), or the reason
     there is none."""
-    env = dict(os.environ)
-    env_file = Path(os.environ.get("AUTOSCI_SLURM_DIR", "/tmp/autosci-slurm")) / "env.sh"
-    if env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("export ") and "=" in line:
-                name, _, value = line[len("export "):].partition("=")
-                words = shlex.split(value)
-                env.setdefault(name.strip(), words[0] if words else "")
+    env = bl.slurm_env()
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return None, "no Slurm commands on this machine (make slurm-up installs and starts a test cluster)"
     try:

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -187,9 +188,23 @@ def run_cli(argv: list[str], *, env: Optional[dict[str, str]] = None, timeout_s:
 # ---- the machine ---------------------------------------------------------------------------------
 
 
-def _first_line(argv: list[str]) -> str:
+def slurm_env() -> dict[str, str]:
+    """This environment plus what the test cluster's env file sets (SLURM_CONF, partitions), for
+    the values not already set: how the Slurm commands reach `make slurm-up`'s cluster."""
+    env = dict(os.environ)
+    env_file = Path(os.environ.get("AUTOSCI_SLURM_DIR", "/tmp/autosci-slurm")) / "env.sh"
+    if env_file.is_file():
+        for line in env_file.read_text().splitlines():
+            if line.startswith("export ") and "=" in line:
+                name, _, value = line[len("export "):].partition("=")
+                words = shlex.split(value)
+                env.setdefault(name.strip(), words[0] if words else "")
+    return env
+
+
+def _first_line(argv: list[str], env: Optional[dict[str, str]] = None) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=ROOT, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
@@ -237,7 +252,7 @@ def machine() -> dict[str, Any]:
         "os": _os_name(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "slurm": _first_line(["sinfo", "--version"]) if shutil.which("sinfo") else "",
+        "slurm": _first_line(["sinfo", "--version"], slurm_env()) if shutil.which("sinfo") else "",
         "git_commit": commit + ("+local changes" if dirty else ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,

@@ -103,13 +103,17 @@ def table_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     if res.get("rows"):
         return list(res["rows"])
     if res.get("status") == "ok" and res.get("targets"):
-        return [bl.row(key, t.get("value"), target_text=t.get("target", "—"), met=t.get("met"))
+        return [bl.row(key, _value(t.get("value")), target_text=t.get("target", "—"), met=t.get("met"))
                 for key, t in res["targets"].items()]
     return [bl.row(res.get("summary", res.get("status", "?")), "—")]
 
 
+def _value(value: Any) -> Any:
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
 def not_met(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"benchmark": r.get("name", r["module"]), "target": t.get("target", key), "value": t.get("value")}
+    return [{"benchmark": r.get("name", r["module"]), "target": t.get("target", key), "value": _value(t.get("value"))}
             for r in results for key, t in (r.get("targets") or {}).items() if t.get("met") is False]
 
 

@@ -31,7 +31,7 @@ def test_the_markdown_table_has_every_row_and_the_targets_not_met() -> None:
     assert "| **fake (1 s)**: x / y | 1 | 2 | 0.50× | x ≤ 1 | **no** |" in text  # a | in a cell is escaped
     assert "skipped: no Slurm" in text
     assert "| **lead (2 s)**: t | 3 | — | — | t ≥ 1 | yes |" in text  # rows made from targets
-    assert run_all.not_met(results) == [{"benchmark": "fake", "target": "x ≤ 1", "value": 1.0}]
+    assert run_all.not_met(results) == [{"benchmark": "fake", "target": "x ≤ 1", "value": "1"}]
     assert "Targets not met:" in text
 
 
