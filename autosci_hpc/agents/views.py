@@ -16,6 +16,10 @@ from ..state.models import Agent, Champion, DeadEnd, ForumPost, Proposal, Team, 
 from ..task import Axis, TaskSpec
 
 RECENT_TRIALS = 60
+#: Concluded (done or rejected) proposals in a view besides the open ones: the newest N.
+RECENT_PROPOSALS = 200
+#: Proposals still in play: always in the view, whatever their age.
+OPEN_PROPOSALS = ("posted", "approved", "queued", "claimed", "running", "replicating")
 RECENT_POSTS = 20
 BEST_TRIALS = 10
 
@@ -155,7 +159,12 @@ def build_view(session: Session, task: TaskSpec, *, all_trials: bool = False,
     best_query = (select(Trial).where(Trial.status == "succeeded").where(metric.is_not(None))
                   .order_by(metric.desc() if task.maximize else metric.asc()).limit(BEST_TRIALS))
     best_trials = [_trial_view(t) for t in session.exec(best_query).all() if t.id is not None]
-    proposals = [proposal_view(p, authors) for p in session.exec(select(Proposal)).all()]
+    # Open proposals and the newest concluded ones: a view of a long campaign stays the same size
+    # (the duplicate and dead-end gates query the whole log themselves, not this view).
+    open_rows = session.exec(select(Proposal).where(col(Proposal.status).in_(OPEN_PROPOSALS))).all()
+    recent = session.exec(select(Proposal).where(col(Proposal.status).not_in(OPEN_PROPOSALS))
+                          .order_by(col(Proposal.id).desc()).limit(RECENT_PROPOSALS)).all()
+    proposals = [proposal_view(p, authors) for p in sorted([*open_rows, *recent], key=lambda p: p.id or 0)]
     dead_ends = [DeadEndView(signature=d.signature, team_id=d.team_id, description=d.description,
                              reason=d.reason, evidence_trial_ids=d.evidence_trial_ids)
                  for d in session.exec(select(DeadEnd)).all()]
