@@ -274,6 +274,7 @@ class Coordinator:
                 trial = session.get(Trial, job.trial_id)
                 assert trial is not None
                 trial.status = "submitted"
+                trial.folder = str(self._trial_folder(job.trial_id))
                 trial.job_id = job.job_id
                 trial.array_index = job.array_index
                 trial.executor = self.executor.name
@@ -284,14 +285,14 @@ class Coordinator:
             campaign.updated_at = utcnow()
             session.add(campaign)
 
+    def _trial_folder(self, trial_id: int) -> Path:
+        return self.folder / "trials" / f"{trial_id:06d}"
+
     def _request(self, trial: Trial) -> TrialRequest:
         assert trial.id is not None
-        folder = self.folder / "trials" / f"{trial.id:06d}"
-        with self.store.write() as session:
-            row = session.get(Trial, trial.id)
-            assert row is not None
-            row.folder = str(folder)
-            session.add(row)
+        # The folder follows from the id, so it is recorded with the submission (one transaction per
+        # batch, not one more per trial).
+        folder = self._trial_folder(trial.id)
         return TrialRequest(trial_id=trial.id, attempt=trial.attempt, folder=str(folder),
                             snapshot_dir=str(self.folder / "snapshots" / trial.snapshot_id),
                             command=self.task.command, overrides=trial.overrides, seed=trial.seed,
