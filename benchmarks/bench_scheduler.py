@@ -79,7 +79,8 @@ def cluster_env() -> tuple[Optional[dict[str, str]], str]:
     except subprocess.TimeoutExpired:
         return None, "sinfo timed out (is slurmctld running? make slurm-up)"
     if proc.returncode != 0 or not proc.stdout.strip():
-        return None, f"no cluster answers sinfo ({(proc.stderr or 'no partition').strip()}); make slurm-up starts one"
+        said = (proc.stderr.strip().splitlines() or ["no partition"])[-1]  # sinfo's last word is its reason
+        return None, f"no cluster answers sinfo ({said}); make slurm-up starts one"
     return env, ""
 
 

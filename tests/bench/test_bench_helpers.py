@@ -56,3 +56,11 @@ def test_wrappers_log_every_call_and_run_the_real_command(tmp_path: Path) -> Non
     counted = bench_scheduler.tally("test", calls, trials=2, seconds=30.0, submissions=1, max_outstanding=2)
     assert counted.counts == {"sbatch": 1, "sacct": 3, "squeue": 0, "scontrol": 0}
     assert counted.status_per_min == 6.0 and counted.status_busiest_min == 3
+
+
+def test_without_a_cluster_the_scheduler_benchmark_is_skipped(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo, no sbatch
+    monkeypatch.setenv("AUTOSCI_SLURM_DIR", str(tmp_path / "none"))
+    res = bench_scheduler.run()
+    assert res["status"] == "skipped" and "make slurm-up" in res["reason"]
