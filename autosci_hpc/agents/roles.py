@@ -105,8 +105,11 @@ def _exhausted(session: Session, agent_id: int, limit: int) -> bool:
     ideas there are spent, and it waits for a new champion (or a re-opened discussion) instead of
     proposing forever. This is what lets a campaign whose search space is exhausted end."""
     champion = current_champion(session)
+    # Only decided proposals count: one still under review would otherwise hide the streak for as long
+    # as the analyst keeps posting a new one before the last is settled (it always has one in review).
     recent = session.exec(select(Proposal.status).where(Proposal.author_id == agent_id)
                           .where(Proposal.base_champion_id == (champion.id if champion else None))
+                          .where(Proposal.status != "posted")
                           .order_by(col(Proposal.id).desc()).limit(limit)).all()
     return len(recent) >= limit and all(status == "rejected" for status in recent)
 

@@ -143,7 +143,10 @@ def test_a_failing_policy_is_recorded_not_a_crash_and_notes_are_kept(tmp_path: P
     assert agent is not None and agent.memory["note"] == "the API was down"
 
 
-def test_an_analyst_whose_ideas_are_all_refused_stops_proposing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("author_first", [True, False])
+def test_an_analyst_whose_ideas_are_all_refused_stops_proposing(tmp_path: Path, author_first: bool) -> None:
+    """Whatever the order the agents act in a tick: an author who steps after its critics always has
+    its newest proposal still under review when it looks at its streak (this once kept it posting)."""
     from sqlmodel import func
 
     from autosci_hpc.state.models import Campaign, Team
@@ -159,11 +162,13 @@ def test_an_analyst_whose_ideas_are_all_refused_stops_proposing(tmp_path: Path) 
         row.team_id = team.id
         session.add(row)
     for _ in range(30):
-        author.step()
-        for critic in critics:
-            critic.step()
+        order = [author, *critics] if author_first else [*critics, author]
+        for agent in order:
+            agent.step()
         settle(ctx)
     with ctx.store.read() as session:
         posted = session.exec(select(func.count()).select_from(Proposal)
                               .where(Proposal.author_id == author.agent_id)).one()
-    assert posted == ctx.config.coordination.max_rejections_in_a_row  # then it waited, not looped
+    limit = ctx.config.coordination.max_rejections_in_a_row
+    # Then it waited, not looped; stepping after its critics, it posts one more while the last is reviewed.
+    assert posted == (limit if author_first else limit + 1)
