@@ -138,46 +138,34 @@ def datetime_text(epoch: Optional[float]) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def single_mode_available() -> bool:
-    from autosci_hpc.config import ConfigError, load_config
-
-    try:
-        load_config(None, ["coordination.mode=single"])
-    except ConfigError:
-        return False
-    return True
-
-
 def run(quick: bool = True, *, cores: int = 2, complete: bool = False, timeout_s: float = 300,
         keep: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="autosci-bench-first-"))
     try:
         ours = measure(tmp, "decentralized", cores, complete, timeout_s)
-        theirs = measure(tmp, "single", cores, complete, timeout_s) if single_mode_available() else None
+        theirs = measure(tmp, "single", cores, complete, timeout_s)
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
     return report(ours, theirs, cores)
 
 
-def _text(m: Optional[FirstPromotion]) -> str:
-    if m is None:
-        return "— (no single mode)"
+def _text(m: FirstPromotion) -> str:
     if m.seconds is None:
         return f"none in {m.trials_finished} trials ({m.ended})"
     return f"{m.seconds:g} s ({m.trials_finished} trials)"
 
 
-def report(ours: FirstPromotion, theirs: Optional[FirstPromotion], cores: int) -> dict[str, Any]:
-    speed = bl.ratio(ours.seconds, theirs.seconds if theirs else None)
+def report(ours: FirstPromotion, theirs: FirstPromotion, cores: int) -> dict[str, Any]:
+    speed = bl.ratio(ours.seconds, theirs.seconds)
     rows = [bl.row(f"seconds from `autosci run` to the first promotion (make run config, {cores} cores)",
-                   _text(ours), _text(theirs) + (" single mode" if theirs else ""), bl.fmt_ratio(speed),
+                   _text(ours), _text(theirs) + " single mode", bl.fmt_ratio(speed),
                    "none set (measured)", None)]
     summary = (f"make run's campaign promoted its first candidate {_text(ours)} after launch "
                f"(baseline champion at {ours.baseline_champion_s} s); single-agent mode: {_text(theirs)}")
     return bl.result(NAME, summary, sizes={"config": str(CONFIG.relative_to(bl.ROOT)), "cores": cores,
                                            "pinning": ours.pinning},
-                     measured=asdict(ours), baseline=asdict(theirs) if theirs else {},
+                     measured=asdict(ours), baseline=asdict(theirs),
                      ratios={"time_vs_single": speed}, targets={}, rows=rows)
 
 

@@ -159,17 +159,6 @@ def run_loop(tmp: Path, p: dict[str, Any], trials: int) -> Utilization:
     return measure("sequential loop", spans, p["slots"], (began, time.time()))
 
 
-def single_mode_available() -> bool:
-    """Whether `coordination.mode: single` exists in this version (it validates)."""
-    from autosci_hpc.config import ConfigError, load_config
-
-    try:
-        load_config(None, ["coordination.mode=single"])
-    except ConfigError:
-        return False
-    return True
-
-
 # ---- the benchmark -------------------------------------------------------------------------------
 
 
@@ -181,8 +170,6 @@ def run(quick: bool = True, *, trial_s: Optional[float] = None, latency_s: Optio
                        ("seq_trials", seq_trials)):
         if value is not None:
             p[key] = value
-    if baseline == "single" and not single_mode_available():
-        return bl.skipped(NAME, "coordination.mode single is not available in this version")
     use_single = baseline == "single"
     tmp = Path(tempfile.mkdtemp(prefix="autosci-bench-slots-"))
     try:
