@@ -8,47 +8,24 @@ set -euo pipefail
 # fonts-liberation: text in the screenshots renders in a real font (a recommends of chromium)
 PACKAGES=(chromium fonts-liberation)
 
-SUDO=()
-if [[ "$(id -u)" != "0" ]]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO=(sudo -n)
-    else
-        echo "install_browser.sh: must be run as root (or with sudo available)" >&2
-        exit 1
-    fi
-fi
+APT_WHO=install_browser.sh
+# shellcheck source=../apt.sh
+. "$(dirname "$0")/../apt.sh"
+apt_sudo
+apt_missing "${PACKAGES[@]}"
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    if [[ "$status" != "install ok installed" ]]; then
-        missing+=("$pkg")
-    fi
-done
-
-if [[ ${#missing[@]} -eq 0 && -x /usr/bin/chromium ]]; then
+if [[ ${#MISSING[@]} -eq 0 && -x /usr/bin/chromium ]]; then
     echo "install_browser.sh: already installed (${PACKAGES[*]})"
     exit 0
 fi
 
-log="$(mktemp /tmp/autosci-browser-install.XXXXXX.log)"
-run_logged() {
-    if ! "$@" >>"$log" 2>&1; then
-        echo "install_browser.sh: command failed: $*" >&2
-        echo "----- last 60 lines of $log -----" >&2
-        tail -n 60 "$log" >&2
-        exit 1
-    fi
-}
-
-echo "install_browser.sh: installing ${missing[*]:-${PACKAGES[*]}} (log: $log)"
-run_logged "${SUDO[@]}" apt-get update -q
-run_logged "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+APT_LOG="$(mktemp /tmp/autosci-browser-install.XXXXXX.log)"
+echo "install_browser.sh: installing ${MISSING[*]:-${PACKAGES[*]}} (log: $APT_LOG)"
+apt_install "${PACKAGES[@]}"
 
 if [[ ! -x /usr/bin/chromium ]]; then
     echo "install_browser.sh: /usr/bin/chromium not found after install" >&2
     exit 1
 fi
-rm -f "$log"
+rm -f "$APT_LOG"
 echo "install_browser.sh: done"

@@ -17,41 +17,19 @@ if [[ "${AUTOSCI_SLURM_NO_ACCOUNTING:-0}" != "1" ]]; then
     PACKAGES+=(slurmdbd mariadb-server)
 fi
 
-SUDO=()
-if [[ "$(id -u)" != "0" ]]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO=(sudo -n)
-    else
-        echo "install.sh: must be run as root (or with sudo available)" >&2
-        exit 1
-    fi
-fi
+APT_WHO=install.sh
+# shellcheck source=../apt.sh
+. "$(dirname "$0")/../apt.sh"
+apt_sudo
+apt_missing "${PACKAGES[@]}"
 
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    # dpkg-query prints "install ok installed" only for fully installed packages.
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    if [[ "$status" != "install ok installed" ]]; then
-        missing+=("$pkg")
-    fi
-done
-
-if [[ ${#missing[@]} -eq 0 ]]; then
+if [[ ${#MISSING[@]} -eq 0 ]]; then
     echo "install.sh: all SLURM test packages already installed (${PACKAGES[*]})"
     exit 0
 fi
 
-log="$(mktemp /tmp/autosci-slurm-install.XXXXXX.log)"
-run_logged() {
-    if ! "$@" >>"$log" 2>&1; then
-        echo "install.sh: command failed: $*" >&2
-        echo "----- last 60 lines of $log -----" >&2
-        tail -n 60 "$log" >&2
-        exit 1
-    fi
-}
-
-echo "install.sh: installing ${missing[*]} (log: $log)"
+APT_LOG="$(mktemp /tmp/autosci-slurm-install.XXXXXX.log)"
+echo "install.sh: installing ${MISSING[*]} (log: $APT_LOG)"
 export DEBIAN_FRONTEND=noninteractive
 # Without systemd the packages' postinst scripts may try to start services via
 # invoke-rc.d; policy-rc.d exit 101 forbids that, so installing never starts
@@ -69,9 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run_logged "${SUDO[@]}" apt-get update -q
-run_logged "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+apt_install "${MISSING[@]}"
 
 # Verify: the binaries cluster.sh needs are really there.
 need=(slurmctld slurmd sinfo sbatch scontrol munged)
@@ -84,5 +60,5 @@ for bin in "${need[@]}"; do
         exit 1
     fi
 done
-rm -f "$log"
+rm -f "$APT_LOG"
 echo "install.sh: done"
