@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -127,6 +127,20 @@ class TaskSpec(BaseModel):
             return {}
         data = yaml.safe_load(path.read_text()) or {}
         return flatten(data)
+
+
+def unknown_keys(known: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """Those of `keys` that are not keys of a program config whose keys are `known` (none when the
+    program has no config.yaml to check against)."""
+    return [k for k in keys if known and k not in known]
+
+
+def unknown_keys_reason(known: Mapping[str, Any], keys: Iterable[str]) -> str:
+    """Why `keys` cannot override that config, in one line; "" when they can."""
+    unknown = unknown_keys(known, keys)
+    if not unknown:
+        return ""
+    return f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
 
 
 def load_task(path: Union[str, Path]) -> TaskSpec:

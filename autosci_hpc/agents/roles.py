@@ -19,7 +19,7 @@ from ..coordination import budget
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
-                    directions)
+                    directions, unknown_keys_reason)
 from .evidence import assess, direction_evidence
 from .policy import AgentInfo, CritiqueDraft, Policy, PolicyError
 from .views import build_view, current_champion, proposal_view
@@ -126,8 +126,7 @@ class Analyst(Role):
                 return None
             champion = current_champion(session)
             base = champion.overrides if champion else {}
-            known = self.ctx.task.base_config()
-            unknown = [k for k in draft.overrides if known and k not in known]
+            unknown = unknown_keys_reason(self.ctx.task.base_config(), draft.overrides)
             effective = {**base, **draft.overrides}
             snapshot = champion.snapshot_id if champion else ""
             if draft.edits:
@@ -144,9 +143,7 @@ class Analyst(Role):
                 discussion_round=discussion_round,
             )
             if unknown:
-                proposal.status = "rejected"
-                proposal.reject_reason = (f"unknown config key(s) {', '.join(unknown)}; known keys: "
-                                          + ", ".join(sorted(known)))
+                proposal.status, proposal.reject_reason = "rejected", unknown
             session.add(proposal)
             session.flush()
             proposal.critics = choose_critics(session, self.agent_id, proposal.id or 0,

@@ -31,7 +31,7 @@ from ..execution.trial import TrialRequest
 from ..llm import make_policy
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
-from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task
+from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task, unknown_keys
 from . import budget, modes
 from .agents import Supervisor
 from .discussion import advance_discussion, conclude_reopened, reopen_stagnating, settle
@@ -63,7 +63,7 @@ class Coordinator:
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
-        unknown = sorted(k for k in config.task.overrides if known and k not in known)
+        unknown = sorted(unknown_keys(known, config.task.overrides))
         if unknown:
             raise TaskError(f"task.overrides: unknown key(s) {', '.join(unknown)} for task {self.task.name}; "
                             f"known keys: {', '.join(sorted(known))}")
@@ -114,10 +114,9 @@ class Coordinator:
         if campaign.mode != self.mode:
             raise ValueError(f"{self.folder} is a '{campaign.mode}' campaign; its coordination.mode cannot "
                              f"change to '{self.mode}' (start a new campaign folder)")
-        # Analysts before experimenters: in a tick, ideas are posted before anyone claims.
-        order = {"analyst": 0, "planner": 0, "solo": 0}
-        return [modes.make_agent(self.ctx, a.id, a.role) for a in sorted(rows, key=lambda a: order.get(a.role, 1))
-                if a.id is not None]
+        # In id order, which is the roster's: proposers first, so in a tick ideas are posted before
+        # anyone claims.
+        return [modes.make_agent(self.ctx, a.id, a.role) for a in rows if a.id is not None]
 
     def _start_baseline(self) -> None:
         manifest = prepare_data(self.task, self.folder)

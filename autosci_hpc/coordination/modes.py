@@ -43,11 +43,16 @@ def roster(config: CampaignConfig) -> list[tuple[str, str]]:
     c = config.coordination
     if c.mode == "single":
         return [("agent-1", "solo")]
-    workers = c.teams * c.experimenters_per_team
+    workers = worker_count(config)
     if c.mode == "central":
         return [("planner", "planner")] + [(f"worker-{i + 1}", "worker") for i in range(workers)]
     return ([(f"analyst-{i + 1}", "analyst") for i in range(c.teams * c.analysts_per_team)]
             + [(f"experimenter-{i + 1}", "experimenter") for i in range(workers)])
+
+
+def worker_count(config: CampaignConfig) -> int:
+    """Experimenters in decentralized mode, workers in central mode: the candidates kept in flight."""
+    return config.coordination.teams * config.coordination.experimenters_per_team
 
 
 def first_phase(mode: str) -> str:
@@ -108,14 +113,13 @@ class Planner(Analyst):
             self.review(reviewed_upto=concluded)
             did = True
         # Keep every idle worker supplied: assign an approved idea, or think of a new one.
-        c = self.ctx.config.coordination
-        for _ in range(c.teams * c.experimenters_per_team):
+        for _ in range(worker_count(self.ctx.config)):
             worker = self._idle_worker(solo)
             if worker is None:
                 break
             proposal_id = self._approved()
             if proposal_id is None:
-                if self._exhausted():
+                if self._ideas_spent():
                     break
                 posted = self.post_proposal(None, None)
                 did = True
@@ -155,7 +159,7 @@ class Planner(Analyst):
                                .where(col(Proposal.team_id).is_(None)).order_by(col(Proposal.id))).first()
             return row.id if row is not None else None
 
-    def _exhausted(self) -> bool:
+    def _ideas_spent(self) -> bool:
         with self.ctx.store.read() as session:
             return _exhausted(session, self.agent_id, self.ctx.config.coordination.max_rejections_in_a_row)
 

@@ -31,7 +31,8 @@ from ..agents.policy import (AgentInfo, CritiqueDraft, DeadEndDraft, Implementat
                              TeamDraft)
 from ..agents.views import ProposalView, StateView
 from ..config import LLMSection, ModelPrice, price_of
-from ..task import Edit, PatchError, TaskSpec, apply_edits, change_signature, directions
+from ..task import (Edit, PatchError, TaskSpec, apply_edits, change_signature, directions,
+                    unknown_keys_reason)
 from .accounting import CallRecord, MemoryRecorder, Recorder, cost_usd
 from .chat import (Attempt, ChatClient, ChatRequest, LLMError, Message, SystemBlock, Text, ToolCall, ToolResult,
                    ToolSpec, call_with_retries)
@@ -316,9 +317,9 @@ class LLMPolicy:
         if not draft.focus.strip():
             problems.append("focus is empty")
         known = view.task.base_config
-        unknown = [k for k in draft.overrides if known and k not in known]
+        unknown = unknown_keys_reason(known, draft.overrides)
         if unknown:
-            problems.append(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+            problems.append(unknown)
         current = {**known, **(view.champion.overrides if view.champion else {})}
         if not draft.edits and all(current.get(k) == v for k, v in draft.overrides.items()):
             problems.append("the change is empty: every override equals the champion's value and there is no edit")

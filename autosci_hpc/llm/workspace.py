@@ -26,7 +26,7 @@ import yaml
 from ..procs import kill_group
 from ..config import LLMSection
 from ..execution.trial import parse_metrics
-from ..task import Edit, TaskSpec, flatten
+from ..task import Edit, TaskSpec, flatten, unknown_keys_reason
 
 MAX_READ_LINES = 400
 MAX_RESULT_CHARS = 12000
@@ -171,11 +171,9 @@ class Workspace:
 
     def set_overrides(self, updates: dict[str, Any]) -> str:
         """Merge config overrides (a null value removes one); unknown keys are refused."""
-        known = self.known_keys()
-        unknown = [k for k in updates if known and k not in known]
+        unknown = unknown_keys_reason(self.known_keys(), updates)
         if unknown:
-            raise WorkspaceError(f"unknown config key(s) {', '.join(unknown)}; "
-                                 f"known keys: {', '.join(sorted(known))}")
+            raise WorkspaceError(unknown)
         for key, value in updates.items():
             if value is None:
                 self.overrides.pop(key, None)
