@@ -175,6 +175,17 @@ class LLMSection(_Section):
     max_retries: int = Field(default=4, ge=0)
     retry_base_s: float = Field(default=2.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
+    #: The longest wait a server's retry-after may impose on one attempt (longer requests are cut to it).
+    retry_after_max_s: float = Field(default=60.0, ge=0)
+    #: Characters of one model reply kept in the conversation: its text, and each tool call's
+    #: arguments (longer arguments are refused as a tool error); cuts carry a marker.
+    reply_chars: int = Field(default=20000, ge=1000)
+    #: Characters of one tool result sent back to the model.
+    tool_result_chars: int = Field(default=20000, ge=1000)
+    #: Characters kept of each text a decision stores (rationale, reasons, hypothesis, notes, ...) and
+    #: of a proposal's title; cuts carry a marker.
+    text_chars: int = Field(default=4000, ge=200)
+    title_chars: int = Field(default=200, ge=20)
     timeout_s: float = Field(default=120.0, gt=0)
     #: Prompt budget, in estimated tokens, of the state an agent sees (champion, trials, forum, ...);
     #: it does not grow with the length of the log.

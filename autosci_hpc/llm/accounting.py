@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from sqlalchemy import case
 from sqlmodel import func, select
 
 from ..config import ModelPrice
@@ -121,7 +122,8 @@ def spend_by_role_and_team(store: "Store") -> list[SpendRow]:
     Calls without an agent are under role "—"; an agent in no team under team "—". A call made
     during the first discussion counts for the team its agent joined afterwards.
     """
-    errors = func.sum(func.length(LLMCall.error) > 0)
+    # A CASE, not sum(length(error) > 0): SQLAlchemy types that sum as a Boolean and hands back True (1).
+    errors = func.sum(case((func.length(LLMCall.error) > 0, 1), else_=0))
     query = (select(Agent.role, Team.name, func.count(LLMCall.id), errors, func.sum(LLMCall.tokens_in),
                     func.sum(LLMCall.tokens_out), func.sum(LLMCall.tokens_cached), func.sum(LLMCall.cost_usd),
                     func.sum(LLMCall.latency_s))

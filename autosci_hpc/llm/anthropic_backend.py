@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import anthropic
 
-from .chat import (ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
-                   TransientLLMError, Usage, parse_retry_after)
+from .chat import (NAME_CHARS, ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
+                   TransientLLMError, clean_text, parse_retry_after, tool_call, usage_from)
 
 EPHEMERAL = {"type": "ephemeral"}
 
@@ -90,24 +90,52 @@ class AnthropicChat:
             raise TransientLLMError("anthropic: request timed out") from None
         except anthropic.APIConnectionError as exc:
             raise TransientLLMError(f"anthropic: connection error: {type(exc.__cause__ or exc).__name__}") from None
-        texts, calls = [], []
-        parts: list[Any] = []
-        for block in reply.content:
-            if block.type == "text":
-                texts.append(block.text)
-                parts.append(Text(block.text))
-            elif block.type == "tool_use":
-                data = block.input if isinstance(block.input, dict) else {}
-                call = ToolCall(id=block.id, name=block.name, input=dict(data),
-                                parse_error="" if isinstance(block.input, dict) else "the input is not an object")
-                calls.append(call)
-                parts.append(call)
-        u = reply.usage
-        usage = Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
-                      cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
-                      cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0)
-        return ChatResponse(text="\n".join(texts), tool_calls=calls, usage=usage, model=reply.model or self.model,
-                            stop_reason=reply.stop_reason or "", message=Message("assistant", parts))
+        except RecursionError:
+            raise LLMCallError("anthropic: malformed response: nested too deeply") from None
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise TransientLLMError(f"anthropic: malformed response: {clean_text(str(exc))[:200]}") from None
+        except (AttributeError, TypeError, KeyError) as exc:  # JSON the SDK could not take apart
+            raise LLMCallError(f"anthropic: malformed response: {type(exc).__name__}") from None
+        return parse_message(reply, self.model)
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of an SDK object or of a plain dict (the SDK keeps what it could not type as it came)."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def parse_message(reply: Any, model: str) -> ChatResponse:
+    """The SDK's `Message` -> `ChatResponse`, checking every field's type: the SDK builds its objects
+    without validating them, so a hostile server's strings, nulls and wrong types arrive as they were."""
+    texts, calls = [], []
+    parts: list[Any] = []
+    content = _field(reply, "content")
+    if not isinstance(content, list):
+        raise LLMCallError("anthropic: malformed response: content is not a list of blocks")
+    for i, block in enumerate(content):
+        kind = _field(block, "type")
+        if kind == "text":
+            text = _field(block, "text")
+            if isinstance(text, str) and text:
+                texts.append(clean_text(text))
+                parts.append(Text(texts[-1]))
+        elif kind == "tool_use":
+            call = tool_call(_field(block, "id"), _field(block, "name"), _field(block, "input"), i)
+            if call.raw_arguments is not None:  # Anthropic sends an object; a string is not one
+                call.input, call.raw_arguments = {}, None
+                call.parse_error = call.parse_error or "the input must be a JSON object, not a string"
+            calls.append(call)
+            parts.append(call)
+    u = _field(reply, "usage")
+    usage = usage_from({"input": ("input_tokens", _field(u, "input_tokens")),
+                        "output": ("output_tokens", _field(u, "output_tokens")),
+                        "cache_read": ("cache_read_input_tokens", _field(u, "cache_read_input_tokens")),
+                        "cache_write": ("cache_creation_input_tokens", _field(u, "cache_creation_input_tokens"))})
+    name, reason = _field(reply, "model"), _field(reply, "stop_reason")
+    return ChatResponse(text="\n".join(texts), tool_calls=calls, usage=usage,
+                        model=clean_text(name)[:NAME_CHARS] if isinstance(name, str) and name else model,
+                        stop_reason=clean_text(reason)[:NAME_CHARS] if isinstance(reason, str) else "",
+                        message=Message("assistant", parts))
 
 
 def _describe(exc: "anthropic.APIStatusError") -> str:
@@ -117,6 +145,6 @@ def _describe(exc: "anthropic.APIStatusError") -> str:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):
-            kind = str(error.get("type", ""))
-            detail = str(error.get("message", ""))[:300]
+            kind = clean_text(str(error.get("type", "")))[:80]
+            detail = clean_text(str(error.get("message", "")))[:300]
     return f"anthropic: HTTP {exc.status_code}" + (f" {kind}" if kind else "") + (f": {detail}" if detail else "")

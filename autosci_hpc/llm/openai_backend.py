@@ -15,8 +15,8 @@ try:  # the anthropic SDK 2.x depends on httpx2; older set-ups have httpx
 except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
-from .chat import (ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
-                   TransientLLMError, Usage, parse_retry_after)
+from .chat import (NAME_CHARS, ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
+                   TransientLLMError, clean_text, parse_retry_after, tool_call, usage_from)
 
 
 class OpenAICompatChat:
@@ -84,47 +84,54 @@ class OpenAICompatChat:
         except httpx.TransportError as exc:
             raise TransientLLMError(f"openai: connection error: {type(exc).__name__}") from None
         if response.status_code != 200:
-            message = f"openai: HTTP {response.status_code}: {response.text[:300]}"
+            message = f"openai: HTTP {response.status_code}: {clean_text(response.text[:300])}"
             if response.status_code in (408, 409, 429) or response.status_code >= 500:
                 raise TransientLLMError(message, parse_retry_after(response.headers), response.status_code)
             raise LLMCallError(message)
         try:
             data = response.json()
-            choice = data["choices"][0]
-            reply = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise TransientLLMError(f"openai: malformed response: {response.text[:200]}") from None
-        parts: list[Any] = []
-        content = reply.get("content") or ""
-        if isinstance(content, list):  # some servers send content parts
-            content = "".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
-        text = str(content)
-        if text:
-            parts.append(Text(text))
-        calls = []
-        for i, raw in enumerate(reply.get("tool_calls") or []):
-            function = raw.get("function") or {}
-            arguments = function.get("arguments")
-            call = ToolCall(id=raw.get("id") or f"call_{i}", name=function.get("name", ""), input={})
-            if isinstance(arguments, dict):
-                call.input = arguments
-            else:
-                call.raw_arguments = arguments if isinstance(arguments, str) else json.dumps(arguments)
-                try:
-                    parsed = json.loads(arguments or "{}")
-                except (TypeError, ValueError) as exc:
-                    call.parse_error = f"the arguments are not valid JSON: {exc}"
-                else:
-                    if isinstance(parsed, dict):
-                        call.input = parsed
-                    else:
-                        call.parse_error = "the arguments must be a JSON object"
-            calls.append(call)
-            parts.append(call)
-        u = data.get("usage") or {}
-        prompt = int(u.get("prompt_tokens") or 0)
-        cached = int(((u.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
-        usage = Usage(input_tokens=max(0, prompt - cached), output_tokens=int(u.get("completion_tokens") or 0),
-                      cache_read_tokens=cached)
-        return ChatResponse(text=text, tool_calls=calls, usage=usage, model=data.get("model") or self.model,
-                            stop_reason=choice.get("finish_reason") or "", message=Message("assistant", parts))
+        except RecursionError:
+            raise LLMCallError("openai: malformed response: nested too deeply") from None
+        except ValueError:  # not JSON, or not UTF-8
+            raise TransientLLMError(f"openai: malformed response: {clean_text(response.text[:200])}") from None
+        return parse_completion(data, self.model)
+
+
+def parse_completion(data: Any, model: str) -> ChatResponse:
+    """A chat completion as decoded JSON -> `ChatResponse`, checking every field's type: whatever a
+    server sends becomes a reply, a tool call with a parse error, or one `LLMCallError`."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    reply = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(reply, dict):
+        raise LLMCallError("openai: malformed response: no choices[0].message object")
+    assert isinstance(data, dict) and isinstance(choice, dict)
+    parts: list[Any] = []
+    content = reply.get("content")
+    if isinstance(content, list):  # some servers send content parts
+        content = "".join(c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+    text = clean_text(content) if isinstance(content, str) else ""
+    if text:
+        parts.append(Text(text))
+    calls = []
+    raw_calls = reply.get("tool_calls")
+    for i, raw in enumerate(raw_calls if isinstance(raw_calls, list) else []):
+        raw = raw if isinstance(raw, dict) else {}
+        function = raw.get("function") if isinstance(raw.get("function"), dict) else {}
+        call = tool_call(raw.get("id"), function.get("name"), function.get("arguments"), i)
+        calls.append(call)
+        parts.append(call)
+    u = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    details = u.get("prompt_tokens_details") if isinstance(u.get("prompt_tokens_details"), dict) else {}
+    usage = usage_from({"input": ("prompt_tokens", u.get("prompt_tokens")),
+                        "output": ("completion_tokens", u.get("completion_tokens")),
+                        "cache_read": ("cached_tokens", details.get("cached_tokens"))})
+    # OpenAI counts cached tokens inside prompt_tokens.
+    usage.cache_read_tokens = min(usage.cache_read_tokens, usage.input_tokens)
+    usage.input_tokens -= usage.cache_read_tokens
+    name = data.get("model")
+    reason = choice.get("finish_reason")
+    return ChatResponse(text=text, tool_calls=calls, usage=usage,
+                        model=clean_text(name)[:NAME_CHARS] if isinstance(name, str) and name else model,
+                        stop_reason=clean_text(reason)[:NAME_CHARS] if isinstance(reason, str) else "",
+                        message=Message("assistant", parts))

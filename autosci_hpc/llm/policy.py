@@ -34,8 +34,8 @@ from ..config import LLMSection, ModelPrice, price_of
 from ..task import (Edit, PatchError, TaskSpec, apply_edits, change_signature, directions,
                     unknown_keys_reason)
 from .accounting import CallRecord, MemoryRecorder, Recorder, cost_usd
-from .chat import (Attempt, ChatClient, ChatRequest, LLMError, Message, SystemBlock, Text, ToolCall, ToolResult,
-                   ToolSpec, call_with_retries)
+from .chat import (Attempt, ChatClient, ChatRequest, ChatResponse, LLMError, Message, SystemBlock, Text, ToolCall,
+                   ToolResult, ToolSpec, call_with_retries, clean_text, clip_marked)
 from .context import (CHARS_PER_TOKEN, MEMORY_CHARS, clip, compact, dead_end_line, listing, post_line,
                       proposal_line, render_state, task_text, trial_line)
 from .keys import redact
@@ -103,6 +103,8 @@ class LLMPolicy:
         self.budget_usd = budget_usd
         self.secrets = [s for s in secrets if s]
         self.sleep = sleep
+        #: The successful attempt whose `llm_call` row waits for its reply to be judged (`_settle`).
+        self._pending: Optional[CallRecord] = None
         price = price_of(self.llm.prices, client.model)
         if price is None:
             raise LLMPolicyError(f"no price for model '{client.model}' in llm.prices")
@@ -126,7 +128,7 @@ class LLMPolicy:
 
         def post(draft: ProposalDraft) -> Done:
             self._check_proposal(draft, focus, view, agent)
-            return Done(draft)
+            return Done(self._clip_texts(draft))
 
         tools = self._read_tools(view, agent) + [
             Tool("post_proposal", "Post your proposal to the forum (final).", ProposalDraft, post, final=True),
@@ -142,7 +144,8 @@ class LLMPolicy:
                + ("\n".join(f"- {clip(f, 400)}" for f in findings[:20]) if findings else "(no findings)")
                + "\n\nFinish with critique (verdict approve or reject, with your reasons).")
         tools = self._read_tools(view, agent) + [
-            Tool("critique", "Your verdict on the proposal, with reasons (final).", CritiqueDraft, Done, final=True)]
+            Tool("critique", "Your verdict on the proposal, with reasons (final).", CritiqueDraft,
+                 lambda v: Done(self._clip_texts(v)), final=True)]
         return self._converse(agent, "critique", view, ask, tools, program=True)
 
     def plan_teams(self, agent: AgentInfo, view: StateView, approved: list[ProposalView],
@@ -172,7 +175,7 @@ class LLMPolicy:
                     problems.append(f"team '{t.focus}': proposals {stray} are not among the approved ones")
             if problems:
                 raise ToolRefused("; ".join(problems))
-            return Done(list(value.teams))
+            return Done([self._clip_texts(t) for t in value.teams])
 
         tools = self._read_tools(view, agent) + [
             Tool("write_roster", "The teams to form, best-supported first (final).", Roster, roster, final=True)]
@@ -198,7 +201,7 @@ class LLMPolicy:
                     problems.append(f"'{d.signature}': trials {stray} are not in its evidence")
             if problems:
                 raise ToolRefused("; ".join(problems))
-            return Done(list(value.dead_ends))
+            return Done([self._clip_texts(d) for d in value.dead_ends])
 
         tools = self._read_tools(view, agent) + [
             Tool("register_dead_ends", "Register directions as dead ends (final).", DeadEnds, register, final=True)]
@@ -273,7 +276,7 @@ class LLMPolicy:
             except PatchError as exc:
                 raise ToolRefused(f"not submitted: the edits do not replay on the champion: {exc}") from None
             return Done(Implementation(overrides=dict(ws.overrides), edits=list(ws.edits),
-                                       notes=clip(value.notes, 2000)))
+                                       notes=clip_marked(value.notes, min(2000, self.llm.text_chars))))
 
         def guard(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
             def run(value: Any) -> Any:
@@ -281,6 +284,8 @@ class LLMPolicy:
                     return fn(value)
                 except WorkspaceError as exc:
                     raise ToolRefused(str(exc)) from None
+                except (OSError, ValueError) as exc:  # a path the filesystem refuses (too long, ...)
+                    raise ToolRefused(f"cannot do that: {type(exc).__name__}: {clean_text(str(exc))[:200]}") from None
             return run
 
         tools = [
@@ -437,22 +442,30 @@ class LLMPolicy:
         for turn in range(self.llm.max_turns):
             request = ChatRequest(system=system, messages=messages, tools=specs, max_tokens=self.llm.max_tokens)
             response = self._request(agent, purpose, request)
-            messages.append(response.message)
-            if not response.tool_calls:
-                invalid += 1
-                last_error = "the reply called no tool"
-                messages.append(Message("user", [Text(f"Call a tool; finish with {FINAL_NAMES[purpose]}.")]))
-                self._give_up_if(invalid, agent, purpose, last_error)
-                continue
-            results: list[Any] = []
-            for call in response.tool_calls:
-                outcome, error, counts = self._run_tool(by_name, call)
-                if isinstance(outcome, Done):
-                    return outcome.value
-                if counts:
+            problems: list[str] = []
+            try:
+                response = bound_reply(response, self.llm.reply_chars)
+                messages.append(response.message)
+                if not response.tool_calls:
                     invalid += 1
-                    last_error = f"{call.name}: {error}"
-                results.append(ToolResult(call.id, redact(error or str(outcome), self.secrets), is_error=bool(error)))
+                    last_error = "the reply called no tool"
+                    problems.append(last_error)
+                    messages.append(Message("user", [Text(f"Call a tool; finish with {FINAL_NAMES[purpose]}.")]))
+                    self._give_up_if(invalid, agent, purpose, last_error)
+                    continue
+                results: list[Any] = []
+                for call in response.tool_calls:
+                    outcome, error, counts = self._run_tool(by_name, call)
+                    if isinstance(outcome, Done):
+                        return outcome.value
+                    if counts:
+                        invalid += 1
+                        last_error = f"{call.name}: {error}"
+                        problems.append(clip(last_error, 200))
+                    content = clip_marked(redact(error or str(outcome), self.secrets), self.llm.tool_result_chars)
+                    results.append(ToolResult(call.id, content, is_error=bool(error)))
+            finally:
+                self._settle(problems)
             if turn == self.llm.max_turns - 2:
                 results.append(Text(f"You have one reply left: finish now with {FINAL_NAMES[purpose]}."))
             messages.append(Message("user", results))
@@ -465,9 +478,21 @@ class LLMPolicy:
             raise LLMPolicyError(redact(f"{agent.name}: {purpose}: {invalid} tool calls were invalid or refused; "
                                         f"last error: {clip(last_error, 400)}", self.secrets))
 
+    def _clip_texts(self, draft: Any) -> Any:
+        """A copy of a final tool's draft with its free texts cut to `llm.text_chars` (a title to
+        `llm.title_chars`), each cut marked: a model cannot store megabytes in the forum or the log."""
+        update = {}
+        for name in ("title", "rationale", "expected_effect", "falsification", "reasons", "hypothesis",
+                     "description", "reason", "notes"):
+            value = getattr(draft, name, None)
+            if isinstance(value, str):
+                update[name] = clip_marked(value, self.llm.title_chars if name == "title" else self.llm.text_chars)
+        return draft.model_copy(update=update)
+
     @staticmethod
     def _run_tool(by_name: dict[str, Tool], call: ToolCall) -> tuple[Any, str, bool]:
-        """(outcome, error, counts as invalid)."""
+        """(outcome, error, counts as invalid). Whatever a tool raises, other than the decision's own
+        errors, is answered to the model as an error (a hostile argument never crashes the agent)."""
         tool = by_name.get(call.name)
         if tool is None:
             return None, f"unknown tool '{call.name}'; the tools are: {', '.join(by_name)}", True
@@ -481,12 +506,15 @@ class LLMPolicy:
             outcome = tool.run(value)
         except ToolRefused as exc:
             return None, str(exc), tool.final
+        except LLMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return None, f"{tool.name} failed: {type(exc).__name__}: {clean_text(str(exc))[:300]}", True
         return outcome, "", False
 
     def _request(self, agent: AgentInfo, purpose: str, request: ChatRequest) -> Any:
         if self.budget_usd is not None:
-            size = sum(len(b.text) for b in request.system) + len(json.dumps(
-                [t.input_schema for t in request.tools])) + sum(_message_chars(m) for m in request.messages)
+            size = _request_chars(request)
             estimate = (size / CHARS_PER_TOKEN * self.price.input
                         + request.max_tokens * self.price.output) / 1e6
             spent = self.recorder.spent()
@@ -495,21 +523,74 @@ class LLMPolicy:
                                         f"(committed ${spent:.4f} + this request up to ${estimate:.4f})")
 
         def account(attempt: Attempt) -> None:
-            usage = attempt.response.usage if attempt.response else None
-            self.recorder.record(CallRecord(
-                agent_id=agent.id, purpose=purpose, model=self.client.model,
-                tokens_in=usage.prompt_tokens if usage else 0, tokens_out=usage.output_tokens if usage else 0,
-                tokens_cached=usage.cache_read_tokens if usage else 0,
-                tokens_cache_write=usage.cache_write_tokens if usage else 0,
-                cost_usd=cost_usd(usage, self.price) if usage else 0.0, latency_s=attempt.latency_s,
-                error=redact(attempt.error, self.secrets)))
+            record = CallRecord(agent_id=agent.id, purpose=purpose, model=self.client.model,
+                                latency_s=attempt.latency_s, error=redact(attempt.error, self.secrets))
+            if attempt.response is not None:
+                usage = attempt.response.usage
+                if usage.input_unknown:  # never free: charge the request's own estimate
+                    usage.input_tokens = int(_request_chars(request) / CHARS_PER_TOKEN)
+                if usage.output_unknown:
+                    usage.output_tokens = request.max_tokens
+                record.tokens_in, record.tokens_out = usage.prompt_tokens, usage.output_tokens
+                record.tokens_cached, record.tokens_cache_write = usage.cache_read_tokens, usage.cache_write_tokens
+                record.cost_usd = max(0.0, cost_usd(usage, self.price))
+                if usage.problems:
+                    record.error = "usage: " + "; ".join(usage.problems)
+                # Recorded once the reply is judged (`_settle`): an unusable reply is a failed attempt.
+                self._pending = record
+                return
+            self.recorder.record(record)
 
+        self._settle([])
         try:
             return call_with_retries(self.client, request, max_retries=self.llm.max_retries,
                                      base_s=self.llm.retry_base_s, max_s=self.llm.retry_max_s, on_attempt=account,
-                                     sleep=self.sleep)
+                                     sleep=self.sleep, retry_after_max_s=self.llm.retry_after_max_s)
         except LLMError as exc:
             raise LLMPolicyError(redact(f"{agent.name}: {purpose}: {exc}", self.secrets)) from None
+
+    def _settle(self, problems: list[str]) -> None:
+        """Record the pending successful attempt, its error naming what was wrong with the reply (no
+        tool called, a tool call invalid or refused) so that the error counters count attempts."""
+        record, self._pending = self._pending, None
+        if record is None:
+            return
+        if problems:
+            record.error = "; ".join(([record.error] if record.error else []) + ["reply: " + problems[0]])
+        record.error = redact(clip(record.error, 500), self.secrets)
+        self.recorder.record(record)
+
+
+def bound_reply(response: ChatResponse, max_chars: int, max_calls: int = 16) -> ChatResponse:
+    """The reply as the conversation keeps it: text cut to `max_chars` (marked), at most `max_calls`
+    tool calls, and a call whose arguments exceed `max_chars` kept empty, with the size as its error."""
+    parts: list[Any] = []
+    calls: list[ToolCall] = []
+    for part in response.message.parts:
+        if isinstance(part, Text):
+            parts.append(Text(clip_marked(part.text, max_chars)))
+        elif isinstance(part, ToolCall):
+            if len(calls) >= max_calls:
+                continue
+            size = len(part.raw_arguments) if part.raw_arguments is not None else len(json.dumps(part.input))
+            if size > max_chars:
+                part = ToolCall(id=part.id, name=part.name, input={},
+                                raw_arguments=None if part.raw_arguments is None
+                                else clip_marked(part.raw_arguments, min(max_chars, 2000)),
+                                parse_error=f"the arguments are {size} characters; at most {max_chars}")
+            calls.append(part)
+            parts.append(part)
+        else:
+            parts.append(part)
+    response.text = clip_marked(response.text, max_chars)
+    response.tool_calls = calls
+    response.message = Message(response.message.role, parts)
+    return response
+
+
+def _request_chars(request: ChatRequest) -> int:
+    return (sum(len(b.text) for b in request.system) + len(json.dumps([t.input_schema for t in request.tools]))
+            + sum(_message_chars(m) for m in request.messages))
 
 
 def _message_chars(message: Message) -> int:

@@ -7,10 +7,11 @@ experimenter's scratch copy of the champion program.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..agents.policy import DeadEndDraft, TeamDraft
 from ..task import Edit
@@ -85,16 +86,42 @@ class ListFiles(_Input):
     pass
 
 
+#: A path a model may name: a relative file name of the program, no control characters (a NUL
+#: byte arrives here as U+FFFD), at most this long.
+PATH_CHARS = 1000
+_BAD_PATH = re.compile(r"[\x00-\x1f\x7f\ufffd]")
+
+
+def _check_path(path: str) -> str:
+    if not path or len(path) > PATH_CHARS:
+        raise ValueError(f"a path must be 1 to {PATH_CHARS} characters, got {len(path)}")
+    if _BAD_PATH.search(path):
+        raise ValueError("a path must not contain control characters or NUL bytes")
+    return path
+
+
 class ReadFile(_Input):
     path: str
     start_line: int = Field(default=1, ge=1)
     max_lines: int = Field(default=200, ge=1, le=400)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return _check_path(path)
 
 
 class EditFiles(_Input):
     """SEARCH/REPLACE blocks, applied in order: each replaces the one occurrence of `search`."""
 
     edits: list[Edit] = Field(min_length=1)
+
+    @field_validator("edits")
+    @classmethod
+    def _paths(cls, edits: list[Edit]) -> list[Edit]:
+        for edit in edits:
+            _check_path(edit.path)
+        return edits
 
 
 class SetOverrides(_Input):
