@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -59,12 +60,60 @@ def _load(args: argparse.Namespace) -> Optional[tuple[Any, Any]]:
         return None
 
 
+def _launch_problem(config: Any, task: Any) -> bool:
+    """Check the task's overrides, the API key and the cluster before the campaign folder exists;
+    True after printing the one-line error of a mistake."""
+    from .preflight import check_launch
+
+    try:
+        check_launch(config, task)
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return True
+    return False
+
+
+class _WithoutSbatchErrors:
+    """sys.stderr, less the `sbatch: error:` lines submitit copies there when sbatch refuses a job: the
+    refusal reaches the user as one line of ours instead (everything else passes through)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines and all(line.startswith("sbatch: ") for line in lines):
+            self._dropped = True
+            return len(text)
+        if self._dropped and text == "\n":
+            self._dropped = False
+            return len(text)
+        self._dropped = False
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def _refused(exc: Exception, config: Any, folder: Path) -> int:
+    """The one line for a submission sbatch refused mid-campaign (the folder is kept, resumable)."""
+    from .preflight import submission_line
+
+    err.print(f"autosci: {submission_line(exc, config)}; the campaign folder {folder} is kept: fix the setting and "
+              f"run again with campaign.folder={folder} to resume", highlight=False, markup=False, soft_wrap=True)
+    return 2
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
         return 2
     config, task = loaded
+    if _launch_problem(config, task):
+        return 2
     from .coordination.coordinator import Coordinator
+    from .execution.slurm import SubmissionError
     from .status import render_status
 
     folder = config.campaign_folder()
@@ -84,18 +133,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(line, highlight=False, markup=False)
             last.update(t=now, line=line)
 
-    coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
     try:
-        if live_view:
-            from rich.live import Live
+        coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
+    try:
+        with contextlib.redirect_stderr(_WithoutSbatchErrors(sys.stderr)):
+            if live_view:
+                from rich.live import Live
 
-            with Live(render_status(coordinator.store), console=console, refresh_per_second=2) as live:
+                with Live(render_status(coordinator.store), console=console, refresh_per_second=2) as live:
+                    summary = coordinator.run()
+            else:
                 summary = coordinator.run()
-        else:
-            summary = coordinator.run()
     except TaskError as exc:  # e.g. the task's data could not be prepared
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except SubmissionError as exc:
+        return _refused(exc, config, folder)
     console.print(render_status(coordinator.store))
     console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                   f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)
@@ -117,6 +173,10 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     config, task = loaded
     # A fixed folder (no timestamp), so that a requeued or restarted coordinator finds its campaign.
     folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
+    if not (folder / "state.db").exists() and _launch_problem(config, task):  # a resumed one was checked
+        return 2
+    from .execution.slurm import SubmissionError
+
     holder: dict[str, CoordinatorLease] = {}
 
     def take(store):  # noqa: ANN001, ANN202
@@ -129,6 +189,9 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
+    except (ConfigError, TaskError) as exc:
+        err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
+        return 2
     lease = holder["lease"]
     beat = Heartbeat(lease, interval_s=max(1.0, args.lease_ttl / 4))
     beat.start()
@@ -137,10 +200,13 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     console.print(f"coordinator for {folder} ({'resumed' if coordinator.resumed else 'new campaign'})",
                   highlight=False, soft_wrap=True)
     try:
-        summary = coordinator.run()
+        with contextlib.redirect_stderr(_WithoutSbatchErrors(sys.stderr)):
+            summary = coordinator.run()
     except TaskError as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except SubmissionError as exc:
+        return _refused(exc, config, folder)
     finally:
         beat.stop()
         lease.release()

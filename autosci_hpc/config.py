@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,18 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data: Any) -> Any:
+        """`key=null` (or `key: null` in a file) puts a setting back to its default: how an optional
+        setting that an example file sets (`executor.slurm.account`) is unset from the command line."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items()
+                if not (v is None and k in fields and not fields[k].is_required()
+                        and fields[k].get_default(call_default_factory=True) is not None)}
 
 
 class CampaignSection(_Section):
@@ -110,7 +122,15 @@ class SlurmExecutorSection(_Section):
     array_parallelism: int = Field(default=16, ge=1)
     max_concurrent: int = Field(default=16, ge=1)
     setup: list[str] = Field(default_factory=list)
+    #: Any other sbatch option, without the leading --. On the command line a mapping replaces this
+    #: one (`executor.slurm.additional={}` clears it); `executor.slurm.additional.constraint=null`
+    #: removes one option.
     additional: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("additional")
+    @classmethod
+    def _drop_unset(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in value.items() if v is not None}
 
 
 class ExecutorSection(_Section):
@@ -308,6 +328,8 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
     merged = OmegaConf.create(CampaignConfig().model_dump())
     for _, data in layers:
         merged = OmegaConf.merge(merged, OmegaConf.create(data))
+    for key, value in _replaced_mappings(overrides or []):
+        OmegaConf.update(merged, key, value, merge=False)
     container = OmegaConf.to_container(merged, resolve=True)
     try:
         return CampaignConfig.model_validate(container)
@@ -315,6 +337,37 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         # Name where the bad value came from: the last layer that set the key.
         where = _source_of(exc, layers) or source
         raise ConfigError(_format_validation(exc, where)) from None
+
+
+def _replaced_mappings(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """The command-line overrides that set a free-form mapping (`executor.slurm.additional={}`,
+    `task.overrides={lr: 0.1}`) to a mapping: those replace the mapping the files set, where a
+    merge could only add keys to it."""
+    out = []
+    for item in overrides:
+        key, _, text = item.partition("=")
+        key = key.strip()
+        if not text.strip().startswith("{") or not _is_mapping_setting(key.split(".")):
+            continue
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=True)
+        for part in key.split("."):
+            value = value[part] if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            out.append((key, value))
+    return out
+
+
+def _is_mapping_setting(path: list[str]) -> bool:
+    """Whether `path` names a free-form mapping of the schema (a dict field, not a section)."""
+    model: Optional[type[BaseModel]] = CampaignConfig
+    for i, part in enumerate(path):
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        if i == len(path) - 1:
+            return get_origin(annotation) is dict
+        model = _submodel(annotation)
+    return False
 
 
 def _source_of(exc: ValidationError, layers: list[tuple[str, Any]]) -> Optional[str]:

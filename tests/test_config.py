@@ -92,3 +92,29 @@ def test_an_unknown_coordination_mode_is_refused_naming_the_modes() -> None:
     with pytest.raises(ConfigError, match="coordination.mode.*decentralized.*single.*central"):
         load_config(None, ["coordination.mode=solo"])
     assert load_config(None, ["coordination.mode=single"]).coordination.mode == "single"
+
+
+H100 = ROOT / "configs" / "cluster" / "h100_example.yaml"
+TOY = ROOT / "configs" / "campaign" / "toy_smoke.yaml"
+
+
+def test_null_on_the_command_line_unsets_an_optional_setting_of_an_example_file() -> None:
+    config = load_config([TOY, H100], ["executor.slurm.account=null", "executor.slurm.qos=null"])
+    assert config.executor.slurm.account == "" and config.executor.slurm.qos == ""  # unset: no --account
+    assert config.executor.slurm.partition == "gpu-h100"  # the rest of the file stays
+    # null is the default for any setting: a number goes back to its default, an optional one to None.
+    assert load_config([TOY, H100], ["executor.slurm.cpus_per_task=null"]).executor.slurm.cpus_per_task == 1
+    assert load_config([TOY], ["budget.llm_dollars=5", "budget.llm_dollars=null"]).budget.llm_dollars is None
+
+
+def test_a_mapping_on_the_command_line_replaces_the_files_mapping() -> None:
+    assert load_config([TOY, H100]).executor.slurm.additional == {"constraint": "h100", "mail-type": "FAIL"}
+    assert load_config([TOY, H100], ["executor.slurm.additional={}"]).executor.slurm.additional == {}
+    replaced = load_config([TOY, H100], ["executor.slurm.additional={constraint: a100}"])
+    assert replaced.executor.slurm.additional == {"constraint": "a100"}
+    # One option removed, the others kept.
+    one = load_config([TOY, H100], ["executor.slurm.additional.constraint=null"])
+    assert one.executor.slurm.additional == {"mail-type": "FAIL"}
+    # Sections still merge key by key.
+    merged = load_config([TOY, H100], ["executor.slurm.partition=h100"])
+    assert merged.executor.slurm.account == "my-lab-account" and merged.executor.slurm.partition == "h100"

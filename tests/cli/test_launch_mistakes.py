@@ -1,0 +1,187 @@
+"""Launch mistakes: each one line naming the key or file and what to do, a non-zero exit, and nothing
+created (no campaign folder, no state.db). The SLURM cases use fake `sinfo` / `sbatch` / `scontrol` on
+PATH, so they run without a cluster; a refusal sbatch makes mid-campaign is one line too."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.config import load_config
+from autosci_hpc.preflight import refusal_line, sbatch_flags
+
+from helpers import FIXTURE_TASKS, ROOT
+
+TOY = ROOT / "configs" / "campaign" / "toy_smoke.yaml"
+H100 = ROOT / "configs" / "cluster" / "h100_example.yaml"
+
+FAKE_SINFO_DOWN = """#!/bin/sh
+echo "slurm_load_partitions: Unable to contact slurm controller (connect failure)" >&2
+exit 1
+"""
+FAKE_SINFO_UP = """#!/bin/sh
+echo "gpu-h100*"
+"""
+FAKE_SCONTROL = """#!/bin/sh
+echo "MaxArraySize            = 1001"
+"""
+# --test-only: refuse a feature (constraint) or an account, as a cluster without them does; a real
+# submission: refuse the features too, and otherwise a limit, so that the campaign stops at once.
+FAKE_SBATCH = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM_LOG"
+for last; do :; done
+case " $* " in
+  *" --test-only "*)
+    case " $* " in *--constraint=*) echo "sbatch: error: Batch job submission failed: Invalid feature specification" >&2; exit 1;; esac
+    case " $* " in *--account=*) echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified" >&2; exit 1;; esac
+    echo "sbatch: Job 12 to start at 2026-01-01T00:00:00 using 1 processors on nodes n1 in partition gpu-h100" >&2
+    exit 0;;
+esac
+cat "$last" >> "$FAKE_SLURM_LOG"
+if grep -q -- "--constraint" "$last"; then
+  echo "sbatch: error: Batch job submission failed: Invalid feature specification" >&2; exit 1
+fi
+echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
+echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
+exit 1
+"""
+
+
+def fake_bin(tmp_path: Path, sinfo: str = FAKE_SINFO_UP, test_only_ok: bool = False) -> Path:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    sbatch = FAKE_SBATCH.replace('case " $* " in *--constraint=*)', 'case " $* " in *--never-matches=*)') \
+        if test_only_ok else FAKE_SBATCH
+    for name, text in (("sinfo", sinfo), ("sbatch", sbatch), ("scontrol", FAKE_SCONTROL)):
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def launch(tmp_path: Path, *args: str, path: Path | None = None, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    environ = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
+    environ.update(env or {})
+    environ["FAKE_SLURM_LOG"] = str(tmp_path / "sbatch.log")
+    if path is not None:
+        environ["PATH"] = f"{path}:{environ['PATH']}"
+    environ["PYTHONPATH"] = f"{ROOT}:{environ.get('PYTHONPATH', '')}"
+    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "run", str(TOY), *args,
+                           f"campaign.root={tmp_path / 'runs'}", f"task.path={FIXTURE_TASKS / 'toy'}", "--quiet"],
+                          capture_output=True, text=True, cwd=cwd, env=environ, timeout=300)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def assert_nothing_created(tmp_path: Path) -> None:
+    assert not (tmp_path / "runs").exists(), list((tmp_path / "runs").rglob("*"))
+    assert not list((tmp_path / "cwd").iterdir())
+
+
+def test_a_missing_key_file(tmp_path: Path) -> None:
+    result = launch(tmp_path, "llm.backend=anthropic", "llm.api_key_file=/nonexistent/key")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "llm.api_key_file" in line and "/nonexistent/key" in line
+    assert_nothing_created(tmp_path)
+
+
+def test_a_key_file_readable_by_others(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-ant-secret-value\n")
+    key.chmod(0o644)
+    result = launch(tmp_path, "llm.backend=anthropic", f"llm.api_key_file={key}")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "llm.api_key_file" in line and f"chmod 600 {key}" in line and "secret-value" not in line
+    assert_nothing_created(tmp_path)
+
+
+def test_no_api_key_at_all(tmp_path: Path) -> None:
+    result = launch(tmp_path, "llm.backend=anthropic")
+    assert result.returncode == 2 and "ANTHROPIC_API_KEY" in one_line(result)
+    assert_nothing_created(tmp_path)
+
+
+def test_an_unknown_task_override(tmp_path: Path) -> None:
+    result = launch(tmp_path, "task.overrides={model.nonexistent: 3}")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "task.overrides" in line and "model.nonexistent" in line and "TaskError" not in line
+    assert_nothing_created(tmp_path)
+
+
+def test_slurm_with_no_controller_answering(tmp_path: Path) -> None:
+    result = launch(tmp_path, "executor.kind=slurm", path=fake_bin(tmp_path, sinfo=FAKE_SINFO_DOWN))
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "no SLURM controller answered" in line and "autosci doctor" in line
+    assert "Unable to contact slurm controller" in line
+    assert_nothing_created(tmp_path)
+    assert not (tmp_path / "sbatch.log").exists()  # nothing was submitted
+
+
+def test_slurm_commands_missing_altogether(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    python_dir = str(Path(sys.executable).parent)
+    result = launch(tmp_path, "executor.kind=slurm", env={"PATH": f"{empty}:{python_dir}"})
+    assert result.returncode == 2 and "sinfo" in one_line(result) and "autosci doctor" in one_line(result)
+    assert_nothing_created(tmp_path)
+
+
+def test_an_sbatch_refusal_names_the_option_and_creates_nothing(tmp_path: Path) -> None:
+    result = launch(tmp_path, str(H100), path=fake_bin(tmp_path))
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "Invalid feature specification" in line and "executor.slurm.additional.constraint=h100" in line
+    assert "SubmissionError" not in line
+    assert_nothing_created(tmp_path)
+    assert "--test-only" in (tmp_path / "sbatch.log").read_text()
+
+
+def test_account_null_and_additional_empty_reach_sbatch(tmp_path: Path) -> None:
+    """The example's account and constraint, unset from the command line: sbatch is asked without
+    them, by the launch check and by the campaign's own submission (which a limit then stops)."""
+    result = launch(tmp_path, str(H100), "executor.slurm.account=null", "executor.slurm.additional={}",
+                    path=fake_bin(tmp_path))
+    log = (tmp_path / "sbatch.log").read_text()
+    assert "--test-only" in log and "--partition=gpu-h100" in log
+    assert "--account" not in log and "constraint" not in log and "mail-type" not in log
+    assert "#SBATCH --partition=gpu-h100" in log  # the campaign's own submission got this far
+    # ... and the limit it met is one line, naming what sbatch said.
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "Job violates accounting/QOS policy" in line and "SubmissionError" not in line
+
+
+def test_a_refusal_during_the_campaign_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    result = launch(tmp_path, str(H100), "executor.slurm.account=null", path=fake_bin(tmp_path, test_only_ok=True))
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "Invalid feature specification" in line and "executor.slurm.additional.constraint=h100" in line
+    assert "campaign.folder=" in line  # where to resume from
+
+
+def test_the_sbatch_flags_follow_the_config() -> None:
+    config = load_config([TOY, H100], ["executor.slurm.account=null", "executor.slurm.additional={}"])
+    flags = sbatch_flags(config)
+    assert "--partition=gpu-h100" in flags and "--gres=gpu:h100:1" in flags and "--mem=64GB" in flags
+    assert not any(f.startswith(("--account", "--constraint")) for f in flags)
+    full = load_config([TOY, H100])
+    assert "--constraint=h100" in sbatch_flags(full) and "--account=my-lab-account" in sbatch_flags(full)
+    assert "executor.slurm.account=my-lab-account" in refusal_line("Invalid account or account/partition "
+                                                                   "combination specified", full)
+    assert "executor.slurm.partition" in refusal_line("invalid partition name specified", full)
