@@ -260,7 +260,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from .execution.rerun import rerun
 
-    folder = _campaign_folder(args.campaign)
+    folder = _campaign_folder(args.campaign).resolve()
     try:
         done = rerun(folder, args.trial, seed=args.seed, executor_kind=args.executor, timeout_s=args.timeout)
     except KeyError as exc:
@@ -268,13 +268,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         return 2
     logged = f"{done.trial.metric!r}" if done.trial.metric is not None else f"failed ({done.trial.failure_class})"
     console.print(f"trial {done.trial.id} seed {done.trial.seed}: logged metric {logged}", highlight=False)
-    if done.result is None:
-        console.print(f"rerun seed {done.seed}: no result: {done.failure}", highlight=False)
+    if not done.ran:  # not a disagreement: the rerun could not run
+        err.print(f"autosci: rerun of trial {done.trial.id} seed {done.seed} produced no metric: {done.reason}; "
+                  f"folder {done.folder}", highlight=False, markup=False, soft_wrap=True)
         return 1
-    new = f"{done.result.metric!r}" if done.result.metric is not None else f"failed ({done.result.failure_class})"
+    assert done.result is not None
     verdict = "identical" if done.identical else "differs"
-    console.print(f"rerun seed {done.seed}: metric {new} ({verdict}); folder {done.folder}", highlight=False,
-                  soft_wrap=True)
+    console.print(f"rerun seed {done.seed}: metric {done.result.metric!r} ({verdict}); folder {done.folder}",
+                  highlight=False, soft_wrap=True)
     return 0
 
 
@@ -392,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder")
+    p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder",
+                       description="Re-run one trial from the log in a fresh folder under <campaign>/reruns "
+                                   "(works from any directory). Exit status: 0 the rerun ran and printed its metric, "
+                                   "'identical' or 'differs' from the logged one; 1 it produced no metric (the "
+                                   "reason is printed) or no campaign database was found; 2 no such trial.")
     p.add_argument("trial", type=int)
     p.add_argument("--seed", type=int, help="another seed (default: the logged one)")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the campaign's")

@@ -1,4 +1,8 @@
-"""Re-run one trial from the log, in a fresh folder, without touching the campaign database."""
+"""Re-run one trial from the log, in a fresh folder, without touching the campaign database.
+
+Every path handed to the trial (its folder, the snapshot, the data) is absolute: the program runs
+in its own work folder, so a path relative to where `autosci rerun` was started would miss.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +37,28 @@ class Rerun:
     def identical(self) -> bool:
         return self.result is not None and self.result.metric == self.trial.metric and self.seed == self.trial.seed
 
+    @property
+    def ran(self) -> bool:
+        """Whether the rerun produced a metric (it may still differ from the logged one)."""
+        return self.result is not None and self.result.metric is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the rerun produced no metric, in one line ("" when it did)."""
+        if self.result is None:
+            return self.failure or "no result"
+        if self.result.metric is None:
+            detail = " ".join(self.result.failure_reason.split())[:300]
+            last = [line.strip() for line in self.result.log_tail.splitlines() if line.strip()][-1:]
+            if last:  # the program's own last word (an exception's message), the likeliest cause
+                detail += f" ({last[0][:300]})"
+            return f"the program failed ({self.result.failure_class or 'failed'})" + (f": {detail}" if detail else "")
+        return ""
+
 
 def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, executor_kind: Optional[str] = None,
           timeout_s: float = 3600) -> Rerun:
+    campaign_folder = Path(campaign_folder).resolve()
     store = Store(campaign_folder, read_only=True, create=False)
     with store.read() as session:
         trial = session.get(Trial, trial_id)
