@@ -4,7 +4,10 @@ It loads task.yaml, checks the program contract that can be checked without runn
 (placeholders in the command, axes that name config keys), prepares the task's data into a
 campaign folder of its own, builds the champion's snapshot and runs it once through the real trial
 runner, then checks what the program wrote (both metrics, finite) and what it printed (never the
-test metric). Every failure says which step broke and why, with the program's log tail.
+test metric, in any formatting). Then the strictness checks: the champion on a second seed gives a
+different metric (where the task's metric depends on the seed, the default), and an override key the
+program's config does not have is refused with exit status 2. Every failure says which step broke and
+why, with the program's log tail.
 
 Exit codes (`exit_code`): 0 the task works; 1 it is well-formed but its data preparation or its
 champion run fails; 2 the task definition itself is invalid.
@@ -18,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from .task import TaskError, TaskSpec, load_task
 
@@ -95,14 +98,6 @@ def static_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _printed_test_metric(log: str, value: float) -> Optional[str]:
-    """How the log shows the test metric, if it does: its repr, or 4+ decimals of it."""
-    for text in (repr(value), f"{value:.6f}", f"{value:.5f}", f"{value:.4f}"):
-        if re.search(r"(?<![\d.])" + re.escape(text) + r"(?!\d)", log):
-            return text
-    return None
-
-
 def check_task(path: Union[str, Path], *, seed: int = 0, folder: Optional[Path] = None,
                keep: bool = False, time_limit_s: Optional[float] = None) -> CheckReport:
     """Run every check on the task at `path`; the report says what passed and what did not."""
@@ -137,8 +132,7 @@ def check_task(path: Union[str, Path], *, seed: int = 0, folder: Optional[Path] 
 def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
                 time_limit_s: Optional[float]) -> None:
     from .data import DataError, data_dir, prepare_data
-    from .execution.results import read_result
-    from .execution.trial import TrialFailed, TrialRequest, run_trial
+    from .execution.trial import TrialRequest
     from .task import build_snapshot
 
     t0 = time.monotonic()
@@ -170,16 +164,12 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
         test_metric=task.test_metric, data_dir=str(data_dir(campaign)) if task.prepare else "")
     t0 = time.monotonic()
     try:
-        run_trial(request)
-    except TrialFailed:
-        pass  # the result file says why
+        result, log = _run_once(request)
     except Exception as exc:  # noqa: BLE001 - the runner itself broke: report it, do not crash
         report.fail("champion run", f"the trial runner failed: {exc!r}", 1, time.monotonic() - t0)
         return
     seconds = time.monotonic() - t0
     report.trial_seconds = seconds
-    result = read_result(trial_folder, 0)
-    log = (trial_folder / "trial.log").read_text(errors="replace") if (trial_folder / "trial.log").is_file() else ""
     report.log_tail = result.log_tail if result else "\n".join(log.splitlines()[-30:])
     if result is None:
         report.fail("champion run", "the trial wrote no result file", 1, seconds)
@@ -191,13 +181,137 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
     report.steps.append(Step("champion run", True, f"seed {seed}: {task.metric.name} = {result.metric!r}",
                              seconds))
     assert result.test_metric is not None
-    shown = _printed_test_metric(log, result.test_metric)
+    others = [v for k, v in result.metrics.items() if k != task.test_metric and isinstance(v, (int, float))]
+    shown = printed_held_out(log, result.test_metric, others)
     if shown is not None:
         report.fail("test metric private", f"the program printed the test metric ({task.test_metric} = {shown}); "
                                            "it must only write it to the metrics file", 1)
         return
     report.steps.append(Step("test metric private", True, f"{task.test_metric} is in the metrics file and "
                                                           "not in the program's output"))
+    if check_second_seed(report, task, request):
+        check_unknown_override(report, task, request)
+
+
+# ---- strictness: a second seed, an unknown override, the held-out value in any formatting ------------
+
+#: An override key no program config has: the program must refuse it (exit status 2).
+UNKNOWN_KEY = "autosci_check.no_such_key"
+
+
+def _run_once(request: Any) -> tuple[Any, str]:
+    """Run one trial request through the real runner; (its result or None, its log)."""
+    from .execution.results import read_result
+    from .execution.trial import TrialFailed, run_trial
+
+    try:
+        run_trial(request)
+    except TrialFailed:
+        pass  # the result file says why
+    folder = Path(request.folder)
+    log = (folder / "trial.log").read_text(errors="replace") if (folder / "trial.log").is_file() else ""
+    return read_result(folder, request.trial_id), log
+
+
+def seed_dependent(task: TaskSpec) -> bool:
+    """Whether the task says its metric depends on the seed (task.yaml `seed_dependent`, default true:
+    a program that ignores --seed then gives every replicate the same number, and promotion's
+    seed-to-seed spread is a lie)."""
+    return bool(getattr(task, "seed_dependent", True))
+
+
+def check_second_seed(report: CheckReport, task: TaskSpec, first: Any) -> bool:
+    """Run the champion on a second seed; where the metric depends on the seed it must differ."""
+    seed = first.seed + 1
+    request = first.model_copy(update={"trial_id": 1, "seed": seed,
+                                       "folder": str(Path(first.folder).parent / f"check-seed{seed}")})
+    t0 = time.monotonic()
+    try:
+        result, log = _run_once(request)
+    except Exception as exc:  # noqa: BLE001
+        report.fail("second seed", f"the trial runner failed: {exc!r}", 1, time.monotonic() - t0)
+        return False
+    seconds = time.monotonic() - t0
+    if result is None or result.status != "succeeded":
+        report.log_tail = result.log_tail if result else log[-3000:]
+        why = f"{result.failure_class}: {result.failure_reason}" if result else "no result file"
+        report.fail("second seed", f"seed {seed} fails where seed {first.seed} ran: {why}", 1, seconds)
+        return False
+    if seed_dependent(task) and result.metric == report.metric:
+        report.fail("second seed", f"seeds {first.seed} and {seed} give the same {task.metric.name} "
+                                   f"({result.metric!r}): the program ignores --seed, but the task's metric depends "
+                                   "on the seed (use the seed for every random choice, or set "
+                                   "`seed_dependent: false` in task.yaml if the metric truly does not)", 1, seconds)
+        return False
+    report.steps.append(Step("second seed", True, f"seed {seed}: {task.metric.name} = {result.metric!r}", seconds))
+    return True
+
+
+def check_unknown_override(report: CheckReport, task: TaskSpec, first: Any) -> bool:
+    """An override key the config does not have must be refused with exit status 2, never ignored: a
+    silently ignored override makes a proposal's change a no-op that still costs its trials."""
+    request = first.model_copy(update={"trial_id": 2, "overrides": {UNKNOWN_KEY: 1},
+                                       "folder": str(Path(first.folder).parent / "check-unknown-override")})
+    t0 = time.monotonic()
+    try:
+        result, log = _run_once(request)
+    except Exception as exc:  # noqa: BLE001
+        report.fail("unknown override", f"the trial runner failed: {exc!r}", 1, time.monotonic() - t0)
+        return False
+    seconds = time.monotonic() - t0
+    code = result.returncode if result is not None else None
+    if code == 2:
+        report.steps.append(Step("unknown override", True, f"{UNKNOWN_KEY}=1 is refused (exit 2)", seconds))
+        return True
+    if result is not None and result.status == "succeeded":
+        what = "ran and reported a metric: it silently ignores override keys it does not know"
+    else:
+        what = f"failed with exit status {code} ({result.failure_class if result else 'no result file'})"
+    report.fail("unknown override", f"an override of a key config.yaml does not have ({UNKNOWN_KEY}=1) {what}; "
+                                    "it must exit with status 2 naming the key", 1, seconds)
+    return False
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?%?")
+#: Significant digits a printed number needs before it counts as the held-out value (fewer would
+#: match too much by chance).
+MIN_DIGITS = 3
+
+
+def _reading(text: str) -> Optional[tuple[float, float]]:
+    """(value, half a unit of its last printed digit) of a number as printed, percent included; None
+    for an integer without a %, and a tolerance of 0 (the exact value only) for a number with fewer
+    than `MIN_DIGITS` significant digits."""
+    percent = text.endswith("%")
+    body = text.rstrip("%").lstrip("+-")
+    mantissa, _, exponent = body.lower().partition("e")
+    if not percent and "." not in mantissa and not exponent:
+        return None
+    try:
+        value = float(text.rstrip("%")) * (0.01 if percent else 1.0)
+    except ValueError:
+        return None
+    digits = mantissa.replace(".", "").lstrip("0")
+    if len(digits) < MIN_DIGITS:
+        return value, 0.0  # only the exact value counts (its repr, as the check always caught)
+    decimals = len(mantissa.partition(".")[2])
+    scale = (10.0 ** int(exponent or 0)) * (0.01 if percent else 1.0)
+    return value, 0.5 * 10.0 ** -decimals * scale
+
+
+def printed_held_out(log: str, value: float, others: Sequence[float] = ()) -> Optional[str]:
+    """How the log shows the held-out `value`, if it does in any formatting: its repr, rounded to a
+    few decimals (`0.713`), scientific (`7.128e-01`) or as a percent (`71.3%`). A number that reads
+    as well as one of the `others` (the validation metric) is not counted: it says nothing private."""
+    for match in _NUMBER.finditer(log):
+        reading = _reading(match.group(0))
+        if reading is None:
+            continue
+        number, half = reading
+        tolerance = half * (1 + 1e-9) if half else 0.0
+        if abs(number - value) <= tolerance and not any(abs(number - o) <= tolerance for o in others):
+            return match.group(0)
+    return None
 
 
 def render(report: CheckReport) -> str:

@@ -29,7 +29,8 @@ def test_a_good_task_passes_with_its_metric(tmp_path):
     assert report.ok and report.exit_code == 0, render(report)
     assert report.metric is not None and report.test_metric is not None
     assert report.trial_seconds is not None and report.trial_seconds < 30
-    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private"]
+    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private", "second seed",
+                                             "unknown override"]
     assert report.folder is None  # the temporary campaign folder is gone
     assert "task check passed" in render(report)
 
@@ -141,3 +142,59 @@ def test_diabetes_passes_with_a_metric(capsys):
     assert cli_main(["task", "check", str(REPO / "tasks" / "diabetes")]) == 0
     out = capsys.readouterr().out
     assert "ok   champion run" in out and "val_r2 = 0.4" in out and "task check passed" in out
+
+
+# ---- strictness: three lax programs the check must refuse -------------------------------------------
+
+
+def edited_toy(tmp_path: Path, old: str, new: str) -> Path:
+    task = toy_copy(tmp_path)
+    train = task / "program" / "train.py"
+    source = train.read_text()
+    assert old in source
+    train.write_text(source.replace(old, new, 1))
+    return task
+
+
+def test_a_program_that_ignores_the_seed_fails(tmp_path):
+    report = check_task(edited_toy(tmp_path, "seed = args.seed", "seed = 0  # ignores --seed"))
+    assert report.exit_code == 1
+    out = render(report)
+    assert "FAIL second seed" in out and "ignores --seed" in out and "seed_dependent" in out
+
+
+def test_a_program_that_silently_ignores_an_unknown_override_fails(tmp_path):
+    report = check_task(edited_toy(tmp_path, 'fail(f"unknown override key {key!r}: not in config.yaml")',
+                                   "break  # silently ignored"))
+    assert report.exit_code == 1
+    out = render(report)
+    assert "FAIL unknown override" in out and "silently ignores" in out and "exit with status 2" in out
+
+
+@pytest.mark.parametrize("fmt", ["held-out R2 {:.3f}", "test {:.3e}", "held out: {:.1%}", "R2={!r}"])
+def test_the_held_out_value_printed_in_any_formatting_fails(tmp_path, fmt):
+    task = edited_toy(tmp_path, 'print(f"score={score:.6f}")',
+                      f'print(f"score={{score:.6f}}"); print({fmt!r}.format(clean))')
+    report = check_task(task)
+    assert report.exit_code == 1, render(report)
+    assert "printed the test metric" in render(report)
+
+
+def test_a_strict_program_passes_every_strictness_check(tmp_path):
+    report = check_task(toy_copy(tmp_path))
+    assert report.ok, render(report)
+    names = [s.name for s in report.steps]
+    assert names[-3:] == ["test metric private", "second seed", "unknown override"]
+
+
+def test_the_held_out_reading_ignores_chance_matches():
+    from autosci_hpc.taskcheck import printed_held_out
+
+    value = 0.71284
+    assert printed_held_out("held-out R2 0.713", value) == "0.713"
+    assert printed_held_out("r2 7.128e-01", value) == "7.128e-01"
+    assert printed_held_out("71.3% held out", value) == "71.3%"
+    # Too few digits, an integer, a progress percentage, or a number that is also the validation metric.
+    for text in ("0.71", "epoch 713", "71% done", "lr 0.7"):
+        assert printed_held_out(text, value) is None, text
+    assert printed_held_out("val 0.713", value, others=[0.7131]) is None
