@@ -337,18 +337,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     folders = [Path(f) for f in args.campaigns]
     out = Path(args.out) if args.out else folders[0] / "report.html"
+    written: list[Path] = []
+    created = [p for p in ([Path(args.export)] if args.export else []) if not p.exists()]
+    # The report and the log hold the held-out metrics: owner-only, like the campaign folder, unless
+    # --shared (new files and folders are created so; existing ones are set so after writing).
+    old_umask = os.umask(0o022 if args.shared else 0o077)
     try:
         path = write_report(folders, out, target=args.target)
+        written.append(path)
         if args.export:
             for folder in folders:
                 dest = Path(args.export) / folder.name if len(folders) > 1 else Path(args.export)
+                created += [] if dest.exists() or dest in created else [dest]
                 for line in export_log(load_campaign(folder), dest):
                     console.print(line, highlight=False, soft_wrap=True)
+                written += [f for f in dest.iterdir() if f.is_file() and not f.is_symlink()]
     except ReportError as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 2
+    finally:
+        os.umask(old_umask)
+    if not args.shared:
+        _make_private(written + created)
     console.print(str(path), highlight=False, soft_wrap=True)
     return 0
+
+
+def _make_private(paths: Sequence[Path]) -> None:
+    """Owner-only modes for what a command wrote: 0600 for its files, 0700 for the folders it created
+    (a folder that was there before keeps its mode)."""
+    for path in paths:
+        if path.exists() and not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 def add_report_parser(sub: Any) -> None:
@@ -358,6 +378,9 @@ def add_report_parser(sub: Any) -> None:
     p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way from the "
                                                  "baseline to the best final champion)")
     p.add_argument("--export", metavar="DIR", help="also write the log as CSV (and Parquet with pyarrow) here")
+    p.add_argument("--shared", action="store_true",
+                   help="let group and others read the files written (default: owner only, 0600 files and "
+                        "0700 folders, like the campaign folder: they hold the held-out metrics)")
     p.set_defaults(func=cmd_report)
 
 
