@@ -32,7 +32,11 @@ def read_key_file(path: str) -> str:
     if mode & 0o077:
         raise APIKeyError(f"llm.api_key_file: {file} is readable by group or others (mode {mode:04o}); "
                         f"run `chmod 600 {file}`")
-    key = file.read_text().strip()
+    try:
+        key = file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise APIKeyError(f"llm.api_key_file: cannot read {file}: {reason}") from None
     if not key:
         raise APIKeyError(f"llm.api_key_file: {file} is empty")
     return key

@@ -185,3 +185,17 @@ def test_the_sbatch_flags_follow_the_config() -> None:
     assert "executor.slurm.account=my-lab-account" in refusal_line("Invalid account or account/partition "
                                                                    "combination specified", full)
     assert "executor.slurm.partition" in refusal_line("invalid partition name specified", full)
+
+
+@pytest.mark.parametrize("kind", ["empty", "directory", "binary"])
+def test_a_key_file_that_holds_no_key(tmp_path: Path, kind: str) -> None:
+    key = tmp_path / "key"
+    if kind == "directory":
+        key.mkdir()
+    else:
+        key.write_bytes(b"" if kind == "empty" else b"\xff\xfe\x00key")
+        key.chmod(0o600)
+    result = launch(tmp_path, "llm.backend=anthropic", f"llm.api_key_file={key}")
+    assert result.returncode == 2
+    assert "llm.api_key_file" in one_line(result) and str(key) in one_line(result)
+    assert_nothing_created(tmp_path)
