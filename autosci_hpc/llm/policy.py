@@ -461,7 +461,8 @@ class LLMPolicy:
                     if counts:
                         invalid += 1
                         last_error = f"{call.name}: {error}"
-                        problems.append(clip(last_error, 200))
+                        if _malformed(by_name, call, error):  # a refusal of a well-formed call is no error
+                            problems.append(clip(last_error, 200))
                     content = clip_marked(redact(error or str(outcome), self.secrets), self.llm.tool_result_chars)
                     results.append(ToolResult(call.id, content, is_error=bool(error)))
             finally:
@@ -551,7 +552,8 @@ class LLMPolicy:
 
     def _settle(self, problems: list[str]) -> None:
         """Record the pending successful attempt, its error naming what was wrong with the reply (no
-        tool called, a tool call invalid or refused) so that the error counters count attempts."""
+        tool called, a tool call broken: unknown, unreadable, invalid) so that the error counters count
+        the attempts that got no usable reply."""
         record, self._pending = self._pending, None
         if record is None:
             return
@@ -559,6 +561,13 @@ class LLMPolicy:
             record.error = "; ".join(([record.error] if record.error else []) + ["reply: " + problems[0]])
         record.error = redact(clip(record.error, 500), self.secrets)
         self.recorder.record(record)
+
+
+def _malformed(by_name: dict[str, Tool], call: ToolCall, error: str) -> bool:
+    """Whether a call the policy answered with `error` was broken (unknown tool, unreadable or invalid
+    arguments, a tool that failed on them), rather than well-formed and refused on its merits."""
+    return (call.name not in by_name or bool(call.parse_error) or error.startswith("invalid input")
+            or error.startswith(f"{call.name} failed: "))
 
 
 def bound_reply(response: ChatResponse, max_chars: int, max_calls: int = 16) -> ChatResponse:

@@ -336,3 +336,15 @@ def test_the_status_table_counts_every_failed_attempt(tmp_path: Path) -> None:
     assert (row.calls, row.errors) == (8, 8)
     table = spend_table(store)
     assert table is not None and list(table.columns[3].cells)[-1] == "8"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_well_formed_call_refused_on_its_merits_is_not_an_error(backend: str, tmp_path: Path) -> None:
+    """Only broken replies count as errors: a proposal refused for an unknown config key is the model
+    at work (answered, and counted toward llm.max_invalid), not a failed attempt."""
+    refused = {**POST[1], "overrides": {"no_such_key": 1}}
+    recorder = MemoryRecorder()
+    with ScriptedServer([raw(body(backend, [("post_proposal", refused)])), final_reply(backend, "propose")]) as server:
+        draft = decide(make_policy(backend, server, tmp_path, recorder), "propose", tmp_path)
+    assert draft.overrides == {"x": 0.5} and "unknown config key" in json.dumps(server.requests[1])
+    assert [c.error for c in recorder.calls] == ["", ""]
