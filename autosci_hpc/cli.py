@@ -304,6 +304,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for command in SLURM_COMMANDS:
         path = shutil.which(command)
         console.print(f"  {command}: {path or 'not on PATH'}")
+    from .preflight import controller
+
+    answers, detail = controller()
+    state = {True: f"answers (partitions: {detail})", False: f"does not answer: {detail}", None: detail}[answers]
+    console.print(f"  controller: {state}", highlight=False, markup=False, soft_wrap=True)
     folder = Path(args.folder)
     console.print("[bold]campaign folder[/bold]")
     console.print(f"  {folder}: {describe(folder)} -> journal mode {journal_mode_for(folder)}")

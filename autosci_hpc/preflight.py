@@ -75,20 +75,33 @@ def _mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
 
-def check_slurm(config: CampaignConfig, runner: Runner = _run) -> None:
-    """A controller answers (`sinfo`), and it accepts the trials' options (`sbatch --test-only`)."""
+def controller(runner: Runner = _run) -> tuple[Optional[bool], str]:
+    """Whether a SLURM controller answers `sinfo`: (True, its partitions), (False, sinfo's error), or
+    (None, why sinfo could not be run at all)."""
     from .execution.slurm import clean_slurm_env
 
     try:
         with clean_slurm_env():
             answer = runner(["sinfo", "--noheader", "--format=%P"])
     except FileNotFoundError:
-        raise ConfigError("executor.kind=slurm: `sinfo` is not on PATH, so there is no SLURM here to submit to; "
-                          "run `autosci doctor` to see what this machine has, or use executor.kind=local") from None
+        return None, "`sinfo` is not on PATH"
     except subprocess.TimeoutExpired:
-        answer = subprocess.CompletedProcess([], 1, "", "no answer within 30 s")
+        return False, "no answer within 30 s"
     if answer.returncode != 0:
-        raise ConfigError(f"executor.kind=slurm: no SLURM controller answered (sinfo: {_first_line(answer)}); "
+        return False, _first_line(answer)
+    return True, ", ".join(line.strip() for line in (answer.stdout or "").splitlines() if line.strip())
+
+
+def check_slurm(config: CampaignConfig, runner: Runner = _run) -> None:
+    """A controller answers (`sinfo`), and it accepts the trials' options (`sbatch --test-only`)."""
+    from .execution.slurm import clean_slurm_env
+
+    answers, detail = controller(runner)
+    if answers is None:
+        raise ConfigError(f"executor.kind=slurm: {detail}, so there is no SLURM here to submit to; "
+                          "run `autosci doctor` to see what this machine has, or use executor.kind=local")
+    if not answers:
+        raise ConfigError(f"executor.kind=slurm: no SLURM controller answered (sinfo: {detail}); "
                           "run `autosci doctor` and `sinfo` to check the cluster, or use executor.kind=local")
     argv = ["sbatch", "--test-only", "--job-name=autosci-check", "--output=/dev/null", *sbatch_flags(config),
             "--wrap=true"]
@@ -144,6 +157,6 @@ def _first_line(result: Any) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # sbatch says "sbatch: error: Batch job submission failed: <reason>": the reason is the last line.
     line = lines[-1] if lines else text
-    for prefix in ("sbatch: error: ", "sinfo: error: ", "Batch job submission failed: "):
+    for prefix in ("sbatch: error: ", "sinfo: error: ", "Batch job submission failed: ", "allocation failure: "):
         line = line.replace(prefix, "")
     return line[:300]

@@ -131,6 +131,12 @@ def test_slurm_with_no_controller_answering(tmp_path: Path) -> None:
     assert "Unable to contact slurm controller" in line
     assert_nothing_created(tmp_path)
     assert not (tmp_path / "sbatch.log").exists()  # nothing was submitted
+    # ... and `autosci doctor`, which the line points to, says the same.
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
+    doctor = subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "doctor", str(tmp_path / "cwd")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert "controller: does not answer: slurm_load_partitions: Unable to contact slurm controller" in doctor.stdout
 
 
 def test_slurm_commands_missing_altogether(tmp_path: Path) -> None:
@@ -198,4 +204,24 @@ def test_a_key_file_that_holds_no_key(tmp_path: Path, kind: str) -> None:
     result = launch(tmp_path, "llm.backend=anthropic", f"llm.api_key_file={key}")
     assert result.returncode == 2
     assert "llm.api_key_file" in one_line(result) and str(key) in one_line(result)
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.slurm
+def test_the_launch_check_against_a_real_cluster(slurm_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    """The example cluster file on a cluster that has neither its partition nor its feature: one line
+    naming each setting in turn, nothing created; with them unset or replaced, the check passes."""
+    from autosci_hpc.preflight import check_slurm
+    from autosci_hpc.config import ConfigError
+
+    full = load_config([TOY, H100])
+    with pytest.raises(ConfigError, match=r"executor\.slurm\.partition=gpu-h100"):
+        check_slurm(full)
+    fixed = [f"executor.slurm.partition={slurm_cluster.gpu_partition}", "executor.slurm.account=null",
+             "executor.slurm.mem_gb=1", "executor.slurm.cpus_per_task=1", "executor.slurm.time_min=5"]
+    with pytest.raises(ConfigError, match=r"Invalid feature specification.*executor\.slurm\.additional\.constraint=h100"):
+        check_slurm(load_config([TOY, H100], fixed))
+    check_slurm(load_config([TOY, H100], fixed + ["executor.slurm.additional={}"]))  # accepted
+    result = launch(tmp_path, str(H100), *fixed[1:], f"executor.slurm.partition={slurm_cluster.gpu_partition}")
+    assert result.returncode == 2 and "executor.slurm.additional.constraint=h100" in one_line(result)
     assert_nothing_created(tmp_path)
