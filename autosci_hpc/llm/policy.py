@@ -532,6 +532,7 @@ class LLMPolicy:
                     usage.input_tokens = int(_request_chars(request) / CHARS_PER_TOKEN)
                 if usage.output_unknown:
                     usage.output_tokens = request.max_tokens
+                usage.problems += _implausible(usage, request)
                 record.tokens_in, record.tokens_out = usage.prompt_tokens, usage.output_tokens
                 record.tokens_cached, record.tokens_cache_write = usage.cache_read_tokens, usage.cache_write_tokens
                 record.cost_usd = max(0.0, cost_usd(usage, self.price))
@@ -561,6 +562,18 @@ class LLMPolicy:
             record.error = "; ".join(([record.error] if record.error else []) + ["reply: " + problems[0]])
         record.error = redact(clip(record.error, 500), self.secrets)
         self.recorder.record(record)
+
+
+def _implausible(usage: Any, request: ChatRequest) -> list[str]:
+    """Counts a server may send but no model produces: more output than the request allowed, or a
+    prompt far larger than the request. Charged as reported (spend never shrinks), but flagged."""
+    problems = []
+    if usage.output_tokens > 2 * request.max_tokens:
+        problems.append(f"output_tokens {usage.output_tokens} exceed the {request.max_tokens} asked for")
+    estimate = _request_chars(request) / CHARS_PER_TOKEN
+    if usage.prompt_tokens > 50 * estimate + 10_000:
+        problems.append(f"prompt tokens {usage.prompt_tokens} for a prompt of about {estimate:.0f}")
+    return problems
 
 
 def _malformed(by_name: dict[str, Tool], call: ToolCall, error: str) -> bool:

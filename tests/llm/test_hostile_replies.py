@@ -263,6 +263,7 @@ def test_token_counts_are_validated_and_spend_only_grows(backend: str, tmp_path:
         assert record.error.startswith("usage:")
     assert "negative" in negative.error and "not a number" in unreadable.error
     assert absurd.tokens_out == ABSURD_TOKENS and "absurd" in absurd.error
+    assert "exceed the 4096 asked for" in absurd.error and "prompt tokens" in absurd.error
     assert spent == sorted(spent) and spent[0] > 0
 
 
