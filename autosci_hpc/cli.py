@@ -100,8 +100,9 @@ def _refused(exc: Exception, config: Any, folder: Path) -> int:
     """The one line for a submission sbatch refused mid-campaign (the folder is kept, resumable)."""
     from .preflight import submission_line
 
-    err.print(f"autosci: {submission_line(exc, config)}; the campaign folder {folder} is kept: fix the setting and "
-              f"run again with campaign.folder={folder} to resume", highlight=False, markup=False, soft_wrap=True)
+    err.print(f"autosci: {submission_line(exc, config)}; the campaign folder {folder} is kept: fix the "
+              f"setting and run again with campaign.folder={folder} to resume",
+              highlight=False, markup=False, soft_wrap=True)
     return 2
 
 
@@ -269,8 +270,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     logged = f"{done.trial.metric!r}" if done.trial.metric is not None else f"failed ({done.trial.failure_class})"
     console.print(f"trial {done.trial.id} seed {done.trial.seed}: logged metric {logged}", highlight=False)
     if not done.ran:  # not a disagreement: the rerun could not run
-        err.print(f"autosci: rerun of trial {done.trial.id} seed {done.seed} produced no metric: {done.reason}; "
-                  f"folder {done.folder}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"autosci: rerun of trial {done.trial.id} seed {done.seed} produced no metric: "
+                  f"{done.reason}; folder {done.folder}", highlight=False, markup=False, soft_wrap=True)
         return 1
     assert done.result is not None
     verdict = "identical" if done.identical else "differs"
@@ -307,7 +308,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .preflight import controller
 
     answers, detail = controller()
-    state = {True: f"answers (partitions: {detail})", False: f"does not answer: {detail}", None: detail}[answers]
+    state = {True: f"answers (partitions: {detail})", False: f"does not answer: {detail}",
+             None: detail}[answers]
     console.print(f"  controller: {state}", highlight=False, markup=False, soft_wrap=True)
     folder = Path(args.folder)
     console.print("[bold]campaign folder[/bold]")
@@ -422,10 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder",
-                       description="Re-run one trial from the log in a fresh folder under <campaign>/reruns "
-                                   "(works from any directory). Exit status: 0 the rerun ran and printed its metric, "
-                                   "'identical' or 'differs' from the logged one; 1 it produced no metric (the "
-                                   "reason is printed) or no campaign database was found; 2 no such trial.")
+                       description="Re-run one trial from the log in a fresh folder under "
+                                   "<campaign>/reruns (works from any directory). Exit status: 0 the "
+                                   "rerun ran and printed its metric, 'identical' or 'differs' from the "
+                                   "logged one; 1 it produced no metric (the reason is printed) or no "
+                                   "campaign database was found; 2 no such trial.")
     p.add_argument("trial", type=int)
     p.add_argument("--seed", type=int, help="another seed (default: the logged one)")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the campaign's")

@@ -61,7 +61,8 @@ def check_api_key(config: CampaignConfig) -> None:
 def sbatch_flags(config: CampaignConfig) -> list[str]:
     """The sbatch options of a trial's job, as the SLURM executor asks for them."""
     slurm = config.executor.slurm
-    flags = [f"--cpus-per-task={slurm.cpus_per_task}", f"--mem={_mem(slurm.mem_gb)}", f"--time={slurm.time_min}"]
+    flags = [f"--cpus-per-task={slurm.cpus_per_task}", f"--mem={_mem(slurm.mem_gb)}",
+             f"--time={slurm.time_min}"]
     for key in ("partition", "account", "qos", "gres"):
         if getattr(slurm, key):
             flags.append(f"--{key}={getattr(slurm, key)}")
@@ -147,16 +148,21 @@ def submission_line(error: BaseException, config: Optional[CampaignConfig] = Non
     sbatch's whole output): its reason and the setting to change."""
     text = str(error)
     reasons = [line.split("error: ", 1)[1].strip() for line in text.splitlines() if "error: " in line]
-    reason = reasons[-1] if reasons else text.strip().splitlines()[-1] if text.strip() else type(error).__name__
+    if reasons:
+        reason = reasons[-1]
+    else:
+        reason = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
     reason = reason.replace("Batch job submission failed: ", "")[:300]
     return refusal_line(reason, config)
 
 
 def _first_line(result: Any) -> str:
-    text = (result.stderr or "").strip() or (result.stdout or "").strip() or f"exit status {result.returncode}"
+    text = ((result.stderr or "").strip() or (result.stdout or "").strip()
+            or f"exit status {result.returncode}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # sbatch says "sbatch: error: Batch job submission failed: <reason>": the reason is the last line.
     line = lines[-1] if lines else text
-    for prefix in ("sbatch: error: ", "sinfo: error: ", "Batch job submission failed: ", "allocation failure: "):
+    for prefix in ("sbatch: error: ", "sinfo: error: ", "Batch job submission failed: ",
+                   "allocation failure: "):
         line = line.replace(prefix, "")
     return line[:300]

@@ -239,11 +239,13 @@ def check_second_seed(report: CheckReport, task: TaskSpec, first: Any) -> bool:
         return False
     if seed_dependent(task) and result.metric == report.metric:
         report.fail("second seed", f"seeds {first.seed} and {seed} give the same {task.metric.name} "
-                                   f"({result.metric!r}): the program ignores --seed, but the task's metric depends "
-                                   "on the seed (use the seed for every random choice, or set "
-                                   "`seed_dependent: false` in task.yaml if the metric truly does not)", 1, seconds)
+                                   f"({result.metric!r}): the program ignores --seed, but the task's metric "
+                                   "depends on the seed (use the seed for every random choice, or set "
+                                   "`seed_dependent: false` in task.yaml if the metric truly does not)",
+                    1, seconds)
         return False
-    report.steps.append(Step("second seed", True, f"seed {seed}: {task.metric.name} = {result.metric!r}", seconds))
+    report.steps.append(Step("second seed", True, f"seed {seed}: {task.metric.name} = {result.metric!r}",
+                             seconds))
     return True
 
 
@@ -267,8 +269,8 @@ def check_unknown_override(report: CheckReport, task: TaskSpec, first: Any) -> b
         what = "ran and reported a metric: it silently ignores override keys it does not know"
     else:
         what = f"failed with exit status {code} ({result.failure_class if result else 'no result file'})"
-    report.fail("unknown override", f"an override of a key config.yaml does not have ({UNKNOWN_KEY}=1) {what}; "
-                                    "it must exit with status 2 naming the key", 1, seconds)
+    report.fail("unknown override", f"an override of a key config.yaml does not have ({UNKNOWN_KEY}=1) "
+                                    f"{what}; it must exit with status 2 naming the key", 1, seconds)
     return False
 
 

@@ -52,7 +52,8 @@ class Rerun:
             last = [line.strip() for line in self.result.log_tail.splitlines() if line.strip()][-1:]
             if last:  # the program's own last word (an exception's message), the likeliest cause
                 detail += f" ({last[0][:300]})"
-            return f"the program failed ({self.result.failure_class or 'failed'})" + (f": {detail}" if detail else "")
+            kind = self.result.failure_class or "failed"
+            return f"the program failed ({kind})" + (f": {detail}" if detail else "")
         return ""
 
 

@@ -130,7 +130,8 @@ def parse_message(reply: Any, model: str) -> ChatResponse:
     usage = usage_from({"input": ("input_tokens", _field(u, "input_tokens")),
                         "output": ("output_tokens", _field(u, "output_tokens")),
                         "cache_read": ("cache_read_input_tokens", _field(u, "cache_read_input_tokens")),
-                        "cache_write": ("cache_creation_input_tokens", _field(u, "cache_creation_input_tokens"))})
+                        "cache_write": ("cache_creation_input_tokens",
+                                        _field(u, "cache_creation_input_tokens"))})
     name, reason = _field(reply, "model"), _field(reply, "stop_reason")
     return ChatResponse(text="\n".join(texts), tool_calls=calls, usage=usage,
                         model=clean_text(name)[:NAME_CHARS] if isinstance(name, str) and name else model,

@@ -228,7 +228,8 @@ def tool_input(arguments: Any) -> tuple[dict[str, Any], str, Optional[str]]:
 def tool_call(call_id: Any, name: Any, arguments: Any, index: int) -> ToolCall:
     """A `ToolCall` from a server's loosely typed fields (ids and names that are not text included)."""
     data, error, raw = tool_input(arguments)
-    return ToolCall(id=clean_text(call_id)[:NAME_CHARS] if isinstance(call_id, str) and call_id else f"call_{index}",
+    ident = clean_text(call_id)[:NAME_CHARS] if isinstance(call_id, str) and call_id else f"call_{index}"
+    return ToolCall(id=ident,
                     name=clean_text(name)[:NAME_CHARS] if isinstance(name, str) else "",
                     input=data, raw_arguments=raw, parse_error=error)
 

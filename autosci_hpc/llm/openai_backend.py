@@ -93,7 +93,8 @@ class OpenAICompatChat:
         except RecursionError:
             raise LLMCallError("openai: malformed response: nested too deeply") from None
         except ValueError:  # not JSON, or not UTF-8
-            raise TransientLLMError(f"openai: malformed response: {clean_text(response.text[:200])}") from None
+            text = clean_text(response.text[:200])
+            raise TransientLLMError(f"openai: malformed response: {text}") from None
         return parse_completion(data, self.model)
 
 
@@ -109,7 +110,8 @@ def parse_completion(data: Any, model: str) -> ChatResponse:
     parts: list[Any] = []
     content = reply.get("content")
     if isinstance(content, list):  # some servers send content parts
-        content = "".join(c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+        content = "".join(c["text"] for c in content
+                          if isinstance(c, dict) and isinstance(c.get("text"), str))
     text = clean_text(content) if isinstance(content, str) else ""
     if text:
         parts.append(Text(text))

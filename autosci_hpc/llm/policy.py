@@ -34,8 +34,8 @@ from ..config import LLMSection, ModelPrice, price_of
 from ..task import (Edit, PatchError, TaskSpec, apply_edits, change_signature, directions,
                     unknown_keys_reason)
 from .accounting import CallRecord, MemoryRecorder, Recorder, cost_usd
-from .chat import (Attempt, ChatClient, ChatRequest, ChatResponse, LLMError, Message, SystemBlock, Text, ToolCall,
-                   ToolResult, ToolSpec, call_with_retries, clean_text, clip_marked)
+from .chat import (Attempt, ChatClient, ChatRequest, ChatResponse, LLMError, Message, SystemBlock, Text,
+                   ToolCall, ToolResult, ToolSpec, call_with_retries, clean_text, clip_marked)
 from .context import (CHARS_PER_TOKEN, MEMORY_CHARS, clip, compact, dead_end_line, listing, post_line,
                       proposal_line, render_state, task_text, trial_line)
 from .keys import redact
@@ -285,7 +285,8 @@ class LLMPolicy:
                 except WorkspaceError as exc:
                     raise ToolRefused(str(exc)) from None
                 except (OSError, ValueError) as exc:  # a path the filesystem refuses (too long, ...)
-                    raise ToolRefused(f"cannot do that: {type(exc).__name__}: {clean_text(str(exc))[:200]}") from None
+                    why = f"{type(exc).__name__}: {clean_text(str(exc))[:200]}"
+                    raise ToolRefused(f"cannot do that: {why}") from None
             return run
 
         tools = [
@@ -450,7 +451,8 @@ class LLMPolicy:
                     invalid += 1
                     last_error = "the reply called no tool"
                     problems.append(last_error)
-                    messages.append(Message("user", [Text(f"Call a tool; finish with {FINAL_NAMES[purpose]}.")]))
+                    nudge = f"Call a tool; finish with {FINAL_NAMES[purpose]}."
+                    messages.append(Message("user", [Text(nudge)]))
                     self._give_up_if(invalid, agent, purpose, last_error)
                     continue
                 results: list[Any] = []
@@ -463,7 +465,8 @@ class LLMPolicy:
                         last_error = f"{call.name}: {error}"
                         if _malformed(by_name, call, error):  # a refusal of a well-formed call is no error
                             problems.append(clip(last_error, 200))
-                    content = clip_marked(redact(error or str(outcome), self.secrets), self.llm.tool_result_chars)
+                    content = clip_marked(redact(error or str(outcome), self.secrets),
+                                          self.llm.tool_result_chars)
                     results.append(ToolResult(call.id, content, is_error=bool(error)))
             finally:
                 self._settle(problems)
@@ -487,7 +490,8 @@ class LLMPolicy:
                      "description", "reason", "notes"):
             value = getattr(draft, name, None)
             if isinstance(value, str):
-                update[name] = clip_marked(value, self.llm.title_chars if name == "title" else self.llm.text_chars)
+                limit = self.llm.title_chars if name == "title" else self.llm.text_chars
+                update[name] = clip_marked(value, limit)
         return draft.model_copy(update=update)
 
     @staticmethod
@@ -534,7 +538,8 @@ class LLMPolicy:
                     usage.output_tokens = request.max_tokens
                 usage.problems += _implausible(usage, request)
                 record.tokens_in, record.tokens_out = usage.prompt_tokens, usage.output_tokens
-                record.tokens_cached, record.tokens_cache_write = usage.cache_read_tokens, usage.cache_write_tokens
+                record.tokens_cached = usage.cache_read_tokens
+                record.tokens_cache_write = usage.cache_write_tokens
                 record.cost_usd = max(0.0, cost_usd(usage, self.price))
                 if usage.problems:
                     record.error = "usage: " + "; ".join(usage.problems)
@@ -611,7 +616,8 @@ def bound_reply(response: ChatResponse, max_chars: int, max_calls: int = 16) -> 
 
 
 def _request_chars(request: ChatRequest) -> int:
-    return (sum(len(b.text) for b in request.system) + len(json.dumps([t.input_schema for t in request.tools]))
+    return (sum(len(b.text) for b in request.system)
+            + len(json.dumps([t.input_schema for t in request.tools]))
             + sum(_message_chars(m) for m in request.messages))
 
 

@@ -5,7 +5,6 @@ PATH, so they run without a cluster; a refusal sbatch makes mid-campaign is one 
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -34,20 +33,22 @@ echo "MaxArraySize            = 1001"
 # submission: refuse the features too, and otherwise a limit, so that the campaign stops at once.
 FAKE_SBATCH = """#!/bin/sh
 echo "$@" >> "$FAKE_SLURM_LOG"
+failed="sbatch: error: Batch job submission failed:"
 for last; do :; done
 case " $* " in
   *" --test-only "*)
-    case " $* " in *--constraint=*) echo "sbatch: error: Batch job submission failed: Invalid feature specification" >&2; exit 1;; esac
-    case " $* " in *--account=*) echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified" >&2; exit 1;; esac
-    echo "sbatch: Job 12 to start at 2026-01-01T00:00:00 using 1 processors on nodes n1 in partition gpu-h100" >&2
+    case " $* " in *--constraint=*) echo "$failed Invalid feature specification" >&2; exit 1;; esac
+    case " $* " in *--account=*)
+      echo "$failed Invalid account or account/partition combination specified" >&2; exit 1;; esac
+    echo "sbatch: Job 12 to start at 2026-01-01T00:00:00 using 1 processors on nodes n1" >&2
     exit 0;;
 esac
 cat "$last" >> "$FAKE_SLURM_LOG"
 if grep -q -- "--constraint" "$last"; then
-  echo "sbatch: error: Batch job submission failed: Invalid feature specification" >&2; exit 1
+  echo "$failed Invalid feature specification" >&2; exit 1
 fi
 echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
-echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
+echo "$failed Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)" >&2
 exit 1
 """
 
@@ -74,7 +75,8 @@ def launch(tmp_path: Path, *args: str, path: Path | None = None, env: dict[str, 
         environ["PATH"] = f"{path}:{environ['PATH']}"
     environ["PYTHONPATH"] = f"{ROOT}:{environ.get('PYTHONPATH', '')}"
     return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "run", str(TOY), *args,
-                           f"campaign.root={tmp_path / 'runs'}", f"task.path={FIXTURE_TASKS / 'toy'}", "--quiet"],
+                           f"campaign.root={tmp_path / 'runs'}", f"task.path={FIXTURE_TASKS / 'toy'}",
+                           "--quiet"],
                           capture_output=True, text=True, cwd=cwd, env=environ, timeout=300)
 
 
@@ -136,7 +138,7 @@ def test_slurm_with_no_controller_answering(tmp_path: Path) -> None:
            "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     doctor = subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "doctor", str(tmp_path / "cwd")],
                             capture_output=True, text=True, env=env, timeout=120)
-    assert "controller: does not answer: slurm_load_partitions: Unable to contact slurm controller" in doctor.stdout
+    assert "controller: does not answer: slurm_load_partitions: Unable to contact" in doctor.stdout
 
 
 def test_slurm_commands_missing_altogether(tmp_path: Path) -> None:
@@ -174,7 +176,8 @@ def test_account_null_and_additional_empty_reach_sbatch(tmp_path: Path) -> None:
 
 
 def test_a_refusal_during_the_campaign_is_one_line_naming_the_option(tmp_path: Path) -> None:
-    result = launch(tmp_path, str(H100), "executor.slurm.account=null", path=fake_bin(tmp_path, test_only_ok=True))
+    result = launch(tmp_path, str(H100), "executor.slurm.account=null",
+                    path=fake_bin(tmp_path, test_only_ok=True))
     assert result.returncode == 2
     line = one_line(result)
     assert "Invalid feature specification" in line and "executor.slurm.additional.constraint=h100" in line
@@ -219,9 +222,9 @@ def test_the_launch_check_against_a_real_cluster(slurm_cluster, tmp_path: Path) 
         check_slurm(full)
     fixed = [f"executor.slurm.partition={slurm_cluster.gpu_partition}", "executor.slurm.account=null",
              "executor.slurm.mem_gb=1", "executor.slurm.cpus_per_task=1", "executor.slurm.time_min=5"]
-    with pytest.raises(ConfigError, match=r"Invalid feature specification.*executor\.slurm\.additional\.constraint=h100"):
+    with pytest.raises(ConfigError, match=r"Invalid feature .*executor\.slurm\.additional\.constraint=h100"):
         check_slurm(load_config([TOY, H100], fixed))
     check_slurm(load_config([TOY, H100], fixed + ["executor.slurm.additional={}"]))  # accepted
-    result = launch(tmp_path, str(H100), *fixed[1:], f"executor.slurm.partition={slurm_cluster.gpu_partition}")
+    result = launch(tmp_path, str(H100), *fixed)
     assert result.returncode == 2 and "executor.slurm.additional.constraint=h100" in one_line(result)
     assert_nothing_created(tmp_path)

@@ -51,6 +51,7 @@ def test_report_and_export_are_private_by_default(tmp_path: Path, open_umask: ob
 def test_shared_keeps_the_umask_modes(tmp_path: Path, open_umask: object) -> None:
     folder = story(tmp_path)
     out = tmp_path / "shared" / "r.html"
-    assert autosci(["report", str(folder), "--out", str(out), "--export", str(tmp_path / "csv"), "--shared"]) == 0
+    csv = str(tmp_path / "csv")
+    assert autosci(["report", str(folder), "--out", str(out), "--export", csv, "--shared"]) == 0
     assert mode(out) == 0o644 and mode(out.parent) == 0o755
     assert all(mode(f) == 0o644 for f in (tmp_path / "csv").iterdir())

@@ -16,8 +16,8 @@ from helpers import FIXTURE_TASKS, ROOT
 def autosci(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     env.pop("AUTOSCI_CAMPAIGN", None)
-    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
 
 
 def test_rerun_from_another_directory_with_a_relative_folder_on_a_task_with_data(tmp_path: Path) -> None:
@@ -25,12 +25,14 @@ def test_rerun_from_another_directory_with_a_relative_folder_on_a_task_with_data
     here.mkdir()
     elsewhere.mkdir()
     run = autosci(here, "run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), "campaign.folder=camp",
-                  f"task.path={FIXTURE_TASKS / 'withdata'}", "budget.trials=4", "promotion.seeds=2", "--quiet")
+                  f"task.path={FIXTURE_TASKS / 'withdata'}", "budget.trials=4", "promotion.seeds=2",
+                  "--quiet")
     assert run.returncode == 0, run.stderr
     folder = here / "camp"
     assert (folder / "data" / "target.json").is_file()
     con = sqlite3.connect(folder / "state.db")
-    trial_id, metric = con.execute("select id, metric from trial where status='succeeded' order by id").fetchone()
+    trial_id, metric = con.execute(
+        "select id, metric from trial where status='succeeded' order by id").fetchone()
     con.close()
 
     relative = os.path.relpath(folder, elsewhere)  # ../here/camp

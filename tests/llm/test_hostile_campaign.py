@@ -17,8 +17,8 @@ from http_server import Raw, ScriptedServer
 from test_hostile_replies import CASES
 
 
-def test_a_campaign_survives_a_model_that_only_sends_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_campaign_survives_a_model_that_only_sends_garbage(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     hostile = itertools.cycle([case.hostile for case in CASES if case.outcome != "clean"])
 
@@ -27,8 +27,9 @@ def test_a_campaign_survives_a_model_that_only_sends_garbage(tmp_path: Path, cap
 
     folder = tmp_path / "campaign"
     with ScriptedServer([reply]) as server:
-        code = cli_main(["run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), f"campaign.folder={folder}",
-                         f"task.path={FIXTURE_TASKS / 'toy'}", "llm.backend=openai", f"llm.base_url={server.url}/v1",
+        code = cli_main(["run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+                         f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}",
+                         "llm.backend=openai", f"llm.base_url={server.url}/v1",
                          "llm.model=garbage-7b", "llm.prices={garbage-7b: {input: 1.0, output: 2.0}}",
                          "llm.max_retries=1", "llm.retry_base_s=0.01", "llm.retry_max_s=0.01",
                          "budget.trials=6", "budget.wall_clock_min=0.3", "--quiet"])
@@ -45,4 +46,5 @@ def test_a_campaign_survives_a_model_that_only_sends_garbage(tmp_path: Path, cap
     failures = con.execute("select count(*) from event where kind = 'agent.policy_error'").fetchone()[0]
     assert failures > 0
     # The baseline still ran: the garbage cost the agents their decisions, not the campaign its trials.
-    assert con.execute("select count(*) from trial where role = 'baseline' and status = 'succeeded'").fetchone()[0]
+    assert con.execute("select count(*) from trial where role = 'baseline' and status = 'succeeded'"
+                       ).fetchone()[0]

@@ -63,12 +63,14 @@ def body(backend: str, calls: list[tuple[str, Any]], text: str = "", use: Option
     use = use if use is not None else usage_of(backend)
     if backend == "anthropic":
         content: list[dict] = [{"type": "text", "text": text}] if text else []
-        content += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a} for i, (n, a) in enumerate(calls)]
+        content += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": a}
+                    for i, (n, a) in enumerate(calls)]
         return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
                 "stop_reason": "tool_use", "stop_sequence": None, "content": content, "usage": use}
     message = {"role": "assistant", "content": text or None,
                "tool_calls": [{"id": f"call_{i}", "type": "function",
-                               "function": {"name": n, "arguments": a if isinstance(a, str) else json.dumps(a)}}
+                               "function": {"name": n,
+                                            "arguments": a if isinstance(a, str) else json.dumps(a)}}
                               for i, (n, a) in enumerate(calls)]}
     return {"id": "c1", "object": "chat.completion", "model": "qwen-coder",
             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}], "usage": use}
@@ -103,7 +105,8 @@ def message_as_string(backend: str) -> Raw:
 def wrong_types_everywhere(backend: str) -> Raw:
     if backend == "anthropic":
         return raw({"id": 5, "type": "message", "role": 7, "model": ["x"], "stop_reason": {"a": 1},
-                    "content": [5, "text", None, {"type": "tool_use", "id": 9, "name": None, "input": "[1, 2]"},
+                    "content": [5, "text", None,
+                                {"type": "tool_use", "id": 9, "name": None, "input": "[1, 2]"},
                                 {"type": "text", "text": {"no": 1}}], "usage": "lots"})
     return raw({"model": 7, "usage": [1, 2], "choices": [{"finish_reason": 3, "message": {
         "content": {"a": 1}, "tool_calls": [{"id": 3, "function": "read_log"},
@@ -163,7 +166,8 @@ CASES = [
     Case("invalid UTF-8", "implement", invalid_utf8),
     Case("a JSON list for a reply", "implement", top_level_list, outcome="fails"),
     Case("wrong JSON types everywhere", "implement", wrong_types_everywhere),
-    Case("huge numbers in arguments", "implement", call("read_log", {"limit": 10 ** 30, "offset": 10 ** 400})),
+    Case("huge numbers in arguments", "implement",
+         call("read_log", {"limit": 10 ** 30, "offset": 10 ** 400})),
     Case("non-finite number in arguments", "propose",
          lambda b: Raw(json.dumps(body(b, [("post_proposal", {**POST[1], "overrides": {"x": "INF"}})]))
                        .replace('"INF"', "1e999"))),
@@ -171,7 +175,8 @@ CASES = [
          call("read_file", {"path": ["config.yaml"], "start_line": "one", "max_lines": None})),
     Case("arguments that are not an object", "implement", call("read_file", ["config.yaml"])),
     Case("an unknown tool with a 100,000-character name", "implement", call("x" * 100_000, {})),
-    Case("no tool call, 5 MB of text", "implement", lambda b: raw(body(b, [], text="blah " * (FIVE_MB // 5)))),
+    Case("no tool call, 5 MB of text", "implement",
+         lambda b: raw(body(b, [], text="blah " * (FIVE_MB // 5)))),
 ]
 
 
@@ -200,7 +205,8 @@ def assert_sane(record: CallRecord) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_hostile_reply_ends_at_worst_in_a_recorded_policy_error(case: Case, backend: str, tmp_path: Path) -> None:
+def test_a_hostile_reply_ends_at_worst_in_a_recorded_policy_error(case: Case, backend: str,
+                                                                    tmp_path: Path) -> None:
     recorder = MemoryRecorder()
     outcome = case.expect(backend)
     replies = [case.hostile(backend)]
@@ -287,7 +293,8 @@ def test_replies_and_stored_texts_are_clipped_with_a_marker(backend: str, tmp_pa
     recorder = MemoryRecorder()
     with ScriptedServer([raw(body(backend, [("post_proposal", {**POST[1], "rationale": huge})], text=huge)),
                          raw(body(backend, [("post_proposal", proposal)]))]) as server:
-        policy = make_policy(backend, server, tmp_path, recorder, reply_chars=5000, text_chars=300, title_chars=40)
+        policy = make_policy(backend, server, tmp_path, recorder, reply_chars=5000, text_chars=300,
+                             title_chars=40)
         draft = decide(policy, "propose", tmp_path)
     # 5 MB of text and 5 MB of arguments: the text kept clipped, the call refused with its size.
     replay = json.dumps(server.requests[1])
@@ -345,7 +352,8 @@ def test_a_well_formed_call_refused_on_its_merits_is_not_an_error(backend: str, 
     at work (answered, and counted toward llm.max_invalid), not a failed attempt."""
     refused = {**POST[1], "overrides": {"no_such_key": 1}}
     recorder = MemoryRecorder()
-    with ScriptedServer([raw(body(backend, [("post_proposal", refused)])), final_reply(backend, "propose")]) as server:
+    replies = [raw(body(backend, [("post_proposal", refused)])), final_reply(backend, "propose")]
+    with ScriptedServer(replies) as server:
         draft = decide(make_policy(backend, server, tmp_path, recorder), "propose", tmp_path)
     assert draft.overrides == {"x": 0.5} and "unknown config key" in json.dumps(server.requests[1])
     assert [c.error for c in recorder.calls] == ["", ""]

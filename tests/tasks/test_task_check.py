@@ -29,8 +29,8 @@ def test_a_good_task_passes_with_its_metric(tmp_path):
     assert report.ok and report.exit_code == 0, render(report)
     assert report.metric is not None and report.test_metric is not None
     assert report.trial_seconds is not None and report.trial_seconds < 30
-    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private", "second seed",
-                                             "unknown override"]
+    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private",
+                                             "second seed", "unknown override"]
     assert report.folder is None  # the temporary campaign folder is gone
     assert "task check passed" in render(report)
 
