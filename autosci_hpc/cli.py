@@ -327,6 +327,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
     overrides = [a for a in args.overrides if a not in files]
+    loaded = _load(args)  # the same checks as `autosci run`, before any campaign folder exists
+    if loaded is None or _launch_problem(*loaded):
+        return 2
     try:
         report = run_comparison(files, overrides, [a.strip() for a in args.arms.split(",") if a.strip()],
                                 list(range(args.seeds)), Path(args.out), parallel=args.parallel, target=args.target,

@@ -228,3 +228,16 @@ def test_the_launch_check_against_a_real_cluster(slurm_cluster, tmp_path: Path) 
     result = launch(tmp_path, str(H100), *fixed)
     assert result.returncode == 2 and "executor.slurm.additional.constraint=h100" in one_line(result)
     assert_nothing_created(tmp_path)
+
+
+def test_compare_checks_its_launch_too(tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env["PYTHONPATH"] = f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"
+    result = subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "compare", str(TOY), "llm.backend=anthropic",
+                             "llm.api_key_file=/nonexistent/key", f"task.path={FIXTURE_TASKS / 'toy'}",
+                             "--out", str(tmp_path / "cmp")], capture_output=True, text=True, cwd=cwd, env=env,
+                            timeout=120)
+    assert result.returncode == 2 and "llm.api_key_file" in one_line(result)
+    assert not (tmp_path / "cmp").exists() and not list(cwd.iterdir())
