@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 #: The line of the toy program that the code-editing proposal rewrites.
 CODE_ANCHOR = 'x, y = float(cfg["x"]), float(cfg["y"])'
@@ -180,7 +180,7 @@ class ModelServer:
 
     def __init__(self, brain: Optional[Brain] = None, *, delay_s: float = 0.0,
                  fail: Optional[dict[int, int]] = None, log_path: Optional[Path] = None,
-                 model: str = "stand-in") -> None:
+                 model: str = "stand-in", hold: Optional[Callable[[Turn], bool]] = None) -> None:
         self.brain = brain or Brain()
         self.delay_s = delay_s
         self.fail = dict(fail or {})
@@ -191,6 +191,13 @@ class ModelServer:
         self.headers: list[dict[str, str]] = []
         #: Per conversation (keyed by its opening prompt): the times of its requests, in seconds.
         self.conversations: dict[str, list[float]] = {}
+        #: The first request for which `hold(turn)` is true waits, unanswered, until `release` is set;
+        #: `held` is set while it waits (a deterministic hook for "in the middle of a conversation").
+        self.hold = hold
+        self.held = threading.Event()
+        self.release = threading.Event()
+        #: Requests answered with a reply (status 200), by request number.
+        self.answered: list[int] = []
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -234,14 +241,19 @@ class ModelServer:
             if status:
                 return status, {"type": "error", "error": {"type": "overloaded_error", "message": "scripted failure"}}
             if path.endswith("/chat/completions"):
-                turn = _openai_turn(body)
-                reply = _openai_reply
+                turn, reply = _openai_turn(body), _openai_reply
             elif path.endswith("/messages"):
-                turn = _anthropic_turn(body)
-                reply = _anthropic_reply
+                turn, reply = _anthropic_turn(body), _anthropic_reply
             else:
                 return 404, {"error": {"message": f"no such endpoint {path}"}}
             self.conversations.setdefault(turn.prompt, []).append(time.monotonic())
+            wait = self.hold is not None and not self.held.is_set() and self.hold(turn)
+            if wait:
+                self.held.set()
+        if wait:  # outside the lock: the other agents' conversations go on
+            self.release.wait()
+        with self._lock:
+            self.answered.append(number)
             return 200, reply(self.brain.decide(turn), self.model)
 
     def start(self, port: int = 0) -> str:
@@ -256,7 +268,10 @@ class ModelServer:
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
-                self.wfile.write(out)
+                try:
+                    self.wfile.write(out)
+                except (BrokenPipeError, ConnectionResetError):  # the client was stopped meanwhile
+                    pass
 
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
                 self._send(*server.handle(self.path, b"", dict(self.headers)))
