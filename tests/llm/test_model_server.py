@@ -64,3 +64,31 @@ def test_a_slow_model_does_not_get_its_agents_killed_as_hung(tmp_path: Path) -> 
     assert server.longest_conversation_s() > timeout_s
     assert {"propose", "critique", "implement"} <= set(server.brain.purposes)
     assert con.execute("select count(*) from champion").fetchone()[0] >= 2
+
+
+def test_doctor_says_whether_the_model_endpoint_answers(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+
+    from helpers import FIXTURE_TASKS, ROOT
+
+    def doctor(base_url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "doctor", str(tmp_path), "--config",
+                               str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+                               "--set", f"task.path={FIXTURE_TASKS / 'toy'}", "--set", "llm.backend=openai",
+                               "--set", f"llm.base_url={base_url}", "--set", "llm.model=stand-in",
+                               "--set", "llm.prices.stand-in.input=0", "--set", "llm.prices.stand-in.output=0"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "NO_PROXY": "127.0.0.1"})
+
+    with ModelServer() as server:
+        up = doctor(server.openai_url())
+    assert "ok: " in up.stdout and "/v1/models: answers" in up.stdout, up.stdout + up.stderr
+    assert server.count == 0  # the probe spent no tokens: no chat request
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = doctor(f"http://127.0.0.1:{port}/v1")
+    assert down.returncode == 1
+    assert "FAILED" in down.stdout and "cannot connect" in down.stdout and "HTTPS_PROXY" in down.stdout
