@@ -124,11 +124,16 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         holder["lease"].acquire()
         return holder["lease"]
 
+    from .execution.served import ServeError
+
     try:
         coordinator = Coordinator(config, folder, task=task, lease=take, agent_processes=not args.inline_agents)
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
+    except ServeError as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 2
     lease = holder["lease"]
     beat = Heartbeat(lease, interval_s=max(1.0, args.lease_ttl / 4))
     beat.start()

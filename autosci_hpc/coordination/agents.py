@@ -145,6 +145,16 @@ class Supervisor:
             restarted.append(agent_id)
         return restarted
 
+    def restart_all(self, why: str) -> None:
+        """Stop every agent and start it again (with the current `config_json`)."""
+        for agent_id, proc in list(self.processes.items()):
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            self._release(agent_id, why)
+            self._spawn(agent_id)
+            self.restarts += 1
+
     def _release(self, agent_id: int, why: str) -> None:
         """Return what the agent had claimed but not launched; keep its memory; record the restart."""
         with self.store.write() as session:
