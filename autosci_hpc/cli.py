@@ -185,12 +185,14 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         holder["lease"].acquire()
         return holder["lease"]
 
+    from .execution.served import ServeError
+
     try:
         coordinator = Coordinator(config, folder, task=task, lease=take, agent_processes=not args.inline_agents)
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
-    except (ConfigError, TaskError) as exc:
+    except (ConfigError, TaskError, ServeError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
     lease = holder["lease"]
@@ -318,7 +320,29 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for var in API_KEY_VARIABLES:
         # Never print the key, nor any part of it.
         console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}")
+    if args.config:
+        ok = _doctor_model(args.config, args.set or []) and ok
     return 0 if ok else 1
+
+
+def _doctor_model(config_file: str, overrides: list[str]) -> bool:
+    """Whether the campaign's model endpoint answers from this node (a cheap model-list request)."""
+    from .llm.keys import resolve_api_key
+    from .llm.probe import probe
+
+    console.print("[bold]model endpoint[/bold]")
+    try:
+        config = load_config(config_file, overrides)
+        if config.llm.backend in ("offline", "random"):
+            console.print(f"  llm.backend={config.llm.backend}: no model to reach")
+            return True
+        result = probe(config.llm, resolve_api_key(config.llm))
+    except ConfigError as exc:
+        console.print(f"  {exc}", highlight=False, markup=False, soft_wrap=True)
+        return False
+    console.print(f"  {'ok' if result.ok else 'FAILED'}: {result.line}", highlight=False, markup=False,
+                  soft_wrap=True)
+    return result.ok
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -451,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
+    p.add_argument("--config", help="a campaign config: also check that its model endpoint answers from here")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override of that config (repeatable)")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("task", help="task authoring: `autosci task check tasks/NAME`")
     task_sub = p.add_subparsers(dest="task_command", required=True)

@@ -171,6 +171,31 @@ def price_of(prices: dict[str, ModelPrice], model: str) -> Optional[ModelPrice]:
     return prices[max(matches, key=len)] if matches else None
 
 
+class ServeSection(_Section):
+    """An open model the coordinator serves on the cluster as a Slurm job of its own (vLLM, SGLang).
+
+    `command` is the server's command line, with `{port}` where the port goes (the job chooses a
+    free one) and optionally `{python}`; for example `vllm serve Qwen/Qwen2.5-7B-Instruct --port {port}
+    --enable-auto-tool-choice --tool-call-parser hermes`. Empty: nothing is served (the default).
+    """
+
+    command: str = ""
+    partition: str = ""
+    account: str = ""
+    gres: str = ""
+    cpus_per_task: int = Field(default=4, ge=1)
+    mem_gb: float = Field(default=32.0, gt=0)
+    time_min: int = Field(default=1440, ge=1)
+    #: Lines run in the job before the server (module loads, a virtual environment).
+    setup: list[str] = Field(default_factory=list)
+    #: Seconds from submission until the server must answer (queueing and loading weights included).
+    startup_timeout_s: float = Field(default=1800.0, gt=0)
+    #: Times a server job that died is submitted again before the campaign stops.
+    max_restarts: int = Field(default=3, ge=0)
+    #: Seconds between the coordinator's checks that the server's job is alive (one squeue call).
+    check_interval_s: float = Field(default=30.0, gt=0)
+
+
 class LLMSection(_Section):
     #: offline: the deterministic offline agents; random: random search over the task's axes (a
     #: baseline, no model); anthropic / openai: LLM agents.
@@ -217,6 +242,8 @@ class LLMSection(_Section):
     smoke_run: bool = True
     smoke_overrides: dict[str, Any] = Field(default_factory=dict)
     smoke_timeout_s: float = Field(default=60.0, gt=0)
+    #: An open model served on the cluster for the agents (llm.backend openai); see ServeSection.
+    serve: ServeSection = Field(default_factory=ServeSection)
 
     @model_validator(mode="after")
     def _model_has_a_price(self) -> "LLMSection":

@@ -54,7 +54,15 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
     store = Store(folder, journal_mode=config.state.journal_mode, busy_timeout_s=config.state.busy_timeout_s,
                   create=False)
     task = TaskSpec.model_validate_json((Path(folder) / TASK_SPEC_FILE).read_text())
-    ctx = Context(store, task, make_policy(config, store, task=task), config)
+    def beat() -> None:
+        with store.write() as session:
+            row = session.get(Agent, agent_id)
+            if row is not None:
+                row.heartbeat_at = utcnow()
+                session.add(row)
+
+    # The policy beats around every model request too: a long conversation is alive while it talks.
+    ctx = Context(store, task, make_policy(config, store, task=task, heartbeat=beat), config)
     with store.read() as session:
         row = session.get(Agent, agent_id)
         assert row is not None
@@ -67,11 +75,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
             return
         now = time.monotonic()
         if now - last_beat >= HEARTBEAT_EVERY_S:
-            with store.write() as session:
-                beat = session.get(Agent, agent_id)
-                assert beat is not None
-                beat.heartbeat_at = utcnow()
-                session.add(beat)
+            beat()
             last_beat = now
         faults.point("agent_step")
         if not agent.step():
@@ -140,6 +144,16 @@ class Supervisor:
             self.restarts += 1
             restarted.append(agent_id)
         return restarted
+
+    def restart_all(self, why: str) -> None:
+        """Stop every agent and start it again (with the current `config_json`)."""
+        for agent_id, proc in list(self.processes.items()):
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+            self._release(agent_id, why)
+            self._spawn(agent_id)
+            self.restarts += 1
 
     def _release(self, agent_id: int, why: str) -> None:
         """Return what the agent had claimed but not launched; keep its memory; record the restart."""

@@ -26,6 +26,7 @@ from ..data import data_dir, prepare_data
 from ..execution.executors import TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
+from ..execution.served import ServedModel, ServeError
 from ..execution.results import atomic_write_text
 from ..execution.trial import TrialRequest
 from ..llm import make_policy
@@ -72,8 +73,16 @@ class Coordinator:
         # The lease is taken before anything is written: a second coordinator changes nothing.
         self.lease = lease(self.store) if lease is not None else None
         self.resumed = self._exists()
-        self.ctx = Context(self.store, self.task, policy or make_policy(config, self.store, task=self.task), config)
-        self.executor = executor or make_executor(config, self.folder / "jobs", self.time_limit_s)
+        # An open model served on the cluster: started (or re-attached) before any agent needs it.
+        self.served: Optional[ServedModel] = None
+        self._served_checked = time.monotonic()
+        if config.llm.serve.command:
+            self.served = ServedModel(config.llm, self.folder)
+            self._point_agents_at(self.served.ensure())
+        self._own_policy = policy is None
+        self.ctx = Context(self.store, self.task, policy or make_policy(self.config, self.store, task=self.task),
+                           self.config)
+        self.executor = executor or make_executor(self.config, self.folder / "jobs", self.time_limit_s)
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
         self.outcomes = Outcomes(self.task, config)
         self.on_tick = on_tick
@@ -173,6 +182,8 @@ class Coordinator:
             if self.supervisor is not None:
                 self._set_accepting(False)
                 self.supervisor.stop()
+            if self.served is not None:
+                self.served.stop()
         if self.on_tick:
             self.on_tick(self)
         return self.summary()
@@ -215,9 +226,41 @@ class Coordinator:
                 campaign.accepting_work = value
                 session.add(campaign)
 
+    def _point_agents_at(self, url: str) -> None:
+        self.config = self.config.model_copy(update={"llm": self.config.llm.model_copy(update={"base_url": url})})
+
+    def _check_served(self) -> None:
+        """Every `llm.serve.check_interval_s`: is the model server's job alive? If it died, submit it
+        again, wait until it answers, and move the agents to its new address."""
+        assert self.served is not None
+        if time.monotonic() - self._served_checked < self.config.llm.serve.check_interval_s:
+            return
+        self._served_checked = time.monotonic()
+        if self.served.alive():
+            return
+        try:
+            url = self.served.ensure()
+        except ServeError as exc:
+            with self.store.write() as session:
+                emit(session, "model_server.lost", "campaign", 1, error=str(exc))
+            self.request_stop(str(exc))
+            return
+        with self.store.write() as session:
+            emit(session, "model_server.restarted", "campaign", 1, job=self.served.job_id, url=url,
+                 restarts=self.served.restarts)
+        if url != self.config.llm.base_url:
+            self._point_agents_at(url)
+            if self._own_policy:
+                self.ctx.policy = make_policy(self.config, self.store, task=self.task)
+            if self.supervisor is not None:
+                self.supervisor.config_json = self.config.model_dump_json()
+                self.supervisor.restart_all("the model server moved")
+
     def tick(self) -> bool:
         """One pass over the campaign; True when it is finished."""
         self._checkpoint()
+        if self.served is not None:
+            self._check_served()
         self._ingest()
         status = self.store.campaign().status
         if status in ("finished", "failed"):

@@ -30,14 +30,48 @@ def make_client(llm: "LLMSection", api_key: Optional[str], *, http_client: Any =
     raise ValueError(f"llm.backend={llm.backend!r} has no chat client")
 
 
+class BeatingClient:
+    """A chat client that beats its agent's heartbeat before and after every request.
+
+    A decision is one conversation of up to `llm.max_turns` requests, each of up to `llm.timeout_s`:
+    minutes in all. The agent's process beats on every request, so the supervisor's hung limit
+    (`coordination.agent_timeout_s`) measures silence since the model last answered or was asked,
+    not the length of the conversation. A beat that fails (a locked database) is skipped: the next
+    one comes with the next request.
+    """
+
+    def __init__(self, client: "ChatClient", beat: Callable[[], None]) -> None:
+        self.client = client
+        self.beat = beat
+        self.model = client.model
+        self.name = client.name
+
+    def complete(self, request: Any) -> Any:
+        self._beat()
+        try:
+            return self.client.complete(request)
+        finally:
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.beat()
+        except Exception:  # noqa: BLE001 - a missed beat must never fail the model call
+            pass
+
+    def __repr__(self) -> str:
+        return f"BeatingClient({self.client!r})"
+
+
 def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["TaskSpec"] = None,
-                http_client: Any = None, sleep: Callable[[float], None] = time.sleep) -> "Policy":
+                http_client: Any = None, sleep: Callable[[float], None] = time.sleep,
+                heartbeat: Optional[Callable[[], None]] = None) -> "Policy":
     """The policy a campaign config asks for. `store` is for accounting (llm_call rows) only.
 
     LLM policies record every request attempt through a `StoreRecorder` (one short write
     transaction each) and refuse a request that would take the committed cost past
     `budget.llm_dollars`. The API key comes from `llm.api_key_file` or the environment and lives only
-    in the client.
+    in the client. `heartbeat`, when given, is called around every model request (`BeatingClient`).
     """
     if config.llm.backend in ("offline", "random"):
         from .offline import OfflinePolicy
@@ -52,6 +86,8 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     from .policy import LLMPolicy
 
     key = resolve_api_key(config.llm)
-    client = make_client(config.llm, key, http_client=http_client)
+    client: "ChatClient" = make_client(config.llm, key, http_client=http_client)
+    if heartbeat is not None:
+        client = BeatingClient(client, heartbeat)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),
                      campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key], sleep=sleep)
