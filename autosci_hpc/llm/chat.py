@@ -214,7 +214,15 @@ def tool_input(arguments: Any) -> tuple[dict[str, Any], str, Optional[str]]:
         except RecursionError:
             return {}, f"the arguments are nested more than {MAX_DEPTH} levels deep", raw
         except (TypeError, ValueError) as exc:
-            return {}, f"the arguments are not valid JSON: {clean_text(str(exc))[:200]}", raw
+            # Almost JSON (a code fence, trailing commas, Python literals): repaired only where the
+            # repair cannot change the meaning; otherwise refused with the reason.
+            from .repair import repair_arguments
+
+            repaired = repair_arguments(raw)
+            if repaired.value is None:
+                return {}, (f"the arguments are not valid JSON: {clean_text(str(exc))[:200]} "
+                            f"(not repaired: {repaired.reason[:200]})"), raw
+            arguments = repaired.value
     if not isinstance(arguments, dict):
         return {}, "the arguments must be a JSON object", raw
     try:

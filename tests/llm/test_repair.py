@@ -39,3 +39,12 @@ def test_unsafe_inputs_are_refused_with_a_reason(raw: str, why: str) -> None:
     result = repair_arguments(raw)
     assert result.value is None
     assert why in result.reason
+
+
+def test_the_backends_take_repaired_arguments_and_refuse_the_rest() -> None:
+    from autosci_hpc.llm.chat import tool_call
+
+    fenced = tool_call("c1", "critique", '```json\n{"verdict": "approve", "reasons": "ok",}\n```', 0)
+    assert fenced.input == {"verdict": "approve", "reasons": "ok"} and not fenced.parse_error
+    broken = tool_call("c2", "critique", '{"verdict": "approve", "reasons": "o', 0)
+    assert broken.input == {} and "truncated" in broken.parse_error
