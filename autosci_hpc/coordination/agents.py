@@ -135,25 +135,23 @@ class Supervisor:
                                                                                self.startup_grace_s))
             if proc.is_alive() and not hung:
                 continue
-            why = "hung (no heartbeat)" if proc.is_alive() else f"died (exit {proc.exitcode})"
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5)
-            self._release(agent_id, why)
-            self._spawn(agent_id)
-            self.restarts += 1
+            self._restart(agent_id, "hung (no heartbeat)" if proc.is_alive() else f"died (exit {proc.exitcode})")
             restarted.append(agent_id)
         return restarted
 
     def restart_all(self, why: str) -> None:
         """Stop every agent and start it again (with the current `config_json`)."""
-        for agent_id, proc in list(self.processes.items()):
-            if proc.is_alive():
-                proc.kill()
-            proc.join(5)
-            self._release(agent_id, why)
-            self._spawn(agent_id)
-            self.restarts += 1
+        for agent_id in list(self.processes):
+            self._restart(agent_id, why)
+
+    def _restart(self, agent_id: int, why: str) -> None:
+        proc = self.processes[agent_id]
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        self._release(agent_id, why)
+        self._spawn(agent_id)
+        self.restarts += 1
 
     def _release(self, agent_id: int, why: str) -> None:
         """Return what the agent had claimed but not launched; keep its memory; record the restart."""
