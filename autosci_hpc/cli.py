@@ -251,12 +251,42 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .status import show
 
-    store = _open_read_only(_campaign_folder(args.campaign))
+    folder = _campaign_folder(args.campaign)
+    store = _open_read_only(folder)
     try:
+        if args.transcript:
+            return _show_transcripts(store, folder, args.ref)
         console.print(show(store, args.ref), highlight=False, soft_wrap=True)
     except (KeyError, ValueError) as exc:
         err.print(f"autosci: {exc}")
         return 2
+    return 0
+
+
+def _show_transcripts(store: Any, folder: Path, ref: str) -> int:
+    """The model conversations behind a proposal (`p3`) or a trial's proposal (`12`)."""
+    from .llm.transcripts import behind_proposal, render
+    from .state.models import Proposal, Trial
+
+    with store.read() as session:
+        if ref.startswith("p"):
+            proposal = session.get(Proposal, int(ref[1:]))
+        else:
+            trial = session.get(Trial, int(ref.lstrip("t")))
+            if trial is None:
+                raise KeyError(f"no trial {ref}")
+            proposal = session.get(Proposal, trial.proposal_id) if trial.proposal_id else None
+            if proposal is None:
+                raise KeyError(f"trial {ref} is a {trial.role} trial: no proposal, no conversation behind it")
+    if proposal is None or proposal.id is None:
+        raise KeyError(f"no proposal {ref}")
+    paths = behind_proposal(folder, proposal.id, proposal.title)
+    if not paths:
+        err.print(f"autosci: no transcript of a conversation behind p{proposal.id} in {folder}/transcripts "
+                  "(offline and random agents have none)")
+        return 1
+    for path in paths:
+        console.print(render(path), highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -448,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_log)
     p = sub.add_parser("show", help="one trial (12), proposal (p3) or team (team-1) with its story")
     p.add_argument("ref")
+    p.add_argument("--transcript", action="store_true",
+                   help="print the model conversations behind the proposal (or the trial's proposal)")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder",

@@ -87,6 +87,9 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
 
     key = resolve_api_key(config.llm)
     client: "ChatClient" = make_client(config.llm, key, http_client=http_client)
+    from .transcripts import TranscriptClient
+
+    client = TranscriptClient(client, store.folder, secrets=[key])  # every conversation, for audit
     if heartbeat is not None:
         client = BeatingClient(client, heartbeat)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),

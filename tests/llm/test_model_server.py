@@ -65,6 +65,19 @@ def test_a_slow_model_does_not_get_its_agents_killed_as_hung(tmp_path: Path) -> 
     assert {"propose", "critique", "implement"} <= set(server.brain.purposes)
     assert con.execute("select count(*) from champion").fetchone()[0] >= 2
 
+    # Every conversation is kept, and `autosci show --transcript` prints the ones behind a proposal.
+    assert len(list((folder / "transcripts").glob("*.jsonl"))) == len(server.conversations)
+    pid = con.execute("select proposal_id from champion where proposal_id is not null").fetchone()[0]
+    import subprocess
+
+    from helpers import ROOT
+
+    shown = subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "show", "-C", str(folder), f"p{pid}",
+                            "--transcript"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "[propose]" in shown.stdout and "call post_proposal(" in shown.stdout
+    assert "[implement]" in shown.stdout and "call submit(" in shown.stdout and "call list_files(" in shown.stdout
+
 
 def test_doctor_says_whether_the_model_endpoint_answers(tmp_path: Path) -> None:
     import os
@@ -92,3 +105,30 @@ def test_doctor_says_whether_the_model_endpoint_answers(tmp_path: Path) -> None:
     down = doctor(f"http://127.0.0.1:{port}/v1")
     assert down.returncode == 1
     assert "FAILED" in down.stdout and "cannot connect" in down.stdout and "HTTPS_PROXY" in down.stdout
+
+
+def test_a_transcript_keeps_each_turn_clipped_and_without_the_key(tmp_path: Path) -> None:
+    from autosci_hpc.llm.chat import ChatResponse, ToolCall, ToolResult, ToolSpec, Usage
+    from autosci_hpc.llm.transcripts import CLIP, TranscriptClient, behind_proposal, render
+
+    secret = "sk-live-THE-KEY-0123456789"
+
+    class Echo:
+        model, name = "m", "fake"
+
+        def complete(self, request: ChatRequest) -> ChatResponse:
+            call = ToolCall(id="c", name="submit", input={"notes": f"the key is {secret}"})
+            return ChatResponse(text="", tool_calls=[call], usage=Usage(), model="m", stop_reason="tool_use",
+                                message=Message("assistant", [call]))
+
+    client = TranscriptClient(Echo(), tmp_path, secrets=[secret])
+    tools = [ToolSpec("submit", "", {"type": "object"})]
+    opening = Message("user", [Text("implement ## Proposal p7 by analyst-1 " + "x" * (CLIP + 500))])
+    client.complete(ChatRequest(system=[], messages=[opening], tools=tools))
+    client.complete(ChatRequest(system=[], tools=tools, messages=[
+        opening, Message("assistant", []), Message("user", [ToolResult("c", f"ok {secret}")])]))
+    [path] = behind_proposal(tmp_path, 7, "")
+    text = render(path)
+    assert secret not in path.read_text() and text.count("[redacted]") == 3
+    assert "characters clipped" in text and "[implement]" in text
+    assert behind_proposal(tmp_path, 70, "") == []  # p7 is not p70
