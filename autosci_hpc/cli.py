@@ -53,7 +53,11 @@ def _load(args: argparse.Namespace) -> Optional[tuple[Any, Any]]:
     try:
         files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
         config = load_config(files, [a for a in args.overrides if a not in files])
-        return config, load_task(config.task.path)
+        task = load_task(config.task.path)
+        from .execution.sandbox import campaign_sandbox
+
+        campaign_sandbox(config, config.campaign_folder())  # a sandbox asked for that does not work: one line
+        return config, task
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return None

@@ -38,6 +38,8 @@ from typing import Iterable, Literal, Optional, Sequence
 
 from pydantic import BaseModel, Field
 
+from ..config import ConfigError
+
 Mode = Literal["auto", "bwrap", "apptainer", "none"]
 MODES: tuple[str, ...] = ("auto", "bwrap", "apptainer", "none")
 #: Strongest first: what `auto` tries.
@@ -66,7 +68,7 @@ GPU_DEVICE_PREFIXES = ("nvidia", "dri")
 PROBE_TIMEOUT_S = 20.0
 
 
-class SandboxError(RuntimeError):
+class SandboxError(ConfigError):
     """The sandbox asked for cannot be built here; one line saying why and what to do."""
 
 
@@ -345,3 +347,25 @@ def trial_policy(mode: str, folder: str, data: str = "", *, network: bool = Fals
     return Policy(mode=mode, folder=str(Path(folder).absolute()),
                   data=str(Path(data).absolute()) if data else "", network=network, image=image,
                   read_only=tuple(read_only), forbidden=tuple(forbidden))
+
+
+
+def campaign_sandbox(config: object, campaign_folder: Path) -> tuple[SandboxSettings, str]:
+    """(the settings every trial of the campaign carries, why): `executor.sandbox` resolved here.
+
+    Refused, before anything is created: a sandbox that does not work, and a key file that trial code
+    would see (inside the Python environment, the package source or the campaign folder). The key
+    file's path itself never travels with a trial request."""
+    executor = getattr(config, "executor")
+    llm = getattr(config, "llm")
+    folder = Path(campaign_folder).absolute()
+    mode, why = resolve(executor.sandbox, executor.sandbox_image)
+    if llm.api_key_file:
+        key_file = str(Path(llm.api_key_file).expanduser().absolute())
+        shown = [str(folder)] + (python_roots() if mode != "none" else [])
+        root = _inside(key_file, shown)
+        if root is not None:
+            raise SandboxError(f"llm.api_key_file: {key_file} lies inside {root}, which trial code can read; "
+                               "keep the key file outside the campaign folder and the Python environment "
+                               "(for example ~/.config/autosci/key, mode 0600)")
+    return SandboxSettings(mode=mode, image=executor.sandbox_image, forbidden=[str(folder / "state.db")]), why

@@ -51,7 +51,17 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     from .keys import resolve_api_key
     from .policy import LLMPolicy
 
+    from ..execution.sandbox import campaign_sandbox
+    from ..scrub import heldout_values
+
     key = resolve_api_key(config.llm)
     client = make_client(config.llm, key, http_client=http_client)
+
+    def heldout() -> list[float]:
+        with store.read() as session:
+            return heldout_values(session)
+
+    sandbox, _ = campaign_sandbox(config, store.folder)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),
-                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key], sleep=sleep)
+                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key], sleep=sleep,
+                     heldout=heldout, sandbox=sandbox)

@@ -38,6 +38,8 @@ from .chat import (Attempt, ChatClient, ChatRequest, LLMError, Message, SystemBl
                    ToolSpec, call_with_retries)
 from .context import (CHARS_PER_TOKEN, MEMORY_CHARS, clip, compact, dead_end_line, listing, post_line,
                       proposal_line, render_state, task_text, trial_line)
+from ..execution.sandbox import SandboxSettings
+from ..scrub import Scrubber
 from .keys import redact
 from .tools import (DeadEnds, Done, EditFiles, ListFiles, NoProposal, ReadDeadEnds, ReadFile, ReadForum, ReadLog,
                     ReadProposals, Roster, SetOverrides, SmokeTest, Submit, Tool, ToolRefused, UpdateMemory,
@@ -94,7 +96,8 @@ class LLMPolicy:
     def __init__(self, client: ChatClient, *, task: TaskSpec, llm: Optional[LLMSection] = None,
                  recorder: Optional[Recorder] = None, campaign_folder: Optional[Path] = None,
                  budget_usd: Optional[float] = None, secrets: Iterable[Optional[str]] = (),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, heldout: Callable[[], list[float]] = list,
+                 sandbox: Optional[SandboxSettings] = None) -> None:
         self.client = client
         self.task = task
         self.llm = llm or LLMSection(backend="anthropic", model=client.model)
@@ -103,6 +106,9 @@ class LLMPolicy:
         self.budget_usd = budget_usd
         self.secrets = [s for s in secrets if s]
         self.sleep = sleep
+        #: The held-out values recorded so far (read where the policy is made): no request carries one.
+        self.heldout = heldout
+        self.sandbox = sandbox
         price = price_of(self.llm.prices, client.model)
         if price is None:
             raise LLMPolicyError(f"no price for model '{client.model}' in llm.prices")
@@ -211,7 +217,8 @@ class LLMPolicy:
         parent = (self.campaign_folder / "scratch") if self.campaign_folder else Path(tempfile.gettempdir())
         try:
             ws = Workspace.create(self.task, source, parent, name=agent.name,
-                                  base_overrides=view.champion.overrides, secrets=self.secrets)
+                                  base_overrides=view.champion.overrides, secrets=self.secrets,
+                                  heldout=self.heldout(), sandbox=self.sandbox)
         except (OSError, WorkspaceError) as exc:
             raise LLMPolicyError(f"{agent.name}: implement: cannot prepare the scratch workspace: {exc}") from None
         try:
@@ -484,6 +491,9 @@ class LLMPolicy:
         return outcome, "", False
 
     def _request(self, agent: AgentInfo, purpose: str, request: ChatRequest) -> Any:
+        # The last gate before the model: whatever the prompt quotes (log tails, posts, notes, tool
+        # results, the model's own earlier calls) goes out without held-out values or keys.
+        request = scrub_request(request, Scrubber(self.heldout(), self.secrets))
         if self.budget_usd is not None:
             size = sum(len(b.text) for b in request.system) + len(json.dumps(
                 [t.input_schema for t in request.tools])) + sum(_message_chars(m) for m in request.messages)
@@ -510,6 +520,24 @@ class LLMPolicy:
                                      sleep=self.sleep)
         except LLMError as exc:
             raise LLMPolicyError(redact(f"{agent.name}: {purpose}: {exc}", self.secrets)) from None
+
+
+def scrub_request(request: ChatRequest, scrubber: Scrubber) -> ChatRequest:
+    """A copy of `request` with every text the model will read scrubbed."""
+    def part(p: Any) -> Any:
+        if isinstance(p, Text):
+            return Text(scrubber.scrub(p.text))
+        if isinstance(p, ToolResult):
+            return ToolResult(p.call_id, scrubber.scrub(p.content), p.is_error)
+        if isinstance(p, ToolCall):
+            return ToolCall(p.id, p.name, scrubber.scrub_value(p.input),
+                            None if p.raw_arguments is None else scrubber.scrub(p.raw_arguments),
+                            scrubber.scrub(p.parse_error))
+        return p
+
+    return ChatRequest(system=[SystemBlock(scrubber.scrub(b.text), b.cache) for b in request.system],
+                       messages=[Message(m.role, [part(p) for p in m.parts]) for m in request.messages],
+                       tools=request.tools, max_tokens=request.max_tokens, require_tool=request.require_tool)
 
 
 def _message_chars(message: Message) -> int:
