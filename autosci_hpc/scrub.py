@@ -100,7 +100,7 @@ def _matches(printed: float, places: int, secret: float) -> bool:
     return rounded or truncated
 
 
-def scrub_numbers(text: str, values: Iterable[float]) -> str:
+def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, int]] = None) -> str:
     secrets = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not secrets:
         return text
@@ -115,6 +115,8 @@ def scrub_numbers(text: str, values: Iterable[float]) -> str:
         if not has_point and places <= 0:
             return token  # a bare integer ("53") is too common to be taken for a leak
         if any(_matches(value, places, s) for s in secrets):
+            if hits is not None:
+                hits["heldout"] = hits.get("heldout", 0) + 1
             return HELDOUT_MARK
         return token
 
@@ -153,6 +155,8 @@ class Scrubber:
         self.heldout = sorted({float(v) for v in heldout if v is not None and math.isfinite(float(v))})
         self.secrets = sorted({s.strip() for s in [*secrets, *registered_secrets()] if s and s.strip()},
                               key=len, reverse=True)
+        #: What this scrubber removed so far, by kind ("heldout", "key"): the caller records it.
+        self.hits: dict[str, int] = {}
         self._windows: set[str] = set()
         self._window = FRAGMENT
         for secret in self.secrets:
@@ -171,9 +175,11 @@ class Scrubber:
         try:
             out = text if isinstance(text, str) else str(text)
             for secret in self.secrets:
-                out = out.replace(secret, SECRET_MARK)
+                if secret in out:
+                    self.hits["key"] = self.hits.get("key", 0) + out.count(secret)
+                    out = out.replace(secret, SECRET_MARK)
             out = self._scrub_keys(out)
-            return scrub_numbers(out, self.heldout)
+            return scrub_numbers(out, self.heldout, self.hits)
         except Exception:  # noqa: BLE001 -- a scrubber that fails must fail closed, never crash its caller
             return "[text withheld: it could not be checked for secrets]"
 
@@ -200,6 +206,7 @@ class Scrubber:
                 i = j + 1
             else:
                 i += 1
+        self.hits["key"] = self.hits.get("key", 0) + len(spans)
         for start, end in reversed(spans):
             text = text[:start] + SECRET_MARK + text[end:]
         return text
@@ -216,7 +223,17 @@ class Scrubber:
 
     def leaks(self, text: str) -> bool:
         """Whether `text` holds anything `scrub` would remove."""
-        return self.scrub(text) != text
+        return Scrubber(self.heldout, self.secrets).scrub(text) != text
+
+
+def record(session: Any, scrubber: Scrubber, entity: str, entity_id: Optional[int], where: str) -> None:
+    """An event saying what was removed from text about to be stored (never the removed text itself):
+    a leak attempt is detected and on record, not only silently cleaned."""
+    if scrubber.hits:
+        from .state import emit
+
+        emit(session, "leak.scrubbed", entity, entity_id, where=where, **dict(scrubber.hits))
+        scrubber.hits = {}
 
 
 def heldout_values(session: Any) -> list[float]:
@@ -260,4 +277,6 @@ def clean_draft(draft: Any, scrubber: Scrubber) -> Any:
                             if isinstance(e, BaseModel) else keys_only.scrub_value(e) for e in value]
         elif isinstance(value, (str, dict, list)):
             update[name] = scrubber.scrub_value(value)
+    for kind, count in keys_only.hits.items():
+        scrubber.hits[kind] = scrubber.hits.get(kind, 0) + count
     return draft.model_copy(update=update)

@@ -75,6 +75,7 @@ def post(session: Session, kind: str, title: str, body: str = "", *, author_id: 
     clean = scrub.for_session(session)
     session.add(ForumPost(kind=kind, title=clean.scrub(title), body=clean.scrub(body), author_id=author_id,
                           team_id=team_id, proposal_id=proposal_id, trial_ids=trial_ids or []))
+    scrub.record(session, clean, "agent" if author_id else "forum", author_id, f"a {kind} post")
 
 
 class Role:
@@ -127,7 +128,9 @@ class Analyst(Role):
             if draft is None:
                 remember(session, self.agent_id, **{**info.memory_update, **memory})
                 return None
-            draft = scrub.clean_draft(draft, scrub.for_session(session))
+            clean = scrub.for_session(session)
+            draft = scrub.clean_draft(draft, clean)
+            scrub.record(session, clean, "agent", self.agent_id, "a proposal")
             champion = current_champion(session)
             base = champion.overrides if champion else {}
             unknown = unknown_keys_reason(self.ctx.task.base_config(), draft.overrides)

@@ -107,6 +107,7 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         trial.failure_class = result.failure_class
         trial.failure_reason = clean.scrub(result.failure_reason)
         trial.log_tail = clean.scrub(result.log_tail)
+        scrub.record(session, clean, "trial", trial.id, "the trial's log tail, failure reason or metrics")
         trial.environment = result.environment
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:
