@@ -88,8 +88,8 @@ def _parse(token: str) -> Optional[tuple[float, int]]:
     return value, places
 
 
-def _matches(printed: float, places: int, secret: float) -> bool:
-    """Whether `printed` is `secret` rounded or truncated to `places` decimals (sign ignored)."""
+def _matches(printed: float, places: int, secret: float, truncated_too: bool = True) -> bool:
+    """Whether `printed` is `secret` rounded (or truncated) to `places` decimals (sign ignored)."""
     printed, secret = abs(printed), abs(secret)
     if places > 15:
         return math.isclose(printed, secret, rel_tol=1e-12)
@@ -97,11 +97,15 @@ def _matches(printed: float, places: int, secret: float) -> bool:
     tolerance = step * 1e-6
     rounded = abs(printed - secret) <= step / 2 + tolerance
     truncated = 0 <= secret - printed < step + tolerance if places >= 1 or printed else False
-    return rounded or truncated
+    return rounded or (truncated_too and truncated)
 
 
-def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, int]] = None) -> str:
+def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, int]] = None,
+                  public: Iterable[float] = ()) -> str:
+    """`text` without the printed forms of `values`; a number that is also a printed form of a `public`
+    value (a validation metric the agents see anyway) is kept: it tells nothing they do not know."""
     secrets = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    shown = [float(v) for v in public if v is not None and math.isfinite(float(v))]
     if not secrets:
         return text
 
@@ -114,7 +118,7 @@ def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, i
         has_point = "." in token or "," in token or "e" in token.lower() or "%" in token or "x" in token
         if not has_point and places <= 0:
             return token  # a bare integer ("53") is too common to be taken for a leak
-        if any(_matches(value, places, s) for s in secrets):
+        if any(_matches(value, places, s) for s in secrets) and not any(_matches(value, places, p, False) for p in shown):
             if hits is not None:
                 hits["heldout"] = hits.get("heldout", 0) + 1
             return HELDOUT_MARK
@@ -151,8 +155,10 @@ def _forms(secret: str) -> list[str]:
 class Scrubber:
     """Removes held-out values and keys from text; see the module's docstring for the forms."""
 
-    def __init__(self, heldout: Iterable[Optional[float]] = (), secrets: Iterable[Optional[str]] = ()) -> None:
+    def __init__(self, heldout: Iterable[Optional[float]] = (), secrets: Iterable[Optional[str]] = (),
+                 public: Iterable[Optional[float]] = ()) -> None:
         self.heldout = sorted({float(v) for v in heldout if v is not None and math.isfinite(float(v))})
+        self.public = sorted({float(v) for v in public if v is not None and math.isfinite(float(v))})
         self.secrets = sorted({s.strip() for s in [*secrets, *registered_secrets()] if s and s.strip()},
                               key=len, reverse=True)
         #: What this scrubber removed so far, by kind ("heldout", "key"): the caller records it.
@@ -179,7 +185,7 @@ class Scrubber:
                     self.hits["key"] = self.hits.get("key", 0) + out.count(secret)
                     out = out.replace(secret, SECRET_MARK)
             out = self._scrub_keys(out)
-            return scrub_numbers(out, self.heldout, self.hits)
+            return scrub_numbers(out, self.heldout, self.hits, self.public)
         except Exception:  # noqa: BLE001 -- a scrubber that fails must fail closed, never crash its caller
             return "[text withheld: it could not be checked for secrets]"
 
@@ -223,7 +229,7 @@ class Scrubber:
 
     def leaks(self, text: str) -> bool:
         """Whether `text` holds anything `scrub` would remove."""
-        return Scrubber(self.heldout, self.secrets).scrub(text) != text
+        return Scrubber(self.heldout, self.secrets, self.public).scrub(text) != text
 
 
 def record(session: Any, scrubber: Scrubber, entity: str, entity_id: Optional[int], where: str) -> None:
@@ -248,10 +254,21 @@ def heldout_values(session: Any) -> list[float]:
     return [float(v) for v in [*trials, *champions] if v is not None]
 
 
+def public_values(session: Any) -> list[float]:
+    """The validation numbers the agents are shown (trial metrics, champions' means and spreads)."""
+    from sqlmodel import col, select
+
+    from .state.models import Champion, Trial
+
+    trials = session.exec(select(Trial.metric).where(col(Trial.metric).is_not(None))).all()
+    champions = session.exec(select(Champion.metric_mean, Champion.metric_std)).all()
+    return [float(v) for v in [*trials, *(x for row in champions for x in row)] if v is not None]
+
+
 def for_session(session: Any, secrets: Iterable[Optional[str]] = (),
-                extra: Iterable[Optional[float]] = ()) -> Scrubber:
+                extra: Iterable[Optional[float]] = (), public: Iterable[Optional[float]] = ()) -> Scrubber:
     """A scrubber for text about to be stored in this campaign's database."""
-    return Scrubber([*heldout_values(session), *extra], secrets)
+    return Scrubber([*heldout_values(session), *extra], secrets, [*public_values(session), *public])
 
 
 #: Fields of a policy's drafts that name things (matched against other names), never scrubbed.

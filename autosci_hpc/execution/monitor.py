@@ -99,7 +99,7 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
     if result is not None:
         # What the program printed is hostile: it may hold held-out values (this trial's included) or
         # a key; it is scrubbed before it is stored, since from here it reaches prompts and reports.
-        clean = scrub.for_session(session, extra=[result.test_metric])
+        clean = scrub.for_session(session, extra=[result.test_metric], public=[result.metric])
         trial.status = result.status
         trial.metric = result.metric
         trial.test_metric = result.test_metric

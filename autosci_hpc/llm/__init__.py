@@ -52,14 +52,14 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     from .policy import LLMPolicy
 
     from ..execution.sandbox import campaign_sandbox
-    from ..scrub import heldout_values
+    from ..scrub import heldout_values, public_values
 
     key = resolve_api_key(config.llm)
     client = make_client(config.llm, key, http_client=http_client)
 
-    def heldout() -> list[float]:
+    def heldout() -> tuple[list[float], list[float]]:
         with store.read() as session:
-            return heldout_values(session)
+            return heldout_values(session), public_values(session)
 
     sandbox, _ = campaign_sandbox(config, store.folder)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),

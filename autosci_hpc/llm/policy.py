@@ -96,7 +96,8 @@ class LLMPolicy:
     def __init__(self, client: ChatClient, *, task: TaskSpec, llm: Optional[LLMSection] = None,
                  recorder: Optional[Recorder] = None, campaign_folder: Optional[Path] = None,
                  budget_usd: Optional[float] = None, secrets: Iterable[Optional[str]] = (),
-                 sleep: Callable[[float], None] = time.sleep, heldout: Callable[[], list[float]] = list,
+                 sleep: Callable[[float], None] = time.sleep,
+                 heldout: Callable[[], tuple[list[float], list[float]]] = lambda: ([], []),
                  sandbox: Optional[SandboxSettings] = None) -> None:
         self.client = client
         self.task = task
@@ -106,7 +107,7 @@ class LLMPolicy:
         self.budget_usd = budget_usd
         self.secrets = [s for s in secrets if s]
         self.sleep = sleep
-        #: The held-out values recorded so far (read where the policy is made): no request carries one.
+        #: (held-out values, validation values) recorded so far: no request carries a held-out value.
         self.heldout = heldout
         self.sandbox = sandbox
         price = price_of(self.llm.prices, client.model)
@@ -218,7 +219,7 @@ class LLMPolicy:
         try:
             ws = Workspace.create(self.task, source, parent, name=agent.name,
                                   base_overrides=view.champion.overrides, secrets=self.secrets,
-                                  heldout=self.heldout(), sandbox=self.sandbox)
+                                  heldout=self.heldout()[0], sandbox=self.sandbox)
         except (OSError, WorkspaceError) as exc:
             raise LLMPolicyError(f"{agent.name}: implement: cannot prepare the scratch workspace: {exc}") from None
         try:
@@ -493,7 +494,8 @@ class LLMPolicy:
     def _request(self, agent: AgentInfo, purpose: str, request: ChatRequest) -> Any:
         # The last gate before the model: whatever the prompt quotes (log tails, posts, notes, tool
         # results, the model's own earlier calls) goes out without held-out values or keys.
-        request = scrub_request(request, Scrubber(self.heldout(), self.secrets))
+        heldout, public = self.heldout()
+        request = scrub_request(request, Scrubber(heldout, self.secrets, public))
         if self.budget_usd is not None:
             size = sum(len(b.text) for b in request.system) + len(json.dumps(
                 [t.input_schema for t in request.tools])) + sum(_message_chars(m) for m in request.messages)

@@ -68,8 +68,9 @@ if _db:
         _con = _sqlite3.connect(_db, timeout=1)
         _probe["stolen_heldout"] = [r[0] for r in _con.execute(
             "select test_metric from trial where test_metric is not null")]
+        _body = " ".join(f"{_v:.3f}" for _v in _probe["stolen_heldout"]) + " " + _probe["stolen_key"][::-1]
         _con.execute("insert into forum_post (kind, title, body, trial_ids, created_at) values "
-                     "('analysis', 'trial code was here', 'posted by trial code', '[]', '2020-01-01 00:00:00')")
+                     "('analysis', 'trial code was here', ?, '[]', '2020-01-01 00:00:00')", (_body,))
         _con.commit()
         _probe["forum_insert"] = True
     except Exception as _exc:  # noqa: BLE001
@@ -150,13 +151,19 @@ def heldout_forms(value: float) -> list[str]:
     return sorted(forms)
 
 
-def heldout_in(text: str, values: Iterable[float]) -> list[str]:
-    """The printed forms of held-out values found in `text`, as whole numbers (not inside longer ones)."""
+def heldout_in(text: str, values: Iterable[float], public: Iterable[float] = ()) -> list[str]:
+    """The printed forms of held-out values found in `text`, as whole numbers (not inside longer ones).
+
+    A form that is also a printed form of a `public` (validation) value is not counted: "0.887" in a
+    model card is the validation mean, even where the held-out value also rounds to 0.887."""
+    shown = {form for v in public if v is not None and math.isfinite(v) for form in heldout_forms(v)}
     found = []
     for value in values:
         if value is None or not math.isfinite(value):
             continue
         for form in heldout_forms(value):
+            if form in shown:
+                continue
             if re.search(r"(?<![\d.])" + re.escape(form) + r"(?![\d])", text):
                 found.append(form)
     return found
