@@ -202,6 +202,9 @@ def _gpu_args() -> list[str]:
     for entry in entries:
         if entry.name.startswith(GPU_DEVICE_PREFIXES):
             args += ["--dev-bind-try", str(entry), str(entry)]
+    if args:
+        # The GPU driver's user-space library reads device topology from /sys (read-only here).
+        args += ["--ro-bind-try", "/sys", "/sys"]
     return args
 
 
