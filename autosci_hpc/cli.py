@@ -248,16 +248,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     console.print("[bold]sandbox for trial code[/bold]")
     for mode, works, why in sandbox.report():
-        console.print(f"  {mode}: {'works' if works else 'not available'}: {why}", highlight=False, markup=False)
+        console.print(f"  {mode}: {'works' if works else 'not available'}: {why}", highlight=False,
+                      markup=False)
     best, why = sandbox.resolve("auto", os.environ.get("AUTOSCI_SANDBOX_IMAGE", ""))
-    console.print(f"  executor.sandbox=auto uses: {best}" + (" (trial code would run unprotected)" if best == "none"
-                                                              else ""), highlight=False, markup=False)
+    unprotected = " (trial code would run unprotected)" if best == "none" else ""
+    console.print(f"  executor.sandbox=auto uses: {best}{unprotected}", highlight=False, markup=False)
     console.print("[bold]API keys[/bold]")
     for var in API_KEY_VARIABLES:
         # Never print the key, nor any part of it.
-        console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}"
-                      + (" (prefer llm.api_key_file, mode 0600: a process's environment stays readable in "
-                         "/proc/<pid>/environ for its whole life)" if os.environ.get(var) else ""), highlight=False)
+        advice = (" (prefer llm.api_key_file, mode 0600: a process's environment stays readable in "
+                  "/proc/<pid>/environ for its whole life)") if os.environ.get(var) else ""
+        console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}{advice}", highlight=False)
     return 0 if ok else 1
 
 

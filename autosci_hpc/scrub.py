@@ -118,7 +118,8 @@ def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, i
         has_point = "." in token or "," in token or "e" in token.lower() or "%" in token or "x" in token
         if not has_point and places <= 0:
             return token  # a bare integer ("53") is too common to be taken for a leak
-        if any(_matches(value, places, s) for s in secrets) and not any(_matches(value, places, p, False) for p in shown):
+        leaked = any(_matches(value, places, s) for s in secrets)
+        if leaked and not any(_matches(value, places, p, False) for p in shown):
             if hits is not None:
                 hits["heldout"] = hits.get("heldout", 0) + 1
             return HELDOUT_MARK
@@ -174,7 +175,8 @@ class Scrubber:
         for secret in self.secrets:
             for form in _forms(secret):
                 if len(form) >= MIN_SECRET:
-                    self._windows.update(form[i:i + self._window] for i in range(len(form) - self._window + 1))
+                    width = self._window
+                    self._windows.update(form[i:i + width] for i in range(len(form) - width + 1))
 
     def scrub(self, text: Any) -> str:
         """`text` (anything: it is made a string) without held-out values or keys."""

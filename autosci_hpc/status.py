@@ -27,7 +27,8 @@ def _fmt(value: Optional[float]) -> str:
 
 def sandbox_of(session: Session) -> str:
     """The sandbox the campaign's trials run in (its last start), "" for a campaign from before sandboxes."""
-    event = session.exec(select(Event).where(Event.kind == "campaign.sandbox").order_by(col(Event.id).desc())).first()
+    event = session.exec(select(Event).where(Event.kind == "campaign.sandbox")
+                         .order_by(col(Event.id).desc())).first()
     return str(event.data.get("sandbox", "")) if event is not None else ""
 
 
@@ -55,7 +56,8 @@ def render_status(store: Store) -> Group:
         header.append(f"{campaign.name}", style="bold")
         header.append(f"  task {campaign.task_name}  mode {campaign.mode}  status {campaign.status}\n")
         header.append(f"folder {campaign.folder}\n")
-        header.append(sandbox_line(session) + "\n", style="" if sandbox_of(session) not in ("none", "") else "bold red")
+        unprotected = sandbox_of(session) in ("none", "")
+        header.append(sandbox_line(session) + "\n", style="bold red" if unprotected else "")
         header.append(f"trials {campaign.trials_submitted}/{budget} submitted, {campaign.trials_finished} finished, "
                       f"{failed} failed; proposals rejected before compute: {rejected}; dead ends: {dead}\n")
         if champion is not None:

@@ -93,7 +93,8 @@ class Role:
                 post(session, "failure", f"{info.name} could not {decision}", str(exc)[:2000],
                      author_id=self.agent_id, team_id=info.team_id)
                 error = scrub.for_session(session).scrub(str(exc))
-                emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision, error=error[:500])
+                emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision,
+                     error=error[:500])
                 remember(session, self.agent_id, last_error=error[:300], **info.memory_update)
             return None
 

@@ -304,7 +304,8 @@ class Coordinator:
                             command=self.task.command, overrides=trial.overrides, seed=trial.seed,
                             time_limit_s=self.time_limit_s, metric=self.task.metric.name,
                             test_metric=self.task.test_metric,
-                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "", sandbox=self.sandbox)
+                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "",
+                            sandbox=self.sandbox)
 
     def _maybe_finish(self) -> bool:
         with self.store.read() as session:

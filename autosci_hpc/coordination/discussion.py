@@ -216,8 +216,8 @@ def conclude_reopened(ctx: Context) -> list[str]:
                     proposal.status = "rejected"
                     proposal.reject_reason = f"withdrawn: {row.name} reorganized around '{choice.focus}'"
                 session.add(proposal)
-            row.focus, row.hypothesis, row.status = choice.focus, scrub.for_session(session).scrub(choice.hypothesis), \
-                "active"
+            hypothesis = scrub.for_session(session).scrub(choice.hypothesis)
+            row.focus, row.hypothesis, row.status = choice.focus, hypothesis, "active"
             row.experiments_since_improvement = 0
             session.add(row)
             verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"

@@ -273,7 +273,8 @@ def probe(mode: str, image: str = "") -> tuple[bool, str]:
         return False, f"unknown sandbox '{mode}'"
     exe = shutil.which(tool)
     if exe is None:
-        package = "Debian/Ubuntu package 'bubblewrap'" if tool == "bwrap" else "the apptainer module of the cluster"
+        package = ("Debian/Ubuntu package 'bubblewrap'" if tool == "bwrap"
+                   else "the apptainer module of the cluster")
         return False, f"{tool} is not installed (install {package})"
     if mode == "apptainer" and not image:
         return False, "apptainer is installed, but executor.sandbox_image names no image"
@@ -288,7 +289,8 @@ def probe(mode: str, image: str = "") -> tuple[bool, str]:
             return False, f"{tool} could not run: {exc}"
     if proc.returncode != 0:
         why = (proc.stderr or proc.stdout).strip().splitlines()
-        return False, f"{tool} is installed but cannot build a sandbox here: {why[-1] if why else proc.returncode}"
+        last = why[-1] if why else f"exit status {proc.returncode}"
+        return False, f"{tool} is installed but cannot build a sandbox here: {last}"
     return True, f"{exe} works (own PID namespace, no network, read-only system)"
 
 

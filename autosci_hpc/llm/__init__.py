@@ -63,5 +63,5 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
 
     sandbox, _ = campaign_sandbox(config, store.folder)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),
-                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key], sleep=sleep,
-                     heldout=heldout, sandbox=sandbox)
+                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key],
+                     sleep=sleep, heldout=heldout, sandbox=sandbox)

@@ -52,10 +52,12 @@ def run_campaign(tmp: Path, mode: str) -> dict[str, Any]:
     folder = (tmp / "campaign").absolute()
     targets = {"read": {"key_file": str(key_file), "state.db": str(folder / "state.db")},
                "db": str(folder / "state.db"),
-               "other_results": [str(folder / "trials" / f"{i:06d}" / "result.json") for i in range(1, TRIALS + 1)]}
+               "other_results": [str(folder / "trials" / f"{i:06d}" / "result.json")
+                                 for i in range(1, TRIALS + 1)]}
     task = hostile_task(tmp, targets)
-    config = campaign_config(tmp, "toy", f"task.path={task}", "llm.backend=anthropic", f"budget.trials={TRIALS}",
-                             "promotion.seeds=2", "coordination.critics_per_proposal=1", "budget.llm_dollars=5",
+    config = campaign_config(tmp, "toy", f"task.path={task}", "llm.backend=anthropic",
+                             f"budget.trials={TRIALS}", "promotion.seeds=2",
+                             "coordination.critics_per_proposal=1", "budget.llm_dollars=5",
                              f"llm.api_key_file={key_file}", f"executor.sandbox={mode}",
                              # A starting point whose held-out scores are distinctive numbers: a grep cannot
                              # tell a leaked 0.55 from a proposal that sets x to 0.55.
@@ -80,7 +82,8 @@ def run_campaign(tmp: Path, mode: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", params=["bwrap", "none"])
-def hostile_campaign(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def hostile_campaign(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if request.param == "bwrap":
         skip_without_bwrap()
     out = run_campaign(tmp_path_factory.mktemp(f"hostile-{request.param}"), request.param)
@@ -124,17 +127,19 @@ def test_the_database_text_holds_no_held_out_value_or_key(hostile_campaign: dict
 def test_no_file_of_the_campaign_holds_a_held_out_value_or_the_key(hostile_campaign: dict[str, Any],
                                                                    request: pytest.FixtureRequest) -> None:
     needs_sandbox(request, hostile_campaign["mode"],
-                  "without one, trial code reads the key file and the database and prints them into trial.log")
+                  "without one, trial code reads the key file and the database and prints them in trial.log")
     files = campaign_files(hostile_campaign["folder"])
     assert not [p for p, text in files.items() if key_in(text)]
     leaked = [p for p, text in files.items()
-              if p.name not in MEASUREMENT_FILES and heldout_in(text, hostile_campaign["heldout"], hostile_campaign["public"])]
+              if p.name not in MEASUREMENT_FILES
+              and heldout_in(text, hostile_campaign["heldout"], hostile_campaign["public"])]
     assert not leaked
 
 
 def test_every_attack_of_trial_code_was_blocked(hostile_campaign: dict[str, Any],
                                                 request: pytest.FixtureRequest) -> None:
-    needs_sandbox(request, hostile_campaign["mode"], "without one, the reads, the /proc scan and the insert succeed")
+    needs_sandbox(request, hostile_campaign["mode"],
+                  "without one, the reads, the /proc scan and the insert succeed")
     probes = [t for t in hostile_campaign["trials"] if t.folder]
     assert probes
     import json

@@ -32,14 +32,17 @@ def test_bwrap_argv_shows_only_what_the_policy_names(tmp_path: Path) -> None:
     assert (str(tmp_path / "d"), DATA_MOUNT) in pairs(argv, "--ro-bind")
     assert ("/proc",) in pairs(argv, "--proc", 1) and ("/tmp",) in pairs(argv, "--tmpfs", 1)
     sources = {p[0] for p in pairs(argv, "--ro-bind") + pairs(argv, "--ro-bind-try")}
-    assert sys.prefix in sources and "/etc" not in sources and "/" not in sources and str(Path.home()) not in sources
+    assert sys.prefix in sources and "/etc" not in sources and "/" not in sources
+    assert str(Path.home()) not in sources
     assert "--share-net" in bwrap_argv(["true"], Policy(mode="bwrap", folder=str(tmp_path), network=True))
 
 
 def test_apptainer_argv(tmp_path: Path) -> None:
-    policy = Policy(mode="apptainer", folder=str(tmp_path / "t"), data=str(tmp_path / "d"), image="/img/py.sif")
+    policy = Policy(mode="apptainer", folder=str(tmp_path / "t"), data=str(tmp_path / "d"),
+                    image="/img/py.sif")
     argv = apptainer_argv(["python", "train.py"], policy)
-    assert argv[:3] == ["apptainer", "exec", "--containall"] and argv[-3:] == ["/img/py.sif", "python", "train.py"]
+    assert argv[:3] == ["apptainer", "exec", "--containall"]
+    assert argv[-3:] == ["/img/py.sif", "python", "train.py"]
     binds = [b for (b,) in pairs(argv, "--bind", 1)]
     assert f"{tmp_path / 't'}:{TRIAL_MOUNT}:rw" in binds and f"{tmp_path / 'd'}:{DATA_MOUNT}:ro" in binds
     assert all(b.endswith(":ro") for b in binds if TRIAL_MOUNT not in b)
@@ -49,7 +52,8 @@ def test_apptainer_argv(tmp_path: Path) -> None:
         apptainer_argv(["true"], Policy(mode="apptainer", folder=str(tmp_path)))
 
 
-def test_apptainer_wrap_passes_the_environment_as_apptainerenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_apptainer_wrap_passes_the_environment_as_apptainerenv(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "probe", lambda mode, image="": (True, "stub"))
     folder = tmp_path / "t"
     argv, env = wrap(["python", f"{folder}/work/x.py", "--metrics", f"{folder}/metrics.json"],
@@ -57,7 +61,8 @@ def test_apptainer_wrap_passes_the_environment_as_apptainerenv(tmp_path: Path, m
                       "ANTHROPIC_API_KEY": "sk-secret", "AUTOSCI_TRIAL_ID": "12"},
                      Policy(mode="apptainer", folder=str(folder), image="/img/py.sif"))
     assert argv[-4:] == ["python", f"{TRIAL_MOUNT}/work/x.py", "--metrics", f"{TRIAL_MOUNT}/metrics.json"]
-    assert env["APPTAINERENV_AUTOSCI_SEED"] == "3" and env["APPTAINERENV_AUTOSCI_METRICS"] == f"{TRIAL_MOUNT}/metrics.json"
+    assert env["APPTAINERENV_AUTOSCI_SEED"] == "3"
+    assert env["APPTAINERENV_AUTOSCI_METRICS"] == f"{TRIAL_MOUNT}/metrics.json"
     assert not any("sk-secret" in v for v in env.values()) and "APPTAINERENV_AUTOSCI_TRIAL_ID" not in env
 
 
@@ -72,7 +77,8 @@ def test_the_probe_really_runs_the_sandbox() -> None:
     assert sandbox.probe("bwrap")[0] and resolve("auto")[0] == "bwrap"
 
 
-def test_a_bwrap_that_cannot_build_a_sandbox_is_not_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bwrap_that_cannot_build_a_sandbox_is_not_taken(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed is not enough (user namespaces may be disabled): the probe runs it."""
     fake = tmp_path / "bin" / "bwrap"
     fake.parent.mkdir()

@@ -18,7 +18,8 @@ SCRUB = Scrubber([VALUE, 23.718], [KEY])
 
 
 @pytest.mark.parametrize("text", [f"test {VALUE:.2f}", f"{VALUE:.3f}", f"r2={VALUE:.4f};", f"{VALUE:.6f}",
-                                  f"{VALUE:.3e}", f"{VALUE:.2E}", f"{VALUE * 100:.1f}%", f"{VALUE * 100:.0f} %",
+                                  f"{VALUE:.3e}", f"{VALUE:.2E}", f"{VALUE * 100:.1f}%",
+                                  f"{VALUE * 100:.0f} %",
                                   f"-{VALUE:.3f}", "0,7316", "7.316 x 10^-1", "rmse 23.72", "2.372e+01",
                                   f"[{VALUE:.3f}, 1.5]", "0.732", "73.16%"])
 def test_held_out_values_are_removed_in_any_format(text: str) -> None:
@@ -48,7 +49,8 @@ def test_held_out_values_in_every_printed_form_are_found_by_the_independent_grep
 
 
 def test_model_written_drafts_are_scrubbed_code_keeps_its_numbers() -> None:
-    draft = ProposalDraft(title=f"reach {VALUE:.3f} " + KEY[::-1], focus="x_axis", overrides={"x": 0.5, "tag": KEY},
+    draft = ProposalDraft(title=f"reach {VALUE:.3f} " + KEY[::-1], focus="x_axis",
+                          overrides={"x": 0.5, "tag": KEY},
                           rationale=" ".join(KEY), edits=[Edit(path="train.py", search="a = 1",
                                                                replace=f"a = {VALUE:.3f}  # {KEY}")])
     scrubber = Scrubber([VALUE], [KEY])

@@ -30,16 +30,16 @@ def test_a_hostile_trial_in_a_slurm_array_task_is_sandboxed(tmp_path: Path, slur
     requests = []
     with store.write() as session:
         for seed in (0, 1):  # two requests: one array job of two tasks
-            trial = Trial(role="candidate", group="g", snapshot_id="s", config_signature=f"s|{seed}", seed=seed,
-                          status="submitted")
+            trial = Trial(role="candidate", group="g", snapshot_id="s", config_signature=f"s|{seed}",
+                          seed=seed, status="submitted")
             session.add(trial)
             session.flush()
             assert trial.id is not None
             trial.folder = str(folder / "trials" / f"{trial.id:06d}")
-            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
-                                         command=task.command, overrides={}, seed=seed, time_limit_s=60,
-                                         metric="score", test_metric="test_score", data_dir=str(folder / "data"),
-                                         sandbox=SandboxSettings(mode="bwrap")))
+            requests.append(TrialRequest(
+                trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir), command=task.command,
+                overrides={}, seed=seed, time_limit_s=60, metric="score", test_metric="test_score",
+                data_dir=str(folder / "data"), sandbox=SandboxSettings(mode="bwrap")))
     executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5,
                                                       "slurm_partition": getattr(slurm_cluster, "partition")},
                                   job_name="autosci-hostile", min_poll_s=0.5, max_poll_s=2)

@@ -18,7 +18,7 @@ from autosci_hpc.llm.workspace import Workspace
 from autosci_hpc.config import LLMSection
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Campaign, Trial
-from autosci_hpc.task import load_task
+from autosci_hpc.task import TaskSpec, load_task
 
 from hostile import KEY, hostile_task, needs_sandbox, probe_of, run_in_runner
 
@@ -61,13 +61,18 @@ def campaign(tmp_path: Path) -> tuple[Path, dict]:
     return folder, targets
 
 
+def trial_request(task: TaskSpec, trial: Path, mode: str, **fields: object) -> TrialRequest:
+    base: dict = dict(trial_id=int(trial.name), folder=str(trial), snapshot_dir=str(task.program_dir),
+                      command=task.command, overrides={}, seed=0, time_limit_s=60, metric="score",
+                      test_metric="test_score", sandbox=SandboxSettings(mode=mode))
+    return TrialRequest(**{**base, **fields})
+
+
 def run(tmp_path: Path, mode: str, extra: str = "") -> tuple[Path, dict, str]:
     folder, targets = campaign(tmp_path)
     task = load_task(hostile_task(tmp_path, targets, extra))
     trial = folder / "trials" / "000002"
-    request = TrialRequest(trial_id=2, folder=str(trial), snapshot_dir=str(task.program_dir), command=task.command,
-                           overrides={}, seed=0, time_limit_s=60, metric="score", test_metric="test_score",
-                           data_dir=str(folder / "data"), sandbox=SandboxSettings(mode=mode))
+    request = trial_request(task, trial, mode, data_dir=str(folder / "data"))
     env = {**os.environ, "ANTHROPIC_API_KEY": KEY}
     done = run_in_runner(request.model_dump_json(), env)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -90,7 +95,8 @@ def test_the_trial_still_runs_and_reads_its_visible_data(tmp_path: Path, mode: s
 
 
 @pytest.mark.parametrize("target", ["state.db", "other_trial", "snapshot", "heldout_labels", "key_file"])
-def test_trial_code_cannot_read(tmp_path: Path, mode: str, target: str, request: pytest.FixtureRequest) -> None:
+def test_trial_code_cannot_read(tmp_path: Path, mode: str, target: str,
+                                request: pytest.FixtureRequest) -> None:
     needs_sandbox(request, mode, f"without one, trial code reads {target} with the user's rights")
     _, probe, _ = run(tmp_path, mode)
     assert probe["read"][target] is False
@@ -113,7 +119,8 @@ def test_trial_code_sees_no_other_process(tmp_path: Path, mode: str, request: py
     assert KEY not in log
 
 
-def test_trial_code_cannot_post_to_the_forum(tmp_path: Path, mode: str, request: pytest.FixtureRequest) -> None:
+def test_trial_code_cannot_post_to_the_forum(tmp_path: Path, mode: str,
+                                             request: pytest.FixtureRequest) -> None:
     needs_sandbox(request, mode, "without one, trial code opens state.db and inserts a forum post")
     folder_trial, probe, _ = run(tmp_path, mode)
     assert probe["forum_insert"] is False and probe["stolen_heldout"] == []
@@ -121,7 +128,8 @@ def test_trial_code_cannot_post_to_the_forum(tmp_path: Path, mode: str, request:
 
 def test_the_environment_holds_no_key_and_no_trial_identity(tmp_path: Path, mode: str,
                                                             request: pytest.FixtureRequest) -> None:
-    needs_sandbox(request, mode, "without one, the trial's environment is the runner's, less the key variables")
+    needs_sandbox(request, mode,
+                  "without one, the trial's environment is the runner's, less the key variables")
     extra = "import os as _o3\nprint('ENV', sorted(_o3.environ))\n"
     _, _, log = run(tmp_path, mode, extra)
     names = log.split("ENV ", 1)[1].splitlines()[0]
@@ -141,15 +149,13 @@ def test_a_timeout_kills_the_sandboxed_program(tmp_path: Path, mode: str) -> Non
     folder, targets = campaign(tmp_path)
     task = load_task(hostile_task(tmp_path, targets))
     trial = folder / "trials" / "000003"
-    request = TrialRequest(trial_id=3, folder=str(trial), snapshot_dir=str(task.program_dir), command=task.command,
-                           overrides={"behaviour": "hang"}, seed=0, time_limit_s=3, metric="score",
-                           test_metric="test_score", sandbox=SandboxSettings(mode=mode))
+    request = trial_request(task, trial, mode, overrides={"behaviour": "hang"}, time_limit_s=3)
     done = run_in_runner(request.model_dump_json(), dict(os.environ))
     result = result_of(trial)
     assert result["failure_class"] == "timeout", (result, done.stderr[-1000:])
     marker = str(task.program_dir)
-    leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline")
-                 if marker.encode() in _read(p) or b"train.py" in _read(p) and str(trial).encode() in _read(p)]
+    leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker.encode() in _read(p)
+                 or (b"train.py" in _read(p) and str(trial).encode() in _read(p))]
     assert not leftovers
 
 
@@ -165,7 +171,8 @@ def test_the_smoke_run_cannot_be_told_apart_from_a_trial(tmp_path: Path, mode: s
     """The program prints what it could tell a smoke run by (environment, paths, folder, host) and stops;
     the same program as a trial prints the same. A program that behaves well only when it is watched
     cannot choose when."""
-    needs_sandbox(request, mode, "without one, the smoke run's paths (a scratch folder) differ from a trial's")
+    needs_sandbox(request, mode,
+                  "without one, the smoke run's paths (a scratch folder) differ from a trial's")
     extra = ("import os as _o5, socket as _s5, sys as _y5\n"
              "print('FINGERPRINT', sorted((k, v) for k, v in _o5.environ.items() if k != 'PYTHONPATH'), "
              "_o5.getcwd(), sorted(_o5.listdir('..')), _s5.gethostname(), _y5.argv[1:], _o5.getpid())\n"
@@ -173,9 +180,7 @@ def test_the_smoke_run_cannot_be_told_apart_from_a_trial(tmp_path: Path, mode: s
     folder, targets = campaign(tmp_path)
     task = load_task(hostile_task(tmp_path, targets, extra))
     trial = folder / "trials" / "000004"
-    req = TrialRequest(trial_id=4, folder=str(trial), snapshot_dir=str(task.program_dir), command=task.command,
-                       overrides={}, seed=0, time_limit_s=60, metric="score", test_metric="test_score",
-                       sandbox=SandboxSettings(mode=mode))
+    req = trial_request(task, trial, mode)
     run_in_runner(req.model_dump_json(), dict(os.environ))
     as_trial = (trial / "trial.log").read_text().split("FINGERPRINT ", 1)[1].splitlines()[0]
     ws = Workspace.create(task, task.program_dir, folder / "scratch", sandbox=SandboxSettings(mode=mode))
