@@ -37,7 +37,8 @@ def test_a_hostile_trial_in_a_slurm_array_task_is_sandboxed(tmp_path: Path, slur
             assert trial.id is not None
             trial.folder = str(folder / "trials" / f"{trial.id:06d}")
             requests.append(TrialRequest(
-                trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir), command=task.command,
+                trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
+                command=task.command,
                 overrides={}, seed=seed, time_limit_s=60, metric="score", test_metric="test_score",
                 data_dir=str(folder / "data"), sandbox=SandboxSettings(mode="bwrap")))
     executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5,
