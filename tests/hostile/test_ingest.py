@@ -38,22 +38,23 @@ def test_printed_held_out_values_and_keys_are_scrubbed_at_ingestion(tmp_path: Pa
         session.add(Campaign(name="c", folder=str(store.folder), task_name="toy", mode="decentralized"))
         session.add(Trial(role="baseline", group="baseline", snapshot_id="s", config_signature="s|", seed=0,
                           status="succeeded", metric=0.8, test_metric=CHAMPION_HELDOUT))
-        trial = Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|x", seed=0, status="submitted",
-                      overrides={"x": X, "y": Y})
+        trial = Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|x", seed=0,
+                      status="submitted", overrides={"x": X, "y": Y})
         session.add(trial)
         session.flush()
         trial_id = trial.id
     assert trial_id is not None
     folder = store.folder / "trials" / f"{trial_id:06d}"
     request = TrialRequest(trial_id=trial_id, folder=str(folder), snapshot_dir=str(task.program_dir),
-                           command=task.command, overrides={"x": X, "y": Y}, seed=0, time_limit_s=60, metric="score",
-                           test_metric="test_score", sandbox=SandboxSettings(mode=mode))
+                           command=task.command, overrides={"x": X, "y": Y}, seed=0, time_limit_s=60,
+                           metric="score", test_metric="test_score", sandbox=SandboxSettings(mode=mode))
     try:
         run_trial(request)
     except TrialFailed:
         pass
     result = read_result(folder, trial_id)
-    assert result is not None and heldout_in(result.log_tail, values) and key_in(result.log_tail)  # it did print
+    # It did print them.
+    assert result is not None and heldout_in(result.log_tail, values) and key_in(result.log_tail)
     with store.write() as session:
         stored = ingest(session, Observation(trial_id, result=result))
         assert stored is not None
