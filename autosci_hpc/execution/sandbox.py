@@ -365,7 +365,7 @@ def campaign_sandbox(config: object, campaign_folder: Path) -> tuple[SandboxSett
     llm = getattr(config, "llm")
     folder = Path(campaign_folder).absolute()
     mode, why = resolve(executor.sandbox, executor.sandbox_image)
-    if llm.api_key_file:
+    if llm.api_key_file and Path(llm.api_key_file).expanduser().exists():
         key_file = str(Path(llm.api_key_file).expanduser().absolute())
         shown = [str(folder)] + (python_roots() if mode != "none" else [])
         root = _inside(key_file, shown)

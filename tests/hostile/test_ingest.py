@@ -20,7 +20,7 @@ from autosci_hpc.state import Store
 from autosci_hpc.state.models import Campaign, Event, ForumPost, Trial
 from autosci_hpc.task import load_task
 
-from hostile import KEY, TOY, heldout_in, hostile_task, key_in
+from hostile import KEY, heldout_in, hostile_task, key_in
 
 CHAMPION_HELDOUT = 0.8123457
 X, Y = 0.1234, 0.0321
@@ -71,4 +71,3 @@ def test_printed_held_out_values_and_keys_are_scrubbed_at_ingestion(tmp_path: Pa
     assert posts and not any(heldout_in(p.body, values) or key_in(p.body) for p in posts)
     prompt = render_state(view, AgentInfo(id=1, name="a", role="analyst"), 8000)
     assert f"trial {trial_id}" in prompt and not heldout_in(prompt, values) and not key_in(prompt)
-    assert TOY.is_dir()

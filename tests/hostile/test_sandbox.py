@@ -99,21 +99,26 @@ def test_a_bwrap_that_cannot_build_a_sandbox_is_not_taken(tmp_path: Path,
         sandbox.probe.cache_clear()
 
 
-def test_a_key_file_trial_code_could_read_is_refused(tmp_path: Path) -> None:
-    inside = tmp_path / "campaign" / "key"
-    config = load_config(None, [f"campaign.folder={tmp_path / 'campaign'}", "executor.sandbox=none",
-                                f"llm.api_key_file={inside}"])
+def test_a_key_file_trial_code_could_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def key_at(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("sk-test")
+        return path
+
+    def config(key: Path, mode: str) -> object:
+        return load_config(None, [f"campaign.folder={tmp_path / 'campaign'}", f"executor.sandbox={mode}",
+                                  f"llm.api_key_file={key}"])
+
+    inside = key_at(tmp_path / "campaign" / "key")
     with pytest.raises(ConfigError, match="api_key_file"):
-        campaign_sandbox(config, tmp_path / "campaign")
-    venv_key = Path(sys.prefix) / "autosci-test-key"
-    config = load_config(None, [f"campaign.folder={tmp_path / 'campaign'}", "executor.sandbox=auto",
-                                f"llm.api_key_file={venv_key}"])
-    if resolve("auto")[0] != "none":
-        with pytest.raises(ConfigError, match="inside"):
-            campaign_sandbox(config, tmp_path / "campaign")
-    outside = tmp_path / "home" / "key"
-    config = load_config(None, [f"campaign.folder={tmp_path / 'campaign'}", f"llm.api_key_file={outside}"])
-    settings, _ = campaign_sandbox(config, tmp_path / "campaign")
+        campaign_sandbox(config(inside, "none"), tmp_path / "campaign")
+    venv = tmp_path / "venv"
+    monkeypatch.setattr(sandbox, "python_roots", lambda: [str(venv)])
+    monkeypatch.setattr(sandbox, "probe", lambda mode, image="": (True, "stub"))
+    with pytest.raises(ConfigError, match="inside"):
+        campaign_sandbox(config(key_at(venv / "key"), "bwrap"), tmp_path / "campaign")
+    outside = key_at(tmp_path / "home" / "key")
+    settings, _ = campaign_sandbox(config(outside, "bwrap"), tmp_path / "campaign")
     assert str(outside) not in settings.model_dump_json()  # the key file's path never travels to a node
 
 
