@@ -49,6 +49,10 @@ TRIAL_MOUNT = "/sandbox/trial"
 DATA_MOUNT = "/sandbox/data"
 WORK_DIR = "work"
 SANDBOX_HOSTNAME = "trial"
+#: Files of the step's folder the harness reads after the step (its log): mounted read-only onto
+#: themselves, so the program can neither write them nor swap them for a link to a host file (the
+#: harness, outside the sandbox, would follow it: a key file read by the harness on the program's behalf).
+PROTECTED_FILES = ("trial.log",)
 
 #: Variables a sandboxed program may inherit (exact names, then prefixes). Everything else is dropped:
 #: the program needs no key, no path to one, no trial id, no scheduler internals.
@@ -93,6 +97,7 @@ class Policy:
     forbidden: tuple[str, ...] = ()
     gpu: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    protected: tuple[str, ...] = PROTECTED_FILES
 
 
 class SandboxSettings(BaseModel):
@@ -221,6 +226,8 @@ def bwrap_argv(argv: Sequence[str], policy: Policy, bwrap: str = "bwrap") -> lis
     for extra in policy.read_only:
         args += ["--ro-bind", str(Path(extra).absolute()), str(Path(extra).absolute())]
     args += ["--bind", folder, TRIAL_MOUNT]
+    for name in policy.protected:
+        args += ["--ro-bind", str(Path(folder) / name), f"{TRIAL_MOUNT}/{name}"]
     if policy.data:
         args += ["--ro-bind", str(Path(policy.data).absolute()), DATA_MOUNT]
     if policy.gpu:
@@ -250,6 +257,7 @@ def apptainer_argv(argv: Sequence[str], policy: Policy, apptainer: str = "apptai
     binds = [f"{root}:{root}:ro" for root in python_roots()]
     binds += [f"{Path(p).absolute()}:{Path(p).absolute()}:ro" for p in policy.read_only]
     binds.append(f"{folder}:{TRIAL_MOUNT}:rw")
+    binds += [f"{Path(folder) / name}:{TRIAL_MOUNT}/{name}:ro" for name in policy.protected]
     if policy.data:
         binds.append(f"{Path(policy.data).absolute()}:{DATA_MOUNT}:ro")
     for bind in binds:
@@ -280,6 +288,8 @@ def probe(mode: str, image: str = "") -> tuple[bool, str]:
         return False, "apptainer is installed, but executor.sandbox_image names no image"
     with tempfile.TemporaryDirectory(prefix="autosci-probe-") as tmp:
         (Path(tmp) / WORK_DIR).mkdir()
+        for name in PROTECTED_FILES:
+            (Path(tmp) / name).touch()
         policy = Policy(mode=mode, folder=tmp, image=image, gpu=False)
         argv = (bwrap_argv if mode == "bwrap" else apptainer_argv)(["true"], policy, exe)
         try:
@@ -336,6 +346,11 @@ def wrap(argv: Sequence[str], env: dict[str, str], policy: Policy) -> tuple[list
     if not ok:
         # Never fall back silently: a campaign that asked for a sandbox gets one or fails loudly.
         raise SandboxError(f"sandbox {policy.mode} is not available on {os.uname().nodename}: {why}")
+    for name in policy.protected:  # they must exist to be mounted (the harness truncates them, not replaces)
+        protected = Path(policy.folder) / name
+        if protected.is_symlink():
+            protected.unlink()
+        protected.touch()
     paths = _path_map(policy)
     inner = [remap(a, paths) for a in argv]
     inner_env = clean_env({**env, **policy.extra_env}, paths)
@@ -344,6 +359,26 @@ def wrap(argv: Sequence[str], env: dict[str, str], policy: Policy) -> tuple[list
     outer = {k: v for k, v in env.items() if k in ("PATH", "LANG", "LC_ALL", "APPTAINER_CACHEDIR")}
     outer.update({f"APPTAINERENV_{k}": v for k, v in inner_env.items() if k != "PATH"})
     return apptainer_argv(inner, policy, shutil.which("apptainer") or "apptainer"), outer
+
+
+def read_no_link(path: Path, folder: Path, limit: int = 10_000_000) -> bytes:
+    """A file the step wrote, read by the harness without following a link the step planted (the harness
+    runs outside the sandbox: a link to a host file would make it read that file for the program).
+    `OSError` when the path or any folder on its way inside `folder` is a link, or it is not a regular file."""
+    folder = Path(folder).absolute()
+    path = Path(path).absolute()
+    current = folder
+    for part in path.relative_to(folder).parts:
+        current = current / part
+        if current.is_symlink():
+            raise OSError(f"{current.relative_to(folder)} is a link, which is not followed")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not os.path.isfile(path):
+            raise OSError(f"{path.name} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def trial_policy(mode: str, folder: str, data: str = "", *, network: bool = False, image: str = "",

@@ -192,3 +192,36 @@ def test_the_smoke_run_cannot_be_told_apart_from_a_trial(tmp_path: Path, mode: s
     as_smoke = report.split("FINGERPRINT ", 1)[1].splitlines()[0]
     # Only the trial's own folder listing may differ by the files a trial leaves (none before it ends).
     assert as_smoke == as_trial
+
+
+def test_trial_code_cannot_swap_its_log_for_a_link_to_a_host_file(tmp_path: Path, mode: str,
+                                                                   request: pytest.FixtureRequest) -> None:
+    """The harness reads the log after the step, outside the sandbox: a link planted there would make it
+    read the key file on the program's behalf, into the log tail and result.json."""
+    needs_sandbox(request, mode, "without one, the program replaces trial.log by a link the harness follows")
+    folder, targets = campaign(tmp_path)
+    extra = ("import os as _o7\n"
+             "for _p in ('../trial.log', '/sandbox/trial/trial.log'):\n"
+             "    try:\n        _o7.remove(_p); _o7.symlink(%r, _p); print('swapped', _p)\n"
+             "    except OSError as _e:\n        print('refused', _p, _e)\n") % targets["read"]["key_file"]
+    task = load_task(hostile_task(tmp_path, targets, extra))
+    trial = folder / "trials" / "000005"
+    run_in_runner(trial_request(task, trial, mode).model_dump_json(), dict(os.environ))
+    assert KEY not in (trial / "result.json").read_text()
+    assert not (trial / "trial.log").is_symlink()
+
+
+def test_the_harness_reads_no_link_the_step_planted(tmp_path: Path) -> None:
+    from autosci_hpc.execution.sandbox import read_no_link
+
+    secret = tmp_path / "secret"
+    secret.write_text(KEY)
+    folder = tmp_path / "trial"
+    (folder / "work").mkdir(parents=True)
+    (folder / "metrics.json").symlink_to(secret)
+    (folder / "out").symlink_to(tmp_path)
+    (folder / "work" / "ok.json").write_text("{}")
+    assert read_no_link(folder / "work" / "ok.json", folder) == b"{}"
+    for planted in (folder / "metrics.json", folder / "out" / "secret"):
+        with pytest.raises(OSError):
+            read_no_link(planted, folder)
