@@ -364,7 +364,7 @@ def wrap(argv: Sequence[str], env: dict[str, str], policy: Policy) -> tuple[list
 def read_no_link(path: Path, folder: Path, limit: int = 10_000_000) -> bytes:
     """A file the step wrote, read by the harness without following a link the step planted (the harness
     runs outside the sandbox: a link to a host file would make it read that file for the program).
-    `OSError` when the path or any folder on its way inside `folder` is a link, or it is not a regular file."""
+    `OSError` when the path, or a folder on its way inside `folder`, is a link, or is not a regular file."""
     folder = Path(folder).absolute()
     path = Path(path).absolute()
     current = folder
