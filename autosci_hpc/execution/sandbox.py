@@ -350,6 +350,7 @@ def wrap(argv: Sequence[str], env: dict[str, str], policy: Policy) -> tuple[list
         protected = Path(policy.folder) / name
         if protected.is_symlink():
             protected.unlink()
+        protected.parent.mkdir(parents=True, exist_ok=True)
         protected.touch()
     paths = _path_map(policy)
     inner = [remap(a, paths) for a in argv]
