@@ -54,7 +54,11 @@ def _load(args: argparse.Namespace) -> Optional[tuple[Any, Any]]:
     try:
         files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
         config = load_config(files, [a for a in args.overrides if a not in files])
-        return config, load_task(config.task.path)
+        task = load_task(config.task.path)
+        from .execution.sandbox import campaign_sandbox
+
+        campaign_sandbox(config, config.campaign_folder())  # a sandbox asked for that does not work: one line
+        return config, task
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return None
@@ -346,10 +350,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     console.print("[bold]campaign folder[/bold]")
     console.print(f"  {folder}: {describe(folder)} -> journal mode {journal_mode_for(folder)}")
+    from .execution import sandbox
+
+    console.print("[bold]sandbox for trial code[/bold]")
+    for mode, works, why in sandbox.report():
+        console.print(f"  {mode}: {'works' if works else 'not available'}: {why}", highlight=False,
+                      markup=False)
+    best, why = sandbox.resolve("auto", os.environ.get("AUTOSCI_SANDBOX_IMAGE", ""))
+    unprotected = " (trial code would run unprotected)" if best == "none" else ""
+    console.print(f"  executor.sandbox=auto uses: {best}{unprotected}", highlight=False, markup=False)
     console.print("[bold]API keys[/bold]")
     for var in API_KEY_VARIABLES:
         # Never print the key, nor any part of it.
-        console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}")
+        advice = (" (prefer llm.api_key_file, mode 0600: a process's environment stays readable in "
+                  "/proc/<pid>/environ for its whole life)") if os.environ.get(var) else ""
+        console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}{advice}", highlight=False)
     if args.config:
         ok = _doctor_model(args.config, args.set or []) and ok
     return 0 if ok else 1

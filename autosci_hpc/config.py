@@ -139,6 +139,11 @@ class ExecutorSection(_Section):
     result_grace_s: float = Field(default=5.0, ge=0)
     #: Retries, same seed, of a trial lost to the infrastructure (node failure, preemption).
     max_retries: int = Field(default=2, ge=0)
+    #: What trial code (and the experimenters' smoke runs) run in: auto = the strongest sandbox that
+    #: works on this machine (bwrap, then apptainer, else none, which the campaign's status says).
+    sandbox: Literal["auto", "bwrap", "apptainer", "none"] = "auto"
+    #: apptainer only: the image (.sif) holding the trial's Python environment.
+    sandbox_image: str = ""
     local: LocalExecutorSection = Field(default_factory=LocalExecutorSection)
     slurm: SlurmExecutorSection = Field(default_factory=SlurmExecutorSection)
 

@@ -25,6 +25,21 @@ def _fmt(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.4g}"
 
 
+def sandbox_of(session: Session) -> str:
+    """The sandbox the campaign's trials run in (its last start), "" for a campaign from before sandboxes."""
+    event = session.exec(select(Event).where(Event.kind == "campaign.sandbox")
+                         .order_by(col(Event.id).desc())).first()
+    return str(event.data.get("sandbox", "")) if event is not None else ""
+
+
+def sandbox_line(session: Session) -> str:
+    mode = sandbox_of(session)
+    if mode in ("none", ""):
+        return ("sandbox: NONE: trial code runs with your rights and can read the database, other trials, "
+                "held-out data and key files")
+    return f"sandbox: {mode} (trial code sees only its folder, its data and the Python environment)"
+
+
 def render_status(store: Store) -> Group:
     with store.read() as session:
         campaign = session.exec(select(Campaign)).one()
@@ -41,6 +56,8 @@ def render_status(store: Store) -> Group:
         header.append(f"{campaign.name}", style="bold")
         header.append(f"  task {campaign.task_name}  mode {campaign.mode}  status {campaign.status}\n")
         header.append(f"folder {campaign.folder}\n")
+        unprotected = sandbox_of(session) in ("none", "")
+        header.append(sandbox_line(session) + "\n", style="bold red" if unprotected else "")
         header.append(f"trials {campaign.trials_submitted}/{budget} submitted, {campaign.trials_finished} finished, "
                       f"{failed} failed; proposals rejected before compute: {rejected}; dead ends: {dead}\n")
         if champion is not None:

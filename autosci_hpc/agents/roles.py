@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from sqlmodel import Session, col, func, select
 
-from .. import faults
+from .. import faults, scrub
 from ..config import CampaignConfig
 from ..coordination import budget
 from ..state import Store, emit
@@ -52,7 +52,7 @@ def remember(session: Session, agent_id: int, **updates: Any) -> None:
     assert agent is not None
     memory = dict(agent.memory)
     memory["step"] = int(memory.get("step", 0)) + 1
-    memory.update(updates)
+    memory.update(scrub.for_session(session).scrub_value(updates))  # notes are model-written
     agent.memory = memory
     agent.heartbeat_at = utcnow()
     session.add(agent)
@@ -71,8 +71,11 @@ def choose_critics(session: Session, author_id: int, salt: int, k: int) -> list[
 def post(session: Session, kind: str, title: str, body: str = "", *, author_id: Optional[int] = None,
          team_id: Optional[int] = None, proposal_id: Optional[int] = None,
          trial_ids: Optional[list[int]] = None) -> None:
-    session.add(ForumPost(kind=kind, title=title, body=body, author_id=author_id, team_id=team_id,
-                          proposal_id=proposal_id, trial_ids=trial_ids or []))
+    """Every forum post goes through the scrubber: posts quote log tails and model-written text."""
+    clean = scrub.for_session(session)
+    session.add(ForumPost(kind=kind, title=clean.scrub(title), body=clean.scrub(body), author_id=author_id,
+                          team_id=team_id, proposal_id=proposal_id, trial_ids=trial_ids or []))
+    scrub.record(session, clean, "agent" if author_id else "forum", author_id, f"a {kind} post")
 
 
 class Role:
@@ -89,8 +92,10 @@ class Role:
             with self.ctx.store.write() as session:
                 post(session, "failure", f"{info.name} could not {decision}", str(exc)[:2000],
                      author_id=self.agent_id, team_id=info.team_id)
-                emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision, error=str(exc)[:500])
-                remember(session, self.agent_id, last_error=str(exc)[:300], **info.memory_update)
+                error = scrub.for_session(session).scrub(str(exc))
+                emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision,
+                     error=error[:500])
+                remember(session, self.agent_id, last_error=error[:300], **info.memory_update)
             return None
 
     def _look(self) -> tuple[AgentInfo, Any]:
@@ -124,6 +129,9 @@ class Analyst(Role):
             if draft is None:
                 remember(session, self.agent_id, **{**info.memory_update, **memory})
                 return None
+            clean = scrub.for_session(session)
+            draft = scrub.clean_draft(draft, clean)
+            scrub.record(session, clean, "agent", self.agent_id, "a proposal")
             champion = current_champion(session)
             base = champion.overrides if champion else {}
             unknown = unknown_keys_reason(self.ctx.task.base_config(), draft.overrides)
@@ -222,6 +230,7 @@ class Analyst(Role):
         if draft is None:  # a critic that cannot answer does not let an unexamined idea spend compute
             draft = CritiqueDraft(verdict="reject", reasons="the critic could not review it (policy error)")
         with self.ctx.store.write() as session:
+            draft = scrub.clean_draft(draft, scrub.for_session(session))
             session.add(Critique(proposal_id=proposal_id, author_id=self.agent_id, verdict=draft.verdict,
                                  reasons=draft.reasons))
             post(session, "critique", f"{draft.verdict} #{proposal_id}", draft.reasons,
@@ -238,6 +247,7 @@ class Analyst(Role):
         registered = []
         with self.ctx.store.write() as session:
             for draft in drafts:
+                draft = scrub.clean_draft(draft, scrub.for_session(session))
                 exists = session.exec(select(DeadEnd).where(DeadEnd.signature == draft.signature)).first()
                 if exists is not None:
                     continue
@@ -306,6 +316,9 @@ class Experimenter(Role):
             authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
             pview = proposal_view(proposal, authors)
         impl = self._ask(info, "implement", view, pview)
+        if impl is not None:
+            with self.ctx.store.read() as session:
+                impl = scrub.clean_draft(impl, scrub.for_session(session))
         error = "" if impl is not None else "the experimenter could not implement it (policy error)"
         snapshot = ""
         try:
@@ -321,6 +334,7 @@ class Experimenter(Role):
             agent = session.get(Agent, self.agent_id)
             assert agent is not None
             if error:
+                error = scrub.for_session(session).scrub(error)
                 proposal.status, proposal.outcome, proposal.reject_reason = "done", "failed", error
                 session.add(proposal)
                 agent.status = "idle"

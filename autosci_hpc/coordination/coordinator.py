@@ -28,8 +28,10 @@ from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
 from ..execution.results import atomic_write_text
+from ..execution.sandbox import campaign_sandbox
 from ..execution.trial import TrialRequest
 from ..llm import make_policy
+from ..llm.keys import stored_config
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
 from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task, unknown_keys
@@ -68,6 +70,8 @@ class Coordinator:
         if unknown:
             raise TaskError(f"task.overrides: unknown key(s) {', '.join(unknown)} for task {self.task.name}; "
                             f"known keys: {', '.join(sorted(known))}")
+        # Which sandbox the trials run in, decided once (a requested one that does not work is an error).
+        self.sandbox, self.sandbox_reason = campaign_sandbox(config, self.folder)
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,
                            busy_timeout_s=config.state.busy_timeout_s)
         # The lease is taken before anything is written: a second coordinator changes nothing.
@@ -107,10 +111,13 @@ class Coordinator:
                 return
             cfg = self.config
             session.add(Campaign(name=cfg.campaign.name, folder=str(self.folder), task_name=self.task.name,
-                                 mode=cfg.coordination.mode, config=cfg.model_dump(mode="json")))
+                                 mode=cfg.coordination.mode, config=stored_config(cfg)))
             for name, role in modes.roster(cfg):
                 session.add(Agent(name=name, role=role))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
+        with self.store.write() as session:  # on every start: a resumed campaign may run on another machine
+            emit(session, "campaign.sandbox", "campaign", 1, sandbox=self.sandbox.mode,
+                 requested=self.config.executor.sandbox, reason=self.sandbox_reason)
         # The task as it was when the campaign began: what `autosci rerun` and analysis read back.
         spec = self.folder / TASK_SPEC_FILE
         if not spec.exists():
@@ -340,7 +347,8 @@ class Coordinator:
                             command=self.task.command, overrides=trial.overrides, seed=trial.seed,
                             time_limit_s=self.time_limit_s, metric=self.task.metric.name,
                             test_metric=self.task.test_metric,
-                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "")
+                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "",
+                            sandbox=self.sandbox)
 
     def _maybe_finish(self) -> bool:
         with self.store.read() as session:

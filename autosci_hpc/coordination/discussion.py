@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from .. import scrub
 from ..agents.evidence import assess, blocking
 from ..agents.policy import PolicyError
 from ..agents.roles import Context, agent_info, post, remember
@@ -110,7 +111,8 @@ def form_teams(ctx: Context) -> list[int]:
     with ctx.store.write() as session:
         teams: list[Team] = []
         for i, draft in enumerate(drafts):
-            team = Team(name=f"team-{i + 1}", hypothesis=draft.hypothesis, focus=draft.focus)
+            team = Team(name=f"team-{i + 1}", hypothesis=scrub.for_session(session).scrub(draft.hypothesis),
+                        focus=draft.focus)
             session.add(team)
             teams.append(team)
         session.flush()
@@ -214,7 +216,8 @@ def conclude_reopened(ctx: Context) -> list[str]:
                     proposal.status = "rejected"
                     proposal.reject_reason = f"withdrawn: {row.name} reorganized around '{choice.focus}'"
                 session.add(proposal)
-            row.focus, row.hypothesis, row.status = choice.focus, choice.hypothesis, "active"
+            hypothesis = scrub.for_session(session).scrub(choice.hypothesis)
+            row.focus, row.hypothesis, row.status = choice.focus, hypothesis, "active"
             row.experiments_since_improvement = 0
             session.add(row)
             verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 from sqlmodel import Session, select
 
+from .. import scrub
 from ..state import Store, emit
 from ..state.models import Campaign, Trial, utcnow
 from .executors import TrialExecutor
@@ -96,13 +97,17 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         return None
     result = obs.result
     if result is not None:
+        # What the program printed is hostile: it may hold held-out values (this trial's included) or
+        # a key; it is scrubbed before it is stored, since from here it reaches prompts and reports.
+        clean = scrub.for_session(session, extra=[result.test_metric], public=[result.metric])
         trial.status = result.status
         trial.metric = result.metric
         trial.test_metric = result.test_metric
-        trial.metrics = result.metrics
+        trial.metrics = {k: clean.scrub_value(v) for k, v in result.metrics.items()}
         trial.failure_class = result.failure_class
-        trial.failure_reason = result.failure_reason
-        trial.log_tail = result.log_tail
+        trial.failure_reason = clean.scrub(result.failure_reason)
+        trial.log_tail = clean.scrub(result.log_tail)
+        scrub.record(session, clean, "trial", trial.id, "the trial's log tail, failure reason or metrics")
         trial.environment = result.environment
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:

@@ -20,6 +20,7 @@ from ..state.models import Campaign, Trial
 from ..task import TaskSpec
 from .executors import TrialExecutor, make_executor
 from .results import ResultFileError, TrialResult, read_result
+from .sandbox import campaign_sandbox
 from .trial import TrialRequest
 
 TASK_SPEC_FILE = "task.json"
@@ -78,7 +79,8 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
                            snapshot_dir=str(campaign_folder / "snapshots" / trial.snapshot_id),
                            command=task.command, overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
                            metric=task.metric.name, test_metric=task.test_metric,
-                           data_dir=str(campaign_folder / "data") if task.prepare else "")
+                           data_dir=str(campaign_folder / "data") if task.prepare else "",
+                           sandbox=campaign_sandbox(config, campaign_folder)[0])
     executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
     result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)
     return Rerun(trial=trial, seed=seed, folder=folder, result=result, failure=failure)

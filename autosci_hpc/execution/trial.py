@@ -27,6 +27,7 @@ from typing import Any, Optional
 from pydantic import BaseModel
 
 from ..procs import kill_group
+from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
 LOG_FILE = "trial.log"
@@ -49,6 +50,7 @@ class TrialRequest(BaseModel):
     test_metric: str
     #: The campaign's prepared data folder (the task's `prepare` output), "" when it has none.
     data_dir: str = ""
+    sandbox: sandboxing.SandboxSettings = sandboxing.SandboxSettings()
 
 
 class TrialFailed(RuntimeError):
@@ -165,6 +167,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
         AUTOSCI_DATA=request.data_dir,
         PYTHONHASHSEED=str(request.seed),
     )
+    argv, env = sandboxing.wrap(argv, env, request.sandbox.policy(request.folder, request.data_dir))
     started = time.time()
     failure: Optional[FailureClass] = None
     reason = ""

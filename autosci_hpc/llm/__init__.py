@@ -85,12 +85,26 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     from .keys import resolve_api_key
     from .policy import LLMPolicy
 
-    key = resolve_api_key(config.llm)
-    client: "ChatClient" = make_client(config.llm, key, http_client=http_client)
+    from ..execution.sandbox import campaign_sandbox
+    from ..scrub import Scrubber, heldout_values, public_values
     from .transcripts import TranscriptClient
 
-    client = TranscriptClient(client, store.folder, secrets=[key])  # every conversation, for audit
+    key = resolve_api_key(config.llm)
+    client: "ChatClient" = make_client(config.llm, key, http_client=http_client)
+
+    def heldout() -> tuple[list[float], list[float]]:
+        with store.read() as session:
+            return heldout_values(session), public_values(session)
+
+    def scrubber() -> Callable[[str], str]:
+        held, public = heldout()
+        return Scrubber(heldout=held, secrets=[key], public=public).scrub
+
+    client = TranscriptClient(client, store.folder, scrubber)  # every conversation, for audit
     if heartbeat is not None:
         client = BeatingClient(client, heartbeat)
+
+    sandbox, _ = campaign_sandbox(config, store.folder)
     return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),
-                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key], sleep=sleep)
+                     campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key],
+                     sleep=sleep, heldout=heldout, sandbox=sandbox)

@@ -38,6 +38,8 @@ from .chat import (Attempt, ChatClient, ChatRequest, ChatResponse, LLMError, Mes
                    ToolCall, ToolResult, ToolSpec, call_with_retries, clean_text, clip_marked)
 from .context import (CHARS_PER_TOKEN, MEMORY_CHARS, clip, compact, dead_end_line, listing, post_line,
                       proposal_line, render_state, task_text, trial_line)
+from ..execution.sandbox import SandboxSettings
+from ..scrub import Scrubber
 from .keys import redact
 from .tools import (DeadEnds, Done, EditFiles, ListFiles, NoProposal, ReadDeadEnds, ReadFile, ReadForum, ReadLog,
                     ReadProposals, Roster, SetOverrides, SmokeTest, Submit, Tool, ToolRefused, UpdateMemory,
@@ -94,7 +96,9 @@ class LLMPolicy:
     def __init__(self, client: ChatClient, *, task: TaskSpec, llm: Optional[LLMSection] = None,
                  recorder: Optional[Recorder] = None, campaign_folder: Optional[Path] = None,
                  budget_usd: Optional[float] = None, secrets: Iterable[Optional[str]] = (),
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 heldout: Callable[[], tuple[list[float], list[float]]] = lambda: ([], []),
+                 sandbox: Optional[SandboxSettings] = None) -> None:
         self.client = client
         self.task = task
         self.llm = llm or LLMSection(backend="anthropic", model=client.model)
@@ -105,6 +109,9 @@ class LLMPolicy:
         self.sleep = sleep
         #: The successful attempt whose `llm_call` row waits for its reply to be judged (`_settle`).
         self._pending: Optional[CallRecord] = None
+        #: (held-out values, validation values) recorded so far: no request carries a held-out value.
+        self.heldout = heldout
+        self.sandbox = sandbox
         price = price_of(self.llm.prices, client.model)
         if price is None:
             raise LLMPolicyError(f"no price for model '{client.model}' in llm.prices")
@@ -214,7 +221,8 @@ class LLMPolicy:
         parent = (self.campaign_folder / "scratch") if self.campaign_folder else Path(tempfile.gettempdir())
         try:
             ws = Workspace.create(self.task, source, parent, name=agent.name,
-                                  base_overrides=view.champion.overrides, secrets=self.secrets)
+                                  base_overrides=view.champion.overrides, secrets=self.secrets,
+                                  heldout=self.heldout()[0], sandbox=self.sandbox)
         except (OSError, WorkspaceError) as exc:
             raise LLMPolicyError(f"{agent.name}: implement: cannot prepare the scratch workspace: {exc}") from None
         try:
@@ -518,6 +526,10 @@ class LLMPolicy:
         return outcome, "", False
 
     def _request(self, agent: AgentInfo, purpose: str, request: ChatRequest) -> Any:
+        # The last gate before the model: whatever the prompt quotes (log tails, posts, notes, tool
+        # results, the model's own earlier calls) goes out without held-out values or keys.
+        heldout, public = self.heldout()
+        request = scrub_request(request, Scrubber(heldout, self.secrets, public))
         if self.budget_usd is not None:
             size = _request_chars(request)
             estimate = (size / CHARS_PER_TOKEN * self.price.input
@@ -619,6 +631,24 @@ def _request_chars(request: ChatRequest) -> int:
     return (sum(len(b.text) for b in request.system)
             + len(json.dumps([t.input_schema for t in request.tools]))
             + sum(_message_chars(m) for m in request.messages))
+
+
+def scrub_request(request: ChatRequest, scrubber: Scrubber) -> ChatRequest:
+    """A copy of `request` with every text the model will read scrubbed."""
+    def part(p: Any) -> Any:
+        if isinstance(p, Text):
+            return Text(scrubber.scrub(p.text))
+        if isinstance(p, ToolResult):
+            return ToolResult(p.call_id, scrubber.scrub(p.content), p.is_error)
+        if isinstance(p, ToolCall):
+            return ToolCall(p.id, p.name, scrubber.scrub_value(p.input),
+                            None if p.raw_arguments is None else scrubber.scrub(p.raw_arguments),
+                            scrubber.scrub(p.parse_error))
+        return p
+
+    return ChatRequest(system=[SystemBlock(scrubber.scrub(b.text), b.cache) for b in request.system],
+                       messages=[Message(m.role, [part(p) for p in m.parts]) for m in request.messages],
+                       tools=request.tools, max_tokens=request.max_tokens, require_tool=request.require_tool)
 
 
 def _message_chars(message: Message) -> int:

@@ -4,8 +4,8 @@ A decision is one conversation (`LLMPolicy`): its first request holds the system
 user message; each later request repeats the conversation and adds the tool results. The
 `TranscriptClient` wraps the chat client and writes, per conversation, one JSON-lines file under
 `<campaign>/transcripts/`: a header (purpose, time, the system prompt and the opening message), then
-each reply and the tool results that answered it. Texts are clipped and the API key is redacted;
-what reaches the model was already scrubbed of held-out values upstream.
+each reply and the tool results that answered it. Every text is clipped and passes through the
+campaign's scrubber (held-out values, the API key in any recognisable form), replies included.
 
 `autosci show p3 --transcript` (or a trial) prints the conversations behind a proposal: the one that
 posted it (matched by its title), its critiques, and the implementation (both name `p3`).
@@ -55,18 +55,18 @@ def _parts(parts: Iterable[Any], clean: Callable[[str], str]) -> list[dict[str, 
 class TranscriptClient:
     """A chat client that keeps a transcript of each conversation (see the module's docstring)."""
 
-    def __init__(self, client: Any, campaign_folder: Path, secrets: Iterable[Optional[str]] = ()) -> None:
+    def __init__(self, client: Any, campaign_folder: Path, scrub: Callable[[], Callable[[str], str]]) -> None:
         self.client = client
         self.model = client.model
         self.name = client.name
         self.folder = Path(campaign_folder) / FOLDER
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        #: Returns the scrubber as it stands (the held-out values known so far grow during a campaign).
+        self.scrub = scrub
+        self._scrub: Callable[[str], str] = str
         self.path: Optional[Path] = None
 
     def _clean(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return _clip(text)
+        return _clip(self._scrub(text))
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.path is None:
@@ -78,6 +78,10 @@ class TranscriptClient:
             pass
 
     def complete(self, request: ChatRequest) -> ChatResponse:
+        try:
+            self._scrub = self.scrub()
+        except Exception:  # noqa: BLE001 - e.g. a locked database: keep the last scrubber
+            pass
         if len(request.messages) <= 1 or self.path is None:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             purpose = purpose_of(request)

@@ -25,7 +25,9 @@ import yaml
 
 from ..procs import kill_group
 from ..config import LLMSection
-from ..execution.trial import parse_metrics
+from ..execution import sandbox as sandboxing
+from ..execution.trial import LOG_FILE, parse_metrics
+from ..scrub import Scrubber
 from ..task import Edit, TaskSpec, flatten, unknown_keys_reason
 
 MAX_READ_LINES = 400
@@ -40,13 +42,18 @@ class WorkspaceError(ValueError):
 
 class Workspace:
     def __init__(self, task: TaskSpec, root: Path, base_overrides: Optional[dict[str, Any]] = None,
-                 secrets: Iterable[Optional[str]] = ()) -> None:
+                 secrets: Iterable[Optional[str]] = (), *, heldout: Iterable[float] = (),
+                 sandbox: Optional[sandboxing.SandboxSettings] = None) -> None:
         self.task = task
         self.root = root
         self.base_overrides = dict(base_overrides or {})
         self.overrides: dict[str, Any] = {}
         self.edits: list[Edit] = []
         self.secrets = [s for s in secrets if s]
+        #: Held-out values known when the workspace was made: the smoke output is scrubbed of them.
+        self.heldout = list(heldout)
+        #: The campaign's sandbox: the smoke run is a short trial in the same one.
+        self.sandbox = sandbox or sandboxing.SandboxSettings()
         #: Whether the files changed since the last smoke test that passed.
         self.dirty = False
         self.smoke_passed = False
@@ -54,14 +61,15 @@ class Workspace:
     @classmethod
     def create(cls, task: TaskSpec, source: Path, parent: Path, name: str = "ws",
                base_overrides: Optional[dict[str, Any]] = None,
-               secrets: Iterable[Optional[str]] = ()) -> "Workspace":
+               secrets: Iterable[Optional[str]] = (), *, heldout: Iterable[float] = (),
+               sandbox: Optional[sandboxing.SandboxSettings] = None) -> "Workspace":
         if not source.is_dir():
             raise WorkspaceError(f"the champion snapshot {source} does not exist")
         parent.mkdir(parents=True, exist_ok=True)
         root = parent / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # symlinks=True: a link in the snapshot is copied as a link (and then refused), never followed.
         shutil.copytree(source, root, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-        return cls(task, root, base_overrides, secrets)
+        return cls(task, root, base_overrides, secrets, heldout=heldout, sandbox=sandbox)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -221,21 +229,28 @@ class Workspace:
         self.smoke_passed = True
 
     def _run(self, llm: LLMSection, data_dir: str) -> tuple[bool, str]:
-        run_dir = self.root.parent / f"{self.root.name}.smoke"
+        """A short trial: the same folder layout, command, environment and sandbox as a trial's, so a
+        program cannot tell the two apart (nothing says "smoke"); only the settings are tiny."""
+        run_dir = self.root.parent / f"{self.root.name}.run"
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(self.root, run_dir / "work", symlinks=True)
         overrides = {**self.base_overrides, **self.overrides, **llm.smoke_overrides}
         overrides_path = run_dir / "overrides.json"
-        overrides_path.write_text(json.dumps(overrides, sort_keys=True))
+        overrides_path.write_text(json.dumps(overrides, indent=1, sort_keys=True))
         metrics_path = run_dir / "metrics.json"
-        log_path = run_dir / "log.txt"
+        log_path = run_dir / LOG_FILE
         argv = shlex.split(self.task.command.format(
             python=shlex.quote(sys.executable), overrides=shlex.quote(str(overrides_path)),
             metrics=shlex.quote(str(metrics_path)), seed=0, data=shlex.quote(data_dir)))
         env = {k: v for k, v in os.environ.items()
                if k not in SECRET_ENV and not any(s in v for s in self.secrets)}
-        env.update(AUTOSCI_SMOKE="1", AUTOSCI_SEED="0", AUTOSCI_METRICS=str(metrics_path),
+        env.update(AUTOSCI_TRIAL_ID="0", AUTOSCI_SEED="0", AUTOSCI_METRICS=str(metrics_path),
                    AUTOSCI_OVERRIDES=str(overrides_path), AUTOSCI_DATA=data_dir, PYTHONHASHSEED="0")
+        try:
+            argv, env = sandboxing.wrap(argv, env, self.sandbox.policy(str(run_dir), data_dir))
+        except sandboxing.SandboxError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return False, f"smoke test FAILED: {exc}"
         started = time.monotonic()
         try:
             with open(log_path, "wb") as log:
@@ -264,13 +279,11 @@ class Workspace:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _scrub(self, text: str) -> str:
-        """Drop lines naming the held-out metric; redact secrets."""
+        """Drop lines naming the held-out metric; then the scrubber: held-out values in any format, keys
+        in any recognisable form."""
         test = self.task.test_metric.lower()
         lines = [line for line in text.splitlines() if test not in line.lower()]
-        out = "\n".join(lines)
-        for secret in self.secrets:
-            out = out.replace(secret, "[redacted]")
-        return out
+        return Scrubber(self.heldout, self.secrets).scrub("\n".join(lines))
 
     def _tail(self, log_path: Path, max_lines: int = 40) -> str:
         lines = self._scrub(_text(log_path)).splitlines()[-max_lines:]

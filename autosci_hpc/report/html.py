@@ -250,6 +250,7 @@ def _header(data: CampaignData, target: float, level: int) -> str:
     mode = data.mode + (" (random-search baseline)" if data.arm == "random" else "")
     rows = [("campaign", data.name), ("folder", str(data.folder)), ("task", data.task_name),
             ("metric", f"{data.metric} ({data.direction})"), ("mode", mode), ("status", data.status),
+            ("sandbox", _sandbox(data)),
             ("seed", str(metrics.campaign_seed(data))),
             ("started", _num(data.campaign.get("created_at"))),
             ("finished", _num(data.campaign.get("finished_at"))),
@@ -391,3 +392,13 @@ def _forum(data: CampaignData, level: int) -> str:
 
 def _cell_time(value: Any) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}" if isinstance(value, pd.Timestamp) and not pd.isna(value) else "—"
+
+
+def _sandbox(data: CampaignData) -> str:
+    """The sandbox the trials ran in (the campaign's last start); a campaign without one says so."""
+    events = data.events
+    if events.empty or "kind" not in events:
+        return "none recorded: trial code ran unsandboxed"
+    rows = events[events["kind"] == "campaign.sandbox"]
+    mode = str(rows.iloc[-1]["data"].get("sandbox", "")) if not rows.empty else ""
+    return mode if mode not in ("", "none") else "NONE: trial code ran with the user's rights, unsandboxed"

@@ -110,6 +110,7 @@ def test_doctor_says_whether_the_model_endpoint_answers(tmp_path: Path) -> None:
 def test_a_transcript_keeps_each_turn_clipped_and_without_the_key(tmp_path: Path) -> None:
     from autosci_hpc.llm.chat import ChatResponse, ToolCall, ToolResult, ToolSpec, Usage
     from autosci_hpc.llm.transcripts import CLIP, TranscriptClient, behind_proposal, render
+    from autosci_hpc.scrub import Scrubber
 
     secret = "sk-live-THE-KEY-0123456789"
 
@@ -117,11 +118,11 @@ def test_a_transcript_keeps_each_turn_clipped_and_without_the_key(tmp_path: Path
         model, name = "m", "fake"
 
         def complete(self, request: ChatRequest) -> ChatResponse:
-            call = ToolCall(id="c", name="submit", input={"notes": f"the key is {secret}"})
+            call = ToolCall(id="c", name="submit", input={"notes": f"the key is {secret[::-1]}; test 0.8123"})
             return ChatResponse(text="", tool_calls=[call], usage=Usage(), model="m", stop_reason="tool_use",
                                 message=Message("assistant", [call]))
 
-    client = TranscriptClient(Echo(), tmp_path, secrets=[secret])
+    client = TranscriptClient(Echo(), tmp_path, lambda: Scrubber(heldout=[0.81234], secrets=[secret]).scrub)
     tools = [ToolSpec("submit", "", {"type": "object"})]
     opening = Message("user", [Text("implement ## Proposal p7 by analyst-1 " + "x" * (CLIP + 500))])
     client.complete(ChatRequest(system=[], messages=[opening], tools=tools))
@@ -129,6 +130,7 @@ def test_a_transcript_keeps_each_turn_clipped_and_without_the_key(tmp_path: Path
         opening, Message("assistant", []), Message("user", [ToolResult("c", f"ok {secret}")])]))
     [path] = behind_proposal(tmp_path, 7, "")
     text = render(path)
-    assert secret not in path.read_text() and text.count("[redacted]") == 3
+    assert secret not in path.read_text() and secret[::-1] not in path.read_text()
+    assert text.count("[redacted]") >= 3 and "0.8123" not in text  # the reply too: the key reversed, a held-out value
     assert "characters clipped" in text and "[implement]" in text
     assert behind_proposal(tmp_path, 70, "") == []  # p7 is not p70

@@ -95,7 +95,8 @@ def test_the_smoke_run_never_sees_api_keys(tmp_path: Path, monkeypatch: pytest.M
     ws.apply([Edit(path="train.py", search="def main():",
                    replace="def main():\n    import os; print(sorted(os.environ.items())); raise SystemExit(3)")])
     ok, report = ws.smoke(LLM)
-    assert not ok and "AUTOSCI_SMOKE" in report
+    # The environment was printed (and nothing in it says "smoke run"), without either key.
+    assert not ok and "AUTOSCI_SEED" in report and "AUTOSCI_SMOKE" not in report
     assert "sk-ant-env-secret-1234" not in report and "sk-ant-file-secret-5678" not in report
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-env-secret-1234"
 
