@@ -138,7 +138,7 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
                 time_limit_s: Optional[float]) -> None:
     from .data import DataError, data_dir, prepare_data
     from .execution.results import read_result
-    from .execution.trial import TrialFailed, TrialRequest, run_trial
+    from .execution.trial import TrialFailed, run_trial, task_request
     from .task import build_snapshot
 
     t0 = time.monotonic()
@@ -163,11 +163,9 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
         report.fail("snapshot", str(exc), 2, time.monotonic() - t0)
         return
     trial_folder = campaign / "trials" / "check-0"
-    request = TrialRequest(
-        trial_id=0, folder=str(trial_folder), snapshot_dir=str(campaign / "snapshots" / snapshot),
-        command=task.command, overrides={}, seed=seed,
-        time_limit_s=time_limit_s or task.time_limit_s, metric=task.metric.name,
-        test_metric=task.test_metric, data_dir=str(data_dir(campaign)) if task.prepare else "")
+    request = task_request(task, campaign, trial_id=0, folder=trial_folder,
+                           snapshot_dir=campaign / "snapshots" / snapshot, overrides={}, seed=seed,
+                           time_limit_s=time_limit_s or task.time_limit_s)
     t0 = time.monotonic()
     try:
         run_trial(request)

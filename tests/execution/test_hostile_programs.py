@@ -1,0 +1,200 @@
+"""Hostile programs: what a trial's code may try against the score, and what the harness does about it.
+
+Each case is the toy task with a few lines appended to its training step, run through the real trial
+runner in the layout of a real campaign (snapshots, frozen evaluator, prepared data under one folder).
+The sandbox cases (reading what a trial should not see) belong to the isolation tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from autosci_hpc.data import prepare_data
+from autosci_hpc.execution.results import TrialResult, read_result
+from autosci_hpc.procs import pid_alive
+from autosci_hpc.execution.trial import HARNESS_KEY, TrialFailed, run_trial, task_request
+from autosci_hpc.task import TaskError, TaskSpec, build_snapshot, load_task
+
+TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
+#: The toy evaluator's value for the champion (x = y = 0) on seed 0: 1 - 0.36 - 0.09 + 0.01 * u(0).
+HONEST = 0.55 + 0.01 * __import__("random").Random(0).uniform(-1.0, 1.0)
+
+PREPARE = '''\
+import argparse, pathlib
+p = argparse.ArgumentParser(); p.add_argument("--out"); out = pathlib.Path(p.parse_args().out)
+(out / "visible").mkdir(parents=True); (out / "sealed").mkdir()
+(out / "visible" / "train.txt").write_text("0.6 -0.3\\n")
+(out / "sealed" / "labels.txt").write_text("the validation labels\\n")
+'''
+
+
+def hostile_task(tmp_path: Path, code: str, with_data: bool = False) -> TaskSpec:
+    """The toy task, copied, with `code` run at the end of its training step (`args` in scope)."""
+    folder = tmp_path / "task"
+    shutil.copytree(TOY, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    train = folder / "program" / "train.py"
+    text = train.read_text()
+    marker = "    if behaviour == \"ok\":\n        print(f\"score"
+    assert marker in text
+    train.write_text(text.replace(marker, textwrap.indent(textwrap.dedent(code), "    ") + marker))
+    if with_data:
+        (folder / "prepare.py").write_text(PREPARE)
+        spec = (folder / "task.yaml").read_text()
+        (folder / "task.yaml").write_text(spec + 'prepare: "{python} prepare.py --out {data}"\n')
+    return load_task(folder)
+
+
+def run(task: TaskSpec, tmp_path: Path, time_limit_s: float = 20) -> tuple[TrialResult, Path]:
+    """One trial in a campaign's layout: <campaign>/trials/000001, snapshots/, evaluator/, data/."""
+    campaign = tmp_path / "campaign"
+    prepare_data(task, campaign)
+    snapshot = build_snapshot(task, campaign)
+    folder = campaign / "trials" / "000001"
+    request = task_request(task, campaign, trial_id=1, folder=folder, snapshot_dir=campaign / "snapshots" / snapshot,
+                           overrides={}, seed=0, time_limit_s=time_limit_s)
+    try:
+        run_trial(request)
+    except TrialFailed:
+        pass
+    result = read_result(folder, 1)
+    assert result is not None
+    return result, campaign
+
+
+def test_an_honest_program_scores_what_the_evaluator_measures(tmp_path: Path) -> None:
+    result, _ = run(hostile_task(tmp_path, ""), tmp_path)
+    assert result.status == "succeeded" and result.metric == pytest.approx(HONEST)
+    assert result.metrics[HARNESS_KEY] == {"reported": {"score": pytest.approx(HONEST)}, "flags": []}
+
+
+def test_a_fake_metrics_file_is_kept_as_reported_and_ignored(tmp_path: Path) -> None:
+    # It claims a perfect score in its own metrics file, and plants one where the evaluator's goes.
+    task = hostile_task(tmp_path, """
+        json.dump({"score": 0.99, "test_score": 0.99}, open(args.metrics, "w"))
+        json.dump({"score": 0.99, "test_score": 0.99}, open("../metrics.json", "w"))
+        return 0
+    """)
+    result, _ = run(task, tmp_path)
+    assert result.status == "succeeded"
+    assert result.metric == pytest.approx(HONEST) and result.test_metric == pytest.approx(0.55)
+    harness = result.metrics[HARNESS_KEY]
+    assert harness["reported"] == {"score": 0.99, "test_score": 0.99}
+    assert any("reported score=0.99" in flag for flag in harness["flags"])
+    assert any("reported test_score=0.99" in flag for flag in harness["flags"])
+
+
+def test_a_program_that_overwrites_the_evaluator_fails_on_integrity(tmp_path: Path) -> None:
+    task = hostile_task(tmp_path, """
+        evaluator = os.path.join("..", "..", "..", "evaluator", "evaluate.py")
+        with open(evaluator, "w") as f:
+            f.write("import json, sys\\njson.dump({'score': 9.0, 'test_score': 9.0}, open(sys.argv[-1], 'w'))\\n")
+    """)
+    result, campaign = run(task, tmp_path)
+    assert result.status == "failed" and result.failure_class == "integrity"
+    assert "evaluator/evaluate.py" in result.failure_reason and "was not run" in result.failure_reason
+    assert result.metric is None
+    assert not (campaign / "trials" / "000001" / "metrics.json").exists()
+
+
+def test_a_program_that_monkeypatches_the_evaluator_fails_on_integrity(tmp_path: Path) -> None:
+    # A module next to the evaluator's script shadows the standard library's `random` in it.
+    task = hostile_task(tmp_path, """
+        planted = os.path.join("..", "..", "..", "evaluator", "random.py")
+        with open(planted, "w") as f:
+            f.write("class Random:\\n    def __init__(self, *a): pass\\n    def uniform(self, a, b): return 50.0\\n")
+    """)
+    result, campaign = run(task, tmp_path)
+    assert result.status == "failed" and result.failure_class == "integrity"
+    assert "added evaluator/random.py" in result.failure_reason
+    assert not (campaign / "trials" / "000001" / "evaluate.log").exists()  # the patched evaluator never ran
+
+
+def test_a_changed_frozen_evaluator_is_never_run(tmp_path: Path) -> None:
+    # Tampered between trials (by anyone): the copy no longer matches the hashes frozen at the start.
+    task = hostile_task(tmp_path, "")
+    run(task, tmp_path)
+    evaluator = tmp_path / "campaign" / "evaluator" / "evaluate.py"
+    evaluator.write_text(evaluator.read_text().replace("clean + noise * u", "10 + clean + noise * u"))
+    shutil.rmtree(tmp_path / "campaign" / "trials")
+    result, _ = run(task, tmp_path)
+    assert result.failure_class == "integrity" and "changed evaluator/evaluate.py" in result.failure_reason
+
+
+@pytest.mark.parametrize("part", ["sealed/labels.txt", "visible/train.txt"])
+def test_a_program_that_edits_the_data_fails_on_integrity(tmp_path: Path, part: str) -> None:
+    task = hostile_task(tmp_path, f"""
+        with open(os.path.join("..", "..", "..", "data", "{part}"), "a") as f:
+            f.write("edited by the program\\n")
+    """, with_data=True)
+    result, _ = run(task, tmp_path)
+    assert result.status == "failed" and result.failure_class == "integrity"
+    assert f"changed data/{part}" in result.failure_reason
+
+
+def test_the_training_step_is_given_only_the_visible_data(tmp_path: Path) -> None:
+    task = hostile_task(tmp_path, """
+        json.dump({k: v for k, v in os.environ.items() if k.startswith("AUTOSCI_")}, open("env.json", "w"))
+    """, with_data=True)
+    result, campaign = run(task, tmp_path)
+    assert result.status == "succeeded"
+    env = json.loads((campaign / "trials" / "000001" / "work" / "env.json").read_text())
+    assert env["AUTOSCI_DATA"] == str(campaign / "data" / "visible")
+    assert not any("sealed" in value for value in env.values())
+
+
+def test_a_link_planted_in_a_snapshot_fails_the_trial_and_is_never_copied(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("a file outside the campaign")
+    task = hostile_task(tmp_path, f"""
+        snapshot = os.path.join("..", "..", "..", "snapshots")
+        for name in os.listdir(snapshot):
+            os.symlink({str(outside)!r}, os.path.join(snapshot, name, "notes.txt"))
+    """)
+    result, campaign = run(task, tmp_path)
+    assert result.failure_class == "integrity" and "added snapshot/notes.txt" in result.failure_reason
+    (snapshot,) = [p.name for p in (campaign / "snapshots").iterdir()]
+    with pytest.raises(TaskError, match="notes.txt: is a symbolic link .* refused, never followed"):
+        build_snapshot(task, campaign, base_snapshot=snapshot)
+
+
+def test_a_program_folder_with_a_link_is_refused(tmp_path: Path) -> None:
+    task = hostile_task(tmp_path, "")
+    (task.program_dir / "secret.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(TaskError, match="secret.txt: is a symbolic link"):
+        build_snapshot(task, tmp_path / "campaign")
+    assert not (tmp_path / "campaign" / "snapshots").exists() or not any((tmp_path / "campaign" / "snapshots").iterdir())
+
+
+def test_a_program_that_trains_past_its_budget_is_stopped(tmp_path: Path) -> None:
+    task = hostile_task(tmp_path, """
+        while True:  # ignores any budget of its own
+            time.sleep(0.1)
+    """)
+    start = time.monotonic()
+    result, campaign = run(task, tmp_path, time_limit_s=1.5)
+    assert time.monotonic() - start < 15
+    assert result.failure_class == "timeout" and "limit of 1.5 s" in result.failure_reason
+    assert not (campaign / "trials" / "000001" / "evaluate.log").exists()
+
+
+def test_nothing_the_training_step_started_outlives_it(tmp_path: Path) -> None:
+    # A helper left running could rewrite the artifacts while the evaluator reads them.
+    task = hostile_task(tmp_path, """
+        import subprocess
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open("helper.pid", "w").write(str(helper.pid))
+    """)
+    result, campaign = run(task, tmp_path)
+    assert result.status == "succeeded"
+    pid = int((campaign / "trials" / "000001" / "work" / "helper.pid").read_text())
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kill is sent before run_trial returns; reaping it may lag
+    assert not pid_alive(pid)
