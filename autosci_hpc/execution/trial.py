@@ -325,6 +325,63 @@ def _format(template: str, values: dict[str, Any]) -> list[str]:
     return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
 
 
+def _base_env(request: TrialRequest) -> dict[str, str]:
+    # The program (which an LLM may have edited) never sees the model's API keys: its log tail is
+    # posted to the forum, and from there it would reach prompts. Nor any AUTOSCI_ variable of the
+    # runner's own (the campaign folder, fault injection): each step gets exactly the ones set here,
+    # and only the evaluator learns where the sealed data is.
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and not k.startswith("AUTOSCI_")}
+    env["PYTHONHASHSEED"] = str(request.seed)
+    return env
+
+
+def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
+    """The training step's command line and environment: the visible data and the artifacts folder."""
+    folder = Path(request.folder)
+    artifacts, overrides, reported = folder / "artifacts", folder / "overrides.json", folder / "reported_metrics.json"
+    argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
+                                         artifacts=artifacts, overrides=overrides, metrics=reported))
+    env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
+           "AUTOSCI_METRICS": str(reported), "AUTOSCI_OVERRIDES": str(overrides),
+           "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
+    return argv, env
+
+
+def evaluation_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
+    """The evaluator's command line and environment: the artifacts, the sealed data, the metrics file."""
+    folder = Path(request.folder)
+    artifacts, metrics, work = folder / "artifacts", folder / "metrics.json", folder / "work"
+    argv = _format(request.evaluate, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
+                                          artifacts=artifacts, metrics=metrics, sealed=request.sealed_dir,
+                                          split=request.split, program=work, evaluator=request.evaluator_dir))
+    base = _base_env(request)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**base, "AUTOSCI_SEED": str(request.seed), "AUTOSCI_METRICS": str(metrics),
+           "AUTOSCI_DATA": request.data_dir, "AUTOSCI_SEALED": request.sealed_dir,
+           "AUTOSCI_ARTIFACTS": str(artifacts), "AUTOSCI_PROGRAM": str(work), "AUTOSCI_SPLIT": str(request.split),
+           # no user site-packages (a trial could plant a .pth there), no bytecode written next to
+           # the frozen evaluator (its hashes cover every file, __pycache__ included)
+           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           # the evaluator imports the same autosci_hpc as this runner (its sealed helpers)
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, base.get("PYTHONPATH", "")) if p)}
+    return argv, env
+
+
+def sealed_exposure(request: TrialRequest) -> list[str]:
+    """Where the training step would be told of the sealed data or the evaluator (none, normally)."""
+    argv, env = training_step(request)
+    problems = []
+    for label, path in (("the sealed data", request.sealed_dir), ("the evaluator", request.evaluator_dir)):
+        if not path:
+            continue
+        if any(path in arg for arg in argv):
+            problems.append(f"the training command names {label} ({path})")
+        names = sorted(k for k, v in env.items() if path in v)
+        if names:
+            problems.append(f"the training step's environment names {label} in {', '.join(names)}")
+    return problems
+
+
 def run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
     folder = Path(request.folder)
@@ -357,30 +414,12 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
         changes = hash_changes(request.evaluator_sha256, before.get("evaluator", {}), "evaluator")
         failure, reason = FailureClass.INTEGRITY, ("the frozen evaluator no longer matches its recorded hashes, so it "
                                                    "was not run: " + "; ".join(changes[:5]))
-    # The program (which an LLM may have edited) never sees the model's API keys: its log tail is
-    # posted to the forum, and from there it would reach prompts.
-    # Nor any AUTOSCI_ variable of the runner's own (the campaign folder, fault injection): each step
-    # gets exactly the ones set below, and only the evaluator learns where the sealed data is.
-    base_env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and not k.startswith("AUTOSCI_")}
-    base_env["PYTHONHASHSEED"] = str(request.seed)
-    common = dict(python=sys.executable, seed=request.seed, data=request.data_dir, artifacts=artifacts)
-    train_env = {**base_env, "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
-                 "AUTOSCI_METRICS": str(reported_path), "AUTOSCI_OVERRIDES": str(overrides_path),
-                 "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
-    package_root = str(Path(__file__).resolve().parents[2])
-    eval_env = {**base_env, "AUTOSCI_SEED": str(request.seed), "AUTOSCI_METRICS": str(metrics_path),
-                "AUTOSCI_DATA": request.data_dir, "AUTOSCI_SEALED": request.sealed_dir,
-                "AUTOSCI_ARTIFACTS": str(artifacts), "AUTOSCI_PROGRAM": str(work), "AUTOSCI_SPLIT": str(request.split),
-                # no user site-packages (a trial could plant a .pth there), no bytecode written next to
-                # the frozen evaluator (its hashes cover every file, __pycache__ included)
-                "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                # the evaluator imports the same autosci_hpc as this runner (its sealed helpers)
-                "PYTHONPATH": os.pathsep.join(p for p in (package_root, base_env.get("PYTHONPATH", "")) if p)}
+    train_argv, train_env = training_step(request)
+    eval_argv, eval_env = evaluation_step(request)
     try:
         with open(log_path, "wb") as log:
             if failure is None:
-                argv = _format(request.command, {**common, "overrides": overrides_path, "metrics": reported_path})
-                returncode, failure, reason = _run_step(argv, work, train_env, request.time_limit_s, log)
+                returncode, failure, reason = _run_step(train_argv, work, train_env, request.time_limit_s, log)
                 if failure is None and returncode != 0:
                     failure, reason = FailureClass.PROGRAM_ERROR, f"the program exited with status {returncode}"
         # What the evaluator writes is the only metrics file: nothing the training step left there counts.
@@ -393,10 +432,8 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                                                            "run: " + "; ".join(changes[:5]))
         if failure is None:
             with open(eval_log_path, "wb") as eval_log:
-                argv = _format(request.evaluate, {**common, "metrics": metrics_path, "sealed": request.sealed_dir,
-                                                  "split": request.split, "program": work,
-                                                  "evaluator": request.evaluator_dir})
-                code, failure, reason = _run_step(argv, scratch, eval_env, request.evaluate_time_limit_s, eval_log)
+                code, failure, reason = _run_step(eval_argv, scratch, eval_env, request.evaluate_time_limit_s,
+                                                  eval_log)
             if failure is FailureClass.TIMEOUT:
                 reason = f"the evaluation {reason}"
             elif failure is None and code != 0:
