@@ -184,6 +184,20 @@ def predictions(outputs: Mapping[str, np.ndarray], n: int, name: str = "output")
     return array
 
 
+def encode_strings(strings: list[str], name: str = "text") -> dict[str, np.ndarray]:
+    """Strings (SMILES, sequences) as two numeric arrays, the only kind the pipe carries."""
+    blobs = [s.encode("utf-8") for s in strings]
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return {f"{name}_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8).copy(), f"{name}_offsets": offsets}
+
+
+def decode_strings(inputs: Mapping[str, np.ndarray], name: str = "text") -> list[str]:
+    """The strings `encode_strings` packed (for the program's side)."""
+    data = np.asarray(inputs[f"{name}_bytes"], dtype=np.uint8).tobytes()
+    offsets = np.asarray(inputs[f"{name}_offsets"], dtype=np.int64)
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+
+
 def write_metrics(path: Union[str, Path], metrics: Mapping[str, Any]) -> None:
     """The evaluator's metrics file: one JSON object, finite numbers only (NaN is refused)."""
     for key, value in metrics.items():
