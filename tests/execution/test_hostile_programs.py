@@ -198,3 +198,62 @@ def test_nothing_the_training_step_started_outlives_it(tmp_path: Path) -> None:
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)  # the kill is sent before run_trial returns; reaping it may lag
     assert not pid_alive(pid)
+
+
+# ---- the program's code at evaluation time: its own process, arrays only --------------------------
+
+
+def entry_point(tmp_path: Path, body: str) -> Path:
+    program = tmp_path / "program"
+    program.mkdir(exist_ok=True)
+    (program / "model.py").write_text("import numpy as np\n\n\ndef load(artifacts):\n" + textwrap.indent(
+        textwrap.dedent(body), "    "))
+    return program
+
+
+def test_an_entry_point_answers_with_arrays_and_cannot_touch_the_protocol(tmp_path: Path) -> None:
+    from autosci_hpc.sealed import ProgramProcess, decode_strings, encode_strings
+
+    # it prints to stdout (which must not corrupt the answers) and doubles what it is sent
+    program = entry_point(tmp_path, """
+        print("hello from the program")
+        return lambda inputs: inputs["X"] * 2
+    """)
+    with ProgramProcess(program, "model:load", tmp_path, timeout_s=60) as proc:
+        assert proc.call({"X": __import__("numpy").arange(3.0)})["output"].tolist() == [0.0, 2.0, 4.0]
+        assert proc.call({"X": __import__("numpy").ones(2)})["output"].tolist() == [2.0, 2.0]
+    assert decode_strings(encode_strings(["CCO", "c1ccccc1", ""], "smiles"), "smiles") == ["CCO", "c1ccccc1", ""]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("raise RuntimeError('no model here')", "failed to load: RuntimeError: no model here"),
+    ("return lambda inputs: np.array(['a', 'b'])", "not numeric"),
+    ("return lambda inputs: np.zeros(10**6)", "over the limit"),
+    ("import time\nreturn lambda inputs: time.sleep(60)", "ran past 3 s"),
+    ("import os\nreturn lambda inputs: os._exit(3)", r"exited \(status 3\) before answering"),
+])
+def test_a_hostile_entry_point_is_a_clear_error(tmp_path: Path, body: str, needle: str) -> None:
+    import numpy as np
+
+    from autosci_hpc.sealed import ProgramCallError, ProgramProcess
+
+    program = entry_point(tmp_path, body)
+    timeout_s = 3 if "sleep" in body else 120  # only the hanging one may run into its limit
+    with pytest.raises(ProgramCallError, match=needle):
+        with ProgramProcess(program, "model:load", tmp_path, timeout_s=timeout_s, max_bytes=1 << 20) as proc:
+            proc.call({"X": np.arange(3.0)})
+
+
+def test_an_entry_point_never_learns_where_the_sealed_data_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from autosci_hpc.sealed import ProgramProcess
+
+    monkeypatch.setenv("AUTOSCI_SEALED", str(tmp_path / "sealed"))
+    program = entry_point(tmp_path, """
+        import os
+        seen = float("AUTOSCI_SEALED" in os.environ)
+        return lambda inputs: np.array([seen])
+    """)
+    with ProgramProcess(program, "model:load", tmp_path, timeout_s=60) as proc:
+        assert proc.call({"X": np.zeros(1)})["output"].tolist() == [0.0]
