@@ -310,7 +310,7 @@ def _program_files(folder: Path) -> dict[str, bytes]:
     return {rel: path.read_bytes() for rel, path in regular_files(folder)}
 
 
-def file_hashes(folder: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
+def file_hashes(folder: Path, exclude: Iterable[str] = (), skip_pycache: bool = False) -> dict[str, str]:
     """sha256 of every entry under `folder` (links and odd entries included, never followed).
 
     What integrity checks compare before and after a trial: a planted link or a changed byte
@@ -326,7 +326,7 @@ def file_hashes(folder: Path, exclude: Iterable[str] = ()) -> dict[str, str]:
         for name in dirs + names:
             path = base / name
             rel = path.relative_to(folder).as_posix()
-            if rel in skip:
+            if rel in skip or (skip_pycache and "__pycache__" in rel.split("/")):
                 continue
             try:
                 mode = os.lstat(path).st_mode
@@ -366,27 +366,37 @@ EVALUATOR_FOLDER = "evaluator"
 EVALUATOR_MANIFEST = "evaluator.sha256.json"
 
 
+def _copy_tree(source: Path, target: Path) -> None:
+    """The regular files of `source` as `target`, replacing it (write beside, then rename)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, path in regular_files(source):
+        dest = tmp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
 def freeze_evaluator(task: TaskSpec, campaign_folder: Path) -> dict[str, str]:
     """Copy the task's evaluator into `<campaign>/evaluator/` once and record its hashes.
 
     The campaign measures with this frozen copy from its first trial to its last, whatever happens
     to the task folder meanwhile; every trial checks the copy against the recorded hashes before
-    it runs it and after. Returns {relative path: sha256}.
+    it runs it and after. Called again (for each new trial), it restores a copy that a trial
+    changed, when the task's own evaluator still matches the recorded hashes: one hostile trial
+    fails, the campaign goes on. Returns {relative path: sha256}.
     """
     campaign_folder = Path(campaign_folder)
     manifest_path = campaign_folder / EVALUATOR_MANIFEST
-    if manifest_path.is_file():
-        return dict(json.loads(manifest_path.read_text()))
     target = campaign_folder / EVALUATOR_FOLDER
+    if manifest_path.is_file():
+        recorded = dict(json.loads(manifest_path.read_text()))
+        if file_hashes(target) != recorded and file_hashes(task.evaluator_dir, skip_pycache=True) == recorded:
+            _copy_tree(task.evaluator_dir, target)  # a trial changed the copy: restore it, byte for byte
+        return recorded
     files = {rel: path.read_bytes() for rel, path in regular_files(task.evaluator_dir)}
-    tmp = campaign_folder / f".{EVALUATOR_FOLDER}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel, content in files.items():
-        dest = tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(content)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    _copy_tree(task.evaluator_dir, target)
     hashes = {rel: hashlib.sha256(content).hexdigest() for rel, content in sorted(files.items())}
     atomic_write_text(manifest_path, json.dumps(hashes, indent=1, sort_keys=True))
     return hashes

@@ -257,3 +257,32 @@ def test_an_entry_point_never_learns_where_the_sealed_data_is(tmp_path: Path, mo
     """)
     with ProgramProcess(program, "model:load", tmp_path, timeout_s=60) as proc:
         assert proc.call({"X": np.zeros(1)})["output"].tolist() == [0.0]
+
+
+# ---- in a campaign: the notice, no promotion, and the campaign goes on -----------------------------
+
+
+def test_a_tampering_proposal_fails_on_integrity_is_named_and_the_campaign_goes_on(tmp_path: Path) -> None:
+    from sqlmodel import select
+
+    from autosci_hpc.coordination.coordinator import Coordinator
+    from autosci_hpc.state.models import Champion, ForumPost, Trial
+    from helpers import ScriptedPolicy, campaign_config
+
+    config = campaign_config(tmp_path, "toy", "budget.trials=9", "coordination.teams=1",
+                             "executor.local.max_concurrent=1")
+    coordinator = Coordinator(config, config.campaign_folder(),
+                              policy=ScriptedPolicy([{"behaviour": "tamper", "x": 0.6, "y": -0.3}, {"x": 0.3}], seed=1))
+    assert coordinator.run().status == "finished"
+    with coordinator.store.read() as session:
+        trials = session.exec(select(Trial)).all()
+        notices = session.exec(select(ForumPost).where(ForumPost.kind == "integrity")).all()
+        champions = session.exec(select(Champion)).all()
+    tampered = [t for t in trials if t.overrides.get("behaviour") == "tamper"]
+    assert tampered and all(t.failure_class == "integrity" and t.metric is None for t in tampered)
+    assert "changed evaluator/evaluate.py" in tampered[0].failure_reason
+    assert notices and f"proposal #{tampered[0].proposal_id}" in notices[0].title
+    assert all(c.proposal_id != tampered[0].proposal_id for c in champions)  # never promoted
+    # the frozen copy was restored for the next trial: later trials were measured again
+    later = [t for t in trials if (t.id or 0) > max(x.id or 0 for x in tampered)]
+    assert any(t.status == "succeeded" for t in later)
