@@ -186,7 +186,7 @@ class Workspace:
 
     def smoke(self, llm: LLMSection, data_dir: str = "") -> tuple[bool, str]:
         """A syntax check of every Python file and config.yaml, then (llm.smoke_run) one short local
-        run with tiny settings that must write a valid metrics file. Metric values are not reported."""
+        run with tiny settings whose training step must write its artifacts. No metric is computed."""
         problems = []
         for path in sorted(self.root.rglob("*.py")):
             if path.is_symlink() or "__pycache__" in path.parts:
