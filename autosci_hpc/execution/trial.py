@@ -412,8 +412,8 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                                                        "the evaluator, never the program, writes the metrics)")
     elif before.get("evaluator") != request.evaluator_sha256:
         changes = hash_changes(request.evaluator_sha256, before.get("evaluator", {}), "evaluator")
-        failure, reason = FailureClass.INTEGRITY, ("the frozen evaluator no longer matches its recorded hashes, so it "
-                                                   "was not run: " + "; ".join(changes[:5]))
+        failure, reason = FailureClass.INTEGRITY, ("the frozen evaluator no longer matched its recorded hashes when "
+                                                   "this trial started, so nothing was run: " + "; ".join(changes[:5]))
     train_argv, train_env = training_step(request)
     eval_argv, eval_env = evaluation_step(request)
     try:
@@ -431,6 +431,8 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                 failure, reason = FailureClass.INTEGRITY, ("the training step changed the evaluator, so it was not "
                                                            "run: " + "; ".join(changes[:5]))
         if failure is None:
+            shutil.rmtree(scratch, ignore_errors=True)  # the evaluator's working folder: fresh, nothing planted
+            scratch.mkdir()
             with open(eval_log_path, "wb") as eval_log:
                 code, failure, reason = _run_step(eval_argv, scratch, eval_env, request.evaluate_time_limit_s,
                                                   eval_log)

@@ -116,15 +116,24 @@ def test_a_program_that_monkeypatches_the_evaluator_fails_on_integrity(tmp_path:
     assert not (campaign / "trials" / "000001" / "evaluate.log").exists()  # the patched evaluator never ran
 
 
-def test_a_changed_frozen_evaluator_is_never_run(tmp_path: Path) -> None:
-    # Tampered between trials (by anyone): the copy no longer matches the hashes frozen at the start.
+def test_a_changed_frozen_evaluator_is_restored_or_never_run(tmp_path: Path) -> None:
+    # Changed between trials (by anyone): the copy no longer matches the hashes frozen at the start.
     task = hostile_task(tmp_path, "")
     run(task, tmp_path)
-    evaluator = tmp_path / "campaign" / "evaluator" / "evaluate.py"
-    evaluator.write_text(evaluator.read_text().replace("clean + noise * u", "10 + clean + noise * u"))
+    frozen = tmp_path / "campaign" / "evaluator" / "evaluate.py"
+    kinder = frozen.read_text().replace("clean + noise * u", "10 + clean + noise * u")
+    frozen.write_text(kinder)
     shutil.rmtree(tmp_path / "campaign" / "trials")
-    result, _ = run(task, tmp_path)
+    result, _ = run(task, tmp_path)  # the next request restores it from the task, which still matches
+    assert result.status == "succeeded" and result.metric == pytest.approx(HONEST)
+    # when the task's own copy changed too, nothing can restore it: the trial runs nothing
+    frozen.write_text(kinder)
+    (task.evaluator_dir / "evaluate.py").write_text(kinder)
+    shutil.rmtree(tmp_path / "campaign" / "trials")
+    result, campaign = run(task, tmp_path)
     assert result.failure_class == "integrity" and "changed evaluator/evaluate.py" in result.failure_reason
+    assert "when this trial started" in result.failure_reason
+    assert not (campaign / "trials" / "000001" / "artifacts" / "answer.json").exists()  # not even the training
 
 
 @pytest.mark.parametrize("part", ["sealed/labels.txt", "visible/train.txt"])
