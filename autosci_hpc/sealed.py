@@ -134,7 +134,8 @@ class ProgramProcess:
         try:
             tag, size = _HEADER.unpack(_read_exact(fd, _HEADER.size, self.deadline))
             if size > self.max_bytes:
-                raise ProgramCallError(f"the program's answer is {size} bytes, over the limit of {self.max_bytes}")
+                raise ProgramCallError(f"the program's answer is {size} bytes, over the limit of "
+                                       f"{self.max_bytes}")
             return tag, _read_exact(fd, size, self.deadline)
         except TimeoutError:
             self.close()
@@ -148,7 +149,8 @@ class ProgramProcess:
         tag, payload = self._receive()
         if tag == b"E":
             self.close()
-            raise ProgramCallError(f"the program's entry point failed to load: {payload.decode(errors='replace')}")
+            text = payload.decode(errors="replace")[-2000:]
+            raise ProgramCallError(f"the program's entry point failed to load: {text}")
         if tag != b"R":
             self.close()
             raise ProgramCallError("the program's entry point spoke out of protocol")
@@ -165,7 +167,8 @@ class ProgramProcess:
             raise ProgramCallError(f"the program's entry point exited (status {self.proc.poll()})") from None
         tag, answer = self._receive()
         if tag == b"E":
-            raise ProgramCallError(f"the program's entry point failed: {answer.decode(errors='replace')[-2000:]}")
+            text = answer.decode(errors="replace")[-2000:]
+            raise ProgramCallError(f"the program's entry point failed: {text}")
         if tag != b"O":
             self.close()
             raise ProgramCallError("the program's entry point spoke out of protocol")
@@ -175,7 +178,8 @@ class ProgramProcess:
 def predictions(outputs: Mapping[str, np.ndarray], n: int, name: str = "output") -> np.ndarray:
     """One finite float vector of length n out of a program's answer, or `ProgramCallError`."""
     if name not in outputs:
-        raise ProgramCallError(f"the program returned no '{name}' (it returned: {', '.join(outputs) or 'nothing'})")
+        returned = ", ".join(outputs) or "nothing"
+        raise ProgramCallError(f"the program returned no '{name}' (it returned: {returned})")
     array = np.asarray(outputs[name], dtype=float).reshape(-1) if outputs[name].size == n else None
     if array is None:
         raise ProgramCallError(f"expected {n} predictions, got shape {outputs[name].shape}")
@@ -188,7 +192,8 @@ def encode_strings(strings: list[str], name: str = "text") -> dict[str, np.ndarr
     """Strings (SMILES, sequences) as two numeric arrays, the only kind the pipe carries."""
     blobs = [s.encode("utf-8") for s in strings]
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    return {f"{name}_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8).copy(), f"{name}_offsets": offsets}
+    data = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+    return {f"{name}_bytes": data, f"{name}_offsets": offsets}
 
 
 def decode_strings(inputs: Mapping[str, np.ndarray], name: str = "text") -> list[str]:

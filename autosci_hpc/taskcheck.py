@@ -27,7 +27,8 @@ REQUIRED_PLACEHOLDERS = ("{overrides}", "{seed}", "{artifacts}")
 KNOWN_PLACEHOLDERS = {"python", "overrides", "seed", "metrics", "data", "artifacts"}
 #: The evaluator's command: what it may be given (the sealed data only here).
 EVALUATE_REQUIRED = ("{metrics}", "{artifacts}")
-EVALUATE_PLACEHOLDERS = {"python", "evaluator", "artifacts", "data", "sealed", "split", "seed", "metrics", "program"}
+EVALUATE_PLACEHOLDERS = {"python", "evaluator", "artifacts", "data", "sealed", "split", "seed", "metrics",
+                         "program"}
 
 
 @dataclass
@@ -108,13 +109,15 @@ def sealed_contract_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     for placeholder in EVALUATE_REQUIRED:
         if placeholder not in task.evaluate:
-            errors.append(f"evaluate lacks {placeholder}: the evaluator reads the artifacts and writes the metrics file")
+            errors.append(f"evaluate lacks {placeholder}: the evaluator reads the artifacts and writes the "
+                          "metrics file")
     unknown = set(re.findall(r"{(\w+)}", task.evaluate)) - EVALUATE_PLACEHOLDERS
     if unknown:
         errors.append(f"evaluate uses unknown placeholder(s) {', '.join(sorted(unknown))} "
                       f"(known: {', '.join(sorted(EVALUATE_PLACEHOLDERS))})")
     if task.prepare and "{sealed}" not in task.evaluate:
-        warnings.append("the task prepares data but its evaluator is not given {sealed}: where are the labels?")
+        warnings.append("the task prepares data but its evaluator is not given {sealed}: where are the "
+                        "labels?")
     if task.splits > 1 and not task.prepare:
         errors.append(f"splits: {task.splits} needs a prepare command that writes them")
     for name in task.editable:
@@ -164,8 +167,8 @@ def heldout_leaks(request: Any) -> tuple[list[str], list[str]]:
             errors.append(f"{shared} of {len(held)} lines of the sealed data also appear in the training "
                           "step's data")
         elif shared:
-            warnings.append(f"{shared} of {len(held)} lines of the sealed data also appear in the training step's "
-                            "data (repeated lines, or a leak)")
+            warnings.append(f"{shared} of {len(held)} lines of the sealed data also appear in the training "
+                            "step's data (repeated lines, or a leak)")
     return errors, warnings
 
 
@@ -245,9 +248,9 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
     if leak_errors:
         report.fail("held-out data", "; ".join(leak_errors), 2)
         return
-    report.steps.append(Step("held-out data", True, "the training step is given only "
-                             + (f"{Path(request.data_dir).name}/ of the visible data" if request.data_dir
-                                else "its program") + "; validation labels and held-out data go to the evaluator"))
+    given = f"{Path(request.data_dir).name}/ of the visible data" if request.data_dir else "its program"
+    report.steps.append(Step("held-out data", True, f"the training step is given only {given}; validation "
+                             "labels and held-out data go to the evaluator"))
     t0 = time.monotonic()
     try:
         run_trial(request)

@@ -208,7 +208,8 @@ def disagreements(reported: dict[str, float], measured: dict[str, float]) -> lis
     flags = []
     for key, value in measured.items():
         if key in reported and not math.isclose(reported[key], value, rel_tol=1e-6, abs_tol=1e-9):
-            flags.append(f"the program reported {key}={reported[key]:.6g}; the evaluator measured {value:.6g}")
+            flags.append(f"the program reported {key}={reported[key]:.6g}; "
+                         f"the evaluator measured {value:.6g}")
     return flags
 
 
@@ -265,7 +266,8 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: flo
         returncode = proc.wait(timeout=time_limit_s)
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        return proc.returncode, FailureClass.TIMEOUT, f"ran past its limit of {time_limit_s:g} s and was killed"
+        reason = f"ran past its limit of {time_limit_s:g} s and was killed"
+        return proc.returncode, FailureClass.TIMEOUT, reason
     except BaseException as exc:
         kill_group(proc, grace_s=2.0)
         raise StepInterrupted(exc) from exc
@@ -338,7 +340,8 @@ def _base_env(request: TrialRequest) -> dict[str, str]:
 def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
     """The training step's command line and environment: the visible data and the artifacts folder."""
     folder = Path(request.folder)
-    artifacts, overrides, reported = folder / "artifacts", folder / "overrides.json", folder / "reported_metrics.json"
+    artifacts, overrides = folder / "artifacts", folder / "overrides.json"
+    reported = folder / "reported_metrics.json"
     argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
                                          artifacts=artifacts, overrides=overrides, metrics=reported))
     env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
@@ -358,7 +361,8 @@ def evaluation_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**base, "AUTOSCI_SEED": str(request.seed), "AUTOSCI_METRICS": str(metrics),
            "AUTOSCI_DATA": request.data_dir, "AUTOSCI_SEALED": request.sealed_dir,
-           "AUTOSCI_ARTIFACTS": str(artifacts), "AUTOSCI_PROGRAM": str(work), "AUTOSCI_SPLIT": str(request.split),
+           "AUTOSCI_ARTIFACTS": str(artifacts), "AUTOSCI_PROGRAM": str(work),
+           "AUTOSCI_SPLIT": str(request.split),
            # no user site-packages (a trial could plant a .pth there), no bytecode written next to
            # the frozen evaluator (its hashes cover every file, __pycache__ included)
            "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
@@ -401,37 +405,43 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
         _copy_program(Path(request.snapshot_dir), work)
     except (TaskError, OSError) as exc:
         log_path.write_text(f"the snapshot cannot be used: {exc}\n")
-        _write(request, started, log_path, FailureClass.INTEGRITY, f"the snapshot cannot be used: {exc}", None)
+        _write(request, started, log_path, FailureClass.INTEGRITY, f"the snapshot cannot be used: {exc}",
+               None)
         raise TrialFailed(f"trial {request.trial_id}: integrity: {exc}") from None
     before = _protected(request, work)
     failure: Optional[FailureClass] = None
     reason = ""
     returncode: Optional[int] = None
     if not request.evaluate:
-        failure, reason = FailureClass.PROGRAM_ERROR, ("no sealed evaluator in this trial's request (task contract 2: "
-                                                       "the evaluator, never the program, writes the metrics)")
+        failure = FailureClass.PROGRAM_ERROR
+        reason = ("no sealed evaluator in this trial's request (task contract 2: the evaluator, never the "
+                  "program, writes the metrics)")
     elif before.get("evaluator") != request.evaluator_sha256:
         changes = hash_changes(request.evaluator_sha256, before.get("evaluator", {}), "evaluator")
-        failure, reason = FailureClass.INTEGRITY, ("the frozen evaluator no longer matched its recorded hashes when "
-                                                   "this trial started, so nothing was run: " + "; ".join(changes[:5]))
+        failure = FailureClass.INTEGRITY
+        reason = ("the frozen evaluator no longer matched its recorded hashes when this trial started, so "
+                  "nothing was run: " + "; ".join(changes[:5]))
     train_argv, train_env = training_step(request)
     eval_argv, eval_env = evaluation_step(request)
     try:
         with open(log_path, "wb") as log:
             if failure is None:
-                returncode, failure, reason = _run_step(train_argv, work, train_env, request.time_limit_s, log)
+                returncode, failure, reason = _run_step(train_argv, work, train_env, request.time_limit_s,
+                                                        log)
                 if failure is None and returncode != 0:
-                    failure, reason = FailureClass.PROGRAM_ERROR, f"the program exited with status {returncode}"
+                    failure = FailureClass.PROGRAM_ERROR
+                    reason = f"the program exited with status {returncode}"
         # What the evaluator writes is the only metrics file: nothing the training step left there counts.
         metrics_path.unlink(missing_ok=True)
         if failure is None and request.evaluator_dir:
             now = file_hashes(Path(request.evaluator_dir))
             if now != request.evaluator_sha256:
                 changes = hash_changes(request.evaluator_sha256, now, "evaluator")
-                failure, reason = FailureClass.INTEGRITY, ("the training step changed the evaluator, so it was not "
-                                                           "run: " + "; ".join(changes[:5]))
+                failure = FailureClass.INTEGRITY
+                reason = "the training step changed the evaluator, so it was not run: " + "; ".join(changes[:5])
         if failure is None:
-            shutil.rmtree(scratch, ignore_errors=True)  # the evaluator's working folder: fresh, nothing planted
+            # the evaluator's working folder: fresh, nothing planted in it
+            shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir()
             with open(eval_log_path, "wb") as eval_log:
                 code, failure, reason = _run_step(eval_argv, scratch, eval_env, request.evaluate_time_limit_s,
@@ -440,7 +450,8 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
                 reason = f"the evaluation {reason}"
             elif failure is None and code != 0:
                 failure = FailureClass.BAD_METRICS
-                reason = f"the evaluator could not score the artifacts (exit {code}): {_last_line(eval_log_path)}"
+                reason = (f"the evaluator could not score the artifacts (exit {code}): "
+                          f"{_last_line(eval_log_path)}")
     except StepInterrupted as stop:
         # Interrupted by the scheduler: submitit raises from its USR2 handler. At the job's time
         # limit (a non-checkpointable function is not requeued) that is a timeout, and the result
