@@ -12,7 +12,7 @@ caller), and a child that hangs, dies or speaks out of protocol becomes a `Progr
 
 Entry points are "module:function" names in the program folder. The function is a factory: it is
 called once with the artifacts folder and returns a callable that maps a dict of numpy arrays to
-a numpy array or a dict of them. Example (tasks/diabetes/program/predict.py)::
+a numpy array or a dict of them. Example (`load` in tasks/diabetes/program/train.py)::
 
     def load(artifacts):
         model = pickle.load(open(os.path.join(artifacts, "model.pkl"), "rb"))
@@ -33,11 +33,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .procs import kill_group
+
+if TYPE_CHECKING:  # numpy is imported where arrays are handled: write_metrics alone needs none
+    import numpy as np
 
 #: Environment variables the child never inherits: the sealed data's location, the metrics file.
 _SEALED_ENV = ("AUTOSCI_SEALED", "AUTOSCI_METRICS", "AUTOSCI_EVALUATOR")
@@ -50,6 +51,8 @@ class ProgramCallError(RuntimeError):
 
 
 def _pack(arrays: Mapping[str, Any]) -> bytes:
+    import numpy as np
+
     buffer = io.BytesIO()
     np.savez(buffer, **{str(k): np.asarray(v) for k, v in arrays.items()})
     return buffer.getvalue()
@@ -57,6 +60,8 @@ def _pack(arrays: Mapping[str, Any]) -> bytes:
 
 def _unpack(payload: bytes) -> dict[str, np.ndarray]:
     """Arrays out of an .npz payload, refusing pickled objects and non-numeric dtypes."""
+    import numpy as np
+
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as data:
             out = {name: data[name] for name in data.files}
@@ -177,6 +182,8 @@ class ProgramProcess:
 
 def predictions(outputs: Mapping[str, np.ndarray], n: int, name: str = "output") -> np.ndarray:
     """One finite float vector of length n out of a program's answer, or `ProgramCallError`."""
+    import numpy as np
+
     if name not in outputs:
         returned = ", ".join(outputs) or "nothing"
         raise ProgramCallError(f"the program returned no '{name}' (it returned: {returned})")
@@ -190,6 +197,8 @@ def predictions(outputs: Mapping[str, np.ndarray], n: int, name: str = "output")
 
 def encode_strings(strings: list[str], name: str = "text") -> dict[str, np.ndarray]:
     """Strings (SMILES, sequences) as two numeric arrays, the only kind the pipe carries."""
+    import numpy as np
+
     blobs = [s.encode("utf-8") for s in strings]
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     data = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
@@ -198,6 +207,8 @@ def encode_strings(strings: list[str], name: str = "text") -> dict[str, np.ndarr
 
 def decode_strings(inputs: Mapping[str, np.ndarray], name: str = "text") -> list[str]:
     """The strings `encode_strings` packed (for the program's side)."""
+    import numpy as np
+
     data = np.asarray(inputs[f"{name}_bytes"], dtype=np.uint8).tobytes()
     offsets = np.asarray(inputs[f"{name}_offsets"], dtype=np.int64)
     return [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
