@@ -1,6 +1,9 @@
 """Task data, prepared once per campaign: run the task's `prepare` command, record provenance.
 
-The data lands in `<campaign>/data/`. The prepare command writes its files there and may write
+The data lands in `<campaign>/data/`, in two parts (task contract 2): `visible/`, what a training
+step may read (with `splits: K` in task.yaml, one self-contained folder `visible/split-k/` per split,
+and a training step gets only its seed's), and `sealed/`, the validation labels and held-out data
+that only the evaluator receives. The prepare command writes its files there and may write
 `provenance.json` (source, version, license, citation); we add a manifest with the sha256 of every
 file, so a campaign records exactly which data its trials saw. A prepared folder is reused (its
 manifest marks it complete); a failed preparation leaves no manifest and says why.
@@ -38,6 +41,23 @@ def checksums(folder: Path) -> dict[str, str]:
     return out
 
 
+def visible_dirs(task: TaskSpec, folder: Path) -> list[Path]:
+    """The folders a training step may be given: one per split."""
+    if task.splits > 1:
+        return [folder / "visible" / f"split-{k}" for k in range(task.splits)]
+    return [folder / "visible"]
+
+
+def layout_problem(task: TaskSpec, folder: Path) -> str:
+    """Why a prepared data folder does not have the contract's visible/sealed layout; "" if it does."""
+    missing = [p.relative_to(folder).as_posix() for p in [*visible_dirs(task, folder), folder / "sealed"]
+               if not p.is_dir()]
+    if missing:
+        return (f"wrote no {', '.join(missing)}: prepared data comes in a visible part (for training) and a "
+                "sealed part (for the evaluator only)")
+    return ""
+
+
 def prepare_data(task: TaskSpec, campaign_folder: Path) -> dict[str, Any]:
     """Prepare the task's data into the campaign folder (once); returns the manifest."""
     target = data_dir(campaign_folder)
@@ -58,6 +78,9 @@ def prepare_data(task: TaskSpec, campaign_folder: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise DataError(f"task {task.name}: data preparation failed (exit {proc.returncode}):\n{tail}")
+    problem = layout_problem(task, target)
+    if problem:
+        raise DataError(f"task {task.name}: its prepare command {problem}")
     provenance_file = target / "provenance.json"
     provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
     manifest = {"task": task.name, "task_version": task.version, "command": task.prepare,

@@ -1,7 +1,12 @@
 """A task folder: its spec (task.yaml), program snapshots, code edits and change signatures.
 
 A program snapshot is a content-addressed copy of the task's program with a set of edits applied:
-the same edited file set always hashes to the same id, so identical edits share one folder.
+the same edited file set always hashes to the same id, so identical edits share one folder. Only
+regular files are ever copied: a link in a program folder is refused, never followed, because what
+a trial plants there must not carry an outside file into a snapshot (or into a prompt).
+
+Task contract 2: the program only trains; a sealed evaluator, outside the program folder and frozen
+into the campaign when it starts, computes the metrics (tasks/README.md).
 """
 
 from __future__ import annotations
@@ -9,12 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .execution.results import atomic_write_text
 
 
 class TaskError(ValueError):
@@ -80,17 +89,33 @@ class Edit(BaseModel):
     replace: str
 
 
+#: The task contract `load_task` accepts (tasks/README.md, "Task contract version 2").
+CONTRACT = 2
+
+
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     version: int = 1
+    #: 2: the program trains, the sealed evaluator measures. Campaigns recorded under contract 1
+    #: still load (for reports); `load_task` accepts only the current contract.
+    contract: int = 1
     description: str
     metric: Metric
     test_metric: str
     program: str = "program"
     command: str
     editable: list[str]
+    #: Wall-clock limit of the training step, enforced by the harness on its own clock.
     time_limit_s: float = Field(default=600, gt=0)
+    #: The sealed evaluator's folder, relative to the task folder and outside `program`.
+    evaluator: str = "evaluator"
+    #: The evaluator's command (placeholders {python}, {evaluator}, {artifacts}, {data}, {sealed},
+    #: {split}, {seed}, {metrics}, {program}); run with cwd = a scratch folder after training has ended.
+    evaluate: str = ""
+    evaluate_time_limit_s: float = Field(default=600, gt=0)
+    #: How many visible/sealed splits `prepare` writes; seed s trains on split s % splits.
+    splits: int = Field(default=1, ge=1, le=100)
     #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
     prepare: str = ""
     prepare_time_limit_s: float = Field(default=1800, gt=0)
@@ -101,6 +126,14 @@ class TaskSpec(BaseModel):
     @property
     def program_dir(self) -> Path:
         return self.folder / self.program
+
+    @property
+    def evaluator_dir(self) -> Path:
+        return self.folder / self.evaluator
+
+    def split_of(self, seed: int) -> int:
+        """Which prepared split a seed trains and is scored on."""
+        return seed % self.splits
 
     @property
     def maximize(self) -> bool:
@@ -165,7 +198,26 @@ def load_task(path: Union[str, Path]) -> TaskSpec:
     for name in spec.editable:
         if not (spec.program_dir / name).is_file():
             raise TaskError(f"{spec_file}: editable file '{name}' is not in {spec.program_dir}")
+    problem = contract_problem(spec)
+    if problem:
+        raise TaskError(f"{spec_file}: {problem}")
     return spec
+
+
+def contract_problem(spec: TaskSpec) -> str:
+    """Why a loaded task does not follow task contract 2, in one line; "" when it does."""
+    if spec.contract != CONTRACT:
+        return (f"task contract {spec.contract} is not supported: set 'contract: {CONTRACT}' and give the task "
+                "a sealed evaluator ('evaluator', 'evaluate'), tasks/README.md says how")
+    if not spec.evaluate.strip():
+        return "no 'evaluate' command: under task contract 2 a sealed evaluator computes the metrics"
+    evaluator, program = spec.evaluator_dir.resolve(), spec.program_dir.resolve()
+    if not evaluator.is_dir():
+        return f"evaluator folder {spec.evaluator_dir} does not exist"
+    if evaluator == program or program in evaluator.parents or evaluator in program.parents:
+        return (f"evaluator folder '{spec.evaluator}' and program folder '{spec.program}' overlap: the "
+                "evaluator must live outside the program, where no edit reaches it")
+    return ""
 
 
 # ---- canonical forms --------------------------------------------------------------------------
@@ -227,13 +279,127 @@ def directions(task: TaskSpec, overrides: dict[str, Any], edits: list[Edit]) -> 
 # ---- snapshots ------------------------------------------------------------------------------
 
 
+def regular_files(folder: Path, skip_pycache: bool = True) -> list[tuple[str, Path]]:
+    """Every file under `folder` as (relative posix path, path), sorted, without following links.
+
+    A symbolic link (to a file or a folder) or any other non-regular entry raises `TaskError`
+    naming it: copying it would carry whatever it points to, possibly outside the campaign.
+    """
+    out: list[tuple[str, Path]] = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(root)
+        for name in sorted(dirs + names):
+            path = base / name
+            rel = path.relative_to(folder).as_posix()
+            if skip_pycache and "__pycache__" in rel.split("/"):
+                continue
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                raise TaskError(f"{rel}: is a symbolic link (to {os.readlink(path)!r}); program folders hold "
+                                "regular files only, links are refused, never followed")
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise TaskError(f"{rel}: is not a regular file; program folders hold regular files only")
+            out.append((rel, path))
+        dirs[:] = [d for d in dirs if not (skip_pycache and d == "__pycache__")]
+    return sorted(out)
+
+
 def _program_files(folder: Path) -> dict[str, bytes]:
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and "__pycache__" not in rel:
-            files[rel] = path.read_bytes()
-    return files
+    return {rel: path.read_bytes() for rel, path in regular_files(folder)}
+
+
+def file_hashes(folder: Path, exclude: Iterable[str] = (), skip_pycache: bool = False) -> dict[str, str]:
+    """sha256 of every entry under `folder` (links and odd entries included, never followed).
+
+    What integrity checks compare before and after a trial: a planted link or a changed byte
+    anywhere shows up as a difference, in __pycache__ too (a planted .pyc is code). Missing folders
+    hash to {}.
+    """
+    skip = set(exclude)
+    out: dict[str, str] = {}
+    if not folder.is_dir():
+        return out
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(root)
+        for name in dirs + names:
+            path = base / name
+            rel = path.relative_to(folder).as_posix()
+            if rel in skip or (skip_pycache and "__pycache__" in rel.split("/")):
+                continue
+            try:
+                mode = os.lstat(path).st_mode
+                if stat.S_ISLNK(mode):
+                    out[rel] = "link:" + os.readlink(path)
+                elif stat.S_ISREG(mode):
+                    out[rel] = _sha256_file(path)
+                elif not stat.S_ISDIR(mode):
+                    out[rel] = "special"
+            except OSError as exc:  # vanished or unreadable: that is a difference too
+                out[rel] = f"unreadable:{exc.errno}"
+    return dict(sorted(out.items()))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_changes(before: Mapping[str, str], after: Mapping[str, str], label: str) -> list[str]:
+    """What differs between two `file_hashes` results, as short lines ("changed data/x.csv")."""
+    out = []
+    for rel in sorted(set(before) | set(after)):
+        if rel not in after:
+            out.append(f"removed {label}/{rel}")
+        elif rel not in before:
+            out.append(f"added {label}/{rel}")
+        elif before[rel] != after[rel]:
+            out.append(f"changed {label}/{rel}")
+    return out
+
+
+EVALUATOR_FOLDER = "evaluator"
+EVALUATOR_MANIFEST = "evaluator.sha256.json"
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """The regular files of `source` as `target`, replacing it (write beside, then rename)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, path in regular_files(source):
+        dest = tmp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def freeze_evaluator(task: TaskSpec, campaign_folder: Path) -> dict[str, str]:
+    """Copy the task's evaluator into `<campaign>/evaluator/` once and record its hashes.
+
+    The campaign measures with this frozen copy from its first trial to its last, whatever happens
+    to the task folder meanwhile; every trial checks the copy against the recorded hashes before
+    it runs it and after. Called again (for each new trial), it restores a copy that a trial
+    changed, when the task's own evaluator still matches the recorded hashes: one hostile trial
+    fails, the campaign goes on. Returns {relative path: sha256}.
+    """
+    campaign_folder = Path(campaign_folder)
+    manifest_path = campaign_folder / EVALUATOR_MANIFEST
+    target = campaign_folder / EVALUATOR_FOLDER
+    if manifest_path.is_file():
+        recorded = dict(json.loads(manifest_path.read_text()))
+        if file_hashes(target) != recorded and file_hashes(task.evaluator_dir, skip_pycache=True) == recorded:
+            _copy_tree(task.evaluator_dir, target)  # a trial changed the copy: restore it, byte for byte
+        return recorded
+    files = {rel: path.read_bytes() for rel, path in regular_files(task.evaluator_dir)}
+    _copy_tree(task.evaluator_dir, target)
+    hashes = {rel: hashlib.sha256(content).hexdigest() for rel, content in sorted(files.items())}
+    atomic_write_text(manifest_path, json.dumps(hashes, indent=1, sort_keys=True))
+    return hashes
 
 
 def apply_edits(task: TaskSpec, files: dict[str, bytes], edits: list[Edit]) -> dict[str, bytes]:

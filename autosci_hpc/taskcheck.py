@@ -25,8 +25,13 @@ from typing import Any, Optional, Sequence, Union
 
 from .task import TaskError, TaskSpec, load_task
 
-REQUIRED_PLACEHOLDERS = ("{overrides}", "{seed}", "{metrics}")
-KNOWN_PLACEHOLDERS = {"python", "overrides", "seed", "metrics", "data"}
+REQUIRED_PLACEHOLDERS = ("{overrides}", "{seed}", "{artifacts}")
+#: {metrics} in the training command is the program's own, "reported" metrics file (never trusted).
+KNOWN_PLACEHOLDERS = {"python", "overrides", "seed", "metrics", "data", "artifacts"}
+#: The evaluator's command: what it may be given (the sealed data only here).
+EVALUATE_REQUIRED = ("{metrics}", "{artifacts}")
+EVALUATE_PLACEHOLDERS = {"python", "evaluator", "artifacts", "data", "sealed", "split", "seed", "metrics",
+                         "program"}
 
 
 @dataclass
@@ -91,10 +96,82 @@ def static_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     for axis in task.axes:
         if config and axis.key not in config:
             errors.append(f"axis '{axis.key}' is not a key of config.yaml (keys: {', '.join(sorted(config))})")
+    sealed_errors, sealed_warnings = sealed_contract_problems(task)
+    errors += sealed_errors
+    warnings += sealed_warnings
     if not task.axes:
         warnings.append("no axes: the offline policy will have nothing to vary")
     elif len(task.groups()) < 2:
         warnings.append("all axes are in one group: teams will all share one hypothesis")
+    return errors, warnings
+
+
+def sealed_contract_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about task contract 2's sealed evaluator, found without running anything."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    for placeholder in EVALUATE_REQUIRED:
+        if placeholder not in task.evaluate:
+            errors.append(f"evaluate lacks {placeholder}: the evaluator reads the artifacts and writes the "
+                          "metrics file")
+    unknown = set(re.findall(r"{(\w+)}", task.evaluate)) - EVALUATE_PLACEHOLDERS
+    if unknown:
+        errors.append(f"evaluate uses unknown placeholder(s) {', '.join(sorted(unknown))} "
+                      f"(known: {', '.join(sorted(EVALUATE_PLACEHOLDERS))})")
+    if task.prepare and "{sealed}" not in task.evaluate:
+        warnings.append("the task prepares data but its evaluator is not given {sealed}: where are the "
+                        "labels?")
+    if task.splits > 1 and not task.prepare:
+        errors.append(f"splits: {task.splits} needs a prepare command that writes them")
+    for name in task.editable:
+        if name.startswith(task.evaluator.rstrip("/") + "/"):
+            errors.append(f"editable file '{name}' is in the evaluator's folder")
+    return errors, warnings
+
+
+def _text_lines(folder: Path, min_chars: int = 20, skip: tuple[str, ...] = ()) -> set[str]:
+    lines: set[str] = set()
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.relative_to(folder).parts[0] in skip:
+            continue
+        if path.is_file() and not path.is_symlink() and path.stat().st_size <= 64 << 20:
+            body = path.read_text(errors="replace").splitlines()[1:]  # not a header shared by every file
+            lines.update(line.strip() for line in body if len(line.strip()) >= min_chars)
+    return lines
+
+
+def heldout_leaks(request: Any) -> tuple[list[str], list[str]]:
+    """(errors, warnings): did the training step of `request` receive held-out data?
+
+    Checks what the harness hands the training step: its command line and environment never name
+    the sealed folder; no file of the visible part is byte-identical to a sealed file; and the
+    sealed files' lines (this split's validation rows, held-out text) do not reappear in the visible part
+    (an error when most do, a warning when a few do, e.g. repeated lines of a text).
+    """
+    from .execution.trial import sealed_exposure
+    from .task import file_hashes
+
+    errors: list[str] = list(sealed_exposure(request))
+    warnings: list[str] = []
+    if not request.sealed_dir:
+        return errors, warnings
+    visible, sealed = Path(request.data_dir), Path(request.sealed_dir)
+    # Other splits' validation folds are this split's training rows: only this split's are held out.
+    others = tuple(p.name for p in sealed.glob("split-*") if p.name != f"split-{request.split}")
+    sealed_hashes = {h: rel for rel, h in file_hashes(sealed).items() if rel.split("/")[0] not in others}
+    for rel, digest in file_hashes(visible).items():
+        if digest in sealed_hashes:
+            errors.append(f"visible file {rel} is identical to sealed file {sealed_hashes[digest]}")
+    seen = _text_lines(visible)
+    held = _text_lines(sealed, skip=others)
+    if held and seen:
+        shared = len(held & seen)
+        if shared > len(held) // 2:
+            errors.append(f"{shared} of {len(held)} lines of the sealed data also appear in the training "
+                          "step's data")
+        elif shared:
+            warnings.append(f"{shared} of {len(held)} lines of the sealed data also appear in the training "
+                            "step's data (repeated lines, or a leak)")
     return errors, warnings
 
 
@@ -132,7 +209,7 @@ def check_task(path: Union[str, Path], *, seed: int = 0, folder: Optional[Path] 
 def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
                 time_limit_s: Optional[float]) -> None:
     from .data import DataError, data_dir, prepare_data
-    from .execution.trial import TrialRequest
+    from .execution.trial import task_request
     from .task import build_snapshot
 
     t0 = time.monotonic()
@@ -157,11 +234,17 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
         report.fail("snapshot", str(exc), 2, time.monotonic() - t0)
         return
     trial_folder = campaign / "trials" / "check-0"
-    request = TrialRequest(
-        trial_id=0, folder=str(trial_folder), snapshot_dir=str(campaign / "snapshots" / snapshot),
-        command=task.command, overrides={}, seed=seed,
-        time_limit_s=time_limit_s or task.time_limit_s, metric=task.metric.name,
-        test_metric=task.test_metric, data_dir=str(data_dir(campaign)) if task.prepare else "")
+    request = task_request(task, campaign, trial_id=0, folder=trial_folder,
+                           snapshot_dir=campaign / "snapshots" / snapshot, overrides={}, seed=seed,
+                           time_limit_s=time_limit_s or task.time_limit_s)
+    leak_errors, leak_warnings = heldout_leaks(request)
+    report.warnings += leak_warnings
+    if leak_errors:
+        report.fail("held-out data", "; ".join(leak_errors), 2)
+        return
+    given = f"{Path(request.data_dir).name}/ of the visible data" if request.data_dir else "its program"
+    report.steps.append(Step("held-out data", True, f"the training step is given only {given}; validation "
+                             "labels and held-out data go to the evaluator"))
     t0 = time.monotonic()
     try:
         result, log = _run_once(request)
@@ -222,9 +305,14 @@ def seed_dependent(task: TaskSpec) -> bool:
 
 def check_second_seed(report: CheckReport, task: TaskSpec, first: Any) -> bool:
     """Run the champion on a second seed; where the metric depends on the seed it must differ."""
+    from .execution.trial import task_request
+
     seed = first.seed + 1
-    request = first.model_copy(update={"trial_id": 1, "seed": seed,
-                                       "folder": str(Path(first.folder).parent / f"check-seed{seed}")})
+    # A request of its own: under task contract 2 the seed also picks the data split.
+    campaign = Path(first.folder).parent.parent
+    request = task_request(task, campaign, trial_id=1, folder=Path(first.folder).parent / f"check-seed{seed}",
+                           snapshot_dir=Path(first.snapshot_dir), overrides=dict(first.overrides), seed=seed,
+                           time_limit_s=first.time_limit_s, sandbox=first.sandbox)
     t0 = time.monotonic()
     try:
         result, log = _run_once(request)

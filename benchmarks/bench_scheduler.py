@@ -190,7 +190,7 @@ def run_naive(tmp: Path, env: dict[str, str], trials: int, outstanding: int, tri
             folder = tmp / "naive" / f"{i:04d}"
             folder.mkdir(parents=True)
             command = (f"{shlex.quote(sys.executable)} {program / 'train.py'} --config {program / 'config.yaml'} "
-                       f"--seed {i} --metrics {folder / 'metrics.json'}")
+                       f"--seed {i} --artifacts {folder} --metrics {folder / 'metrics.json'}")
             running[_sbatch(counted, command, folder, partition)] = time.time()
         time.sleep(poll_s)
         for job in list(running):  # one status call per outstanding job, every poll

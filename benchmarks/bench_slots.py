@@ -135,7 +135,7 @@ class _NextPoint:
 def run_loop(tmp: Path, p: dict[str, Any], trials: int) -> Utilization:
     from autosci_hpc.execution.local import LocalTrialExecutor
     from autosci_hpc.execution.results import read_result
-    from autosci_hpc.execution.trial import TrialRequest
+    from autosci_hpc.execution.trial import task_request
     from autosci_hpc.llm.random_search import PacedPolicy
     from autosci_hpc.task import load_task
 
@@ -148,9 +148,8 @@ def run_loop(tmp: Path, p: dict[str, Any], trials: int) -> Utilization:
     for trial_id in range(1, trials + 1):
         overrides = agent.propose()  # think: the simulated LLM call
         folder = tmp / "loop" / "trials" / f"{trial_id:06d}"
-        request = TrialRequest(trial_id=trial_id, folder=str(folder), snapshot_dir=str(task.program_dir),
-                               command=task.command, overrides=overrides, seed=0, time_limit_s=p["trial_s"] + 60,
-                               metric=task.metric.name, test_metric=task.test_metric)
+        request = task_request(task, tmp / "loop", trial_id=trial_id, folder=folder, snapshot_dir=task.program_dir,
+                               overrides=overrides, seed=0, time_limit_s=p["trial_s"] + 60)
         submitted = time.time()
         executor.submit([request])  # run: one trial, then wait for its result as the coordinator would
         while (done := read_result(folder, trial_id)) is None:

@@ -57,7 +57,7 @@ class ScriptedPolicy(OfflinePolicy):
 
 def make_trials(folder: Path, specs: list[dict[str, Any]], time_limit_s: float = 60) -> tuple[Any, list[Any]]:
     """A store holding one submitted toy trial per spec, and the requests that run them."""
-    from autosci_hpc.execution.trial import TrialRequest
+    from autosci_hpc.execution.trial import task_request
     from autosci_hpc.state import Store
     from autosci_hpc.state.models import Campaign, Trial
     from autosci_hpc.task import load_task
@@ -74,9 +74,9 @@ def make_trials(folder: Path, specs: list[dict[str, Any]], time_limit_s: float =
             session.flush()
             assert trial.id is not None
             trial.folder = str(folder / "trials" / str(trial.id))
-            requests.append(TrialRequest(trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
-                                         command=task.command, overrides=overrides, seed=0,
-                                         time_limit_s=time_limit_s, metric="score", test_metric="test_score"))
+            requests.append(task_request(task, folder / "campaign", trial_id=trial.id, folder=Path(trial.folder),
+                                         snapshot_dir=task.program_dir, overrides=overrides, seed=0,
+                                         time_limit_s=time_limit_s))
     return store, requests
 
 

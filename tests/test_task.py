@@ -63,7 +63,9 @@ def test_task_data_is_prepared_once_with_provenance_and_checksums(tmp_path: Path
     shutil.copytree(FIXTURE_TASKS / "toy", task_dir)
     (task_dir / "prepare.py").write_text(
         "import json, pathlib, sys\n"
-        "out = pathlib.Path(sys.argv[1]); (out / 'table.csv').write_text('a,b\\n1,2\\n')\n"
+        "out = pathlib.Path(sys.argv[1]); (out / 'visible').mkdir(); (out / 'sealed').mkdir()\n"
+        "(out / 'visible' / 'table.csv').write_text('a,b\\n1,2\\n')\n"
+        "(out / 'sealed' / 'labels.csv').write_text('b\\n2\\n')\n"
         "(out / 'provenance.json').write_text(json.dumps({'source': 'made up', 'license': 'CC0'}))\n"
         "print('prepared', file=sys.stderr)\n")
     spec = (task_dir / "task.yaml").read_text() + 'prepare: "{python} prepare.py {data}"\n'
@@ -72,7 +74,7 @@ def test_task_data_is_prepared_once_with_provenance_and_checksums(tmp_path: Path
     campaign = tmp_path / "campaign"
     manifest = prepare_data(task, campaign)
     assert manifest["provenance"]["license"] == "CC0"
-    assert set(manifest["sha256"]) == {"table.csv", "provenance.json"}
+    assert set(manifest["sha256"]) == {"visible/table.csv", "sealed/labels.csv", "provenance.json"}
     (task_dir / "prepare.py").write_text("raise SystemExit('must not run twice')\n")
     assert prepare_data(task, campaign) == manifest  # reused, not re-run
     with pytest.raises(DataError, match="must not run twice"):

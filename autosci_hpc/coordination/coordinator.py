@@ -22,19 +22,20 @@ from ..agents.policy import Policy
 from ..agents.roles import Context, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
-from ..data import data_dir, prepare_data
+from ..data import prepare_data
 from ..execution.executors import TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
 from ..execution.results import atomic_write_text
 from ..execution.sandbox import campaign_sandbox
-from ..execution.trial import TrialRequest
+from ..execution.trial import TrialRequest, task_request
 from ..llm import make_policy
 from ..llm.keys import stored_config
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
-from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task, unknown_keys
+from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
+                    unknown_keys)
 from . import budget, modes
 from .agents import Supervisor
 from .discussion import advance_discussion, conclude_reopened, reopen_stagnating, settle
@@ -136,6 +137,7 @@ class Coordinator:
 
     def _start_baseline(self) -> None:
         manifest = prepare_data(self.task, self.folder)
+        freeze_evaluator(self.task, self.folder)
         snapshot = build_snapshot(self.task, self.folder)
         with self.store.write() as session:
             if session.exec(select(Trial).where(Trial.role == "baseline")).first() is not None:
@@ -342,13 +344,9 @@ class Coordinator:
         # The folder follows from the id, so it is recorded with the submission (one transaction per
         # batch, not one more per trial).
         folder = self._trial_folder(trial.id)
-        return TrialRequest(trial_id=trial.id, attempt=trial.attempt, folder=str(folder),
-                            snapshot_dir=str(self.folder / "snapshots" / trial.snapshot_id),
-                            command=self.task.command, overrides=trial.overrides, seed=trial.seed,
-                            time_limit_s=self.time_limit_s, metric=self.task.metric.name,
-                            test_metric=self.task.test_metric,
-                            data_dir=str(data_dir(self.folder)) if self.task.prepare else "",
-                            sandbox=self.sandbox)
+        return task_request(self.task, self.folder, trial_id=trial.id, attempt=trial.attempt, folder=folder,
+                            snapshot_dir=self.folder / "snapshots" / trial.snapshot_id, overrides=trial.overrides,
+                            seed=trial.seed, time_limit_s=self.time_limit_s, sandbox=self.sandbox)
 
     def _maybe_finish(self) -> bool:
         with self.store.read() as session:

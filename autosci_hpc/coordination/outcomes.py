@@ -27,6 +27,8 @@ class Outcomes:
         self.config = config
 
     def react(self, session: Session, trial: Trial) -> int:
+        if trial.status == "failed" and trial.failure_class == FailureClass.INTEGRITY.value:
+            self._integrity_notice(session, trial)
         if self._retry_if_lost(session, trial):
             return 0
         if trial.role == "baseline":
@@ -69,6 +71,16 @@ class Outcomes:
         if any(t.status not in ("succeeded", "failed") for t in group):
             return 0
         return self._decide(session, proposal, champion, list(group))
+
+    def _integrity_notice(self, session: Session, trial: Trial) -> None:
+        """A trial that changed protected files: a notice of its own, naming the proposal (a failed
+        trial is never promoted; this makes sure a person sees why)."""
+        whose = f"proposal #{trial.proposal_id}" if trial.proposal_id else f"the {trial.role} run"
+        post(session, "integrity", f"integrity failure: trial {trial.id} of {whose}",
+             f"{trial.failure_reason}\nThe trial is failed and never promoted; its metric is not recorded.",
+             author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=trial.proposal_id,
+             trial_ids=[trial.id or 0])
+        emit(session, "trial.integrity", "trial", trial.id, proposal=trial.proposal_id)
 
     def _retry_if_lost(self, session: Session, trial: Trial) -> bool:
         """A trial lost to the infrastructure runs again on the same seed, with lineage, bounded."""

@@ -21,7 +21,7 @@ from ..task import TaskSpec
 from .executors import TrialExecutor, make_executor
 from .results import ResultFileError, TrialResult, read_result
 from .sandbox import campaign_sandbox
-from .trial import TrialRequest
+from .trial import TrialRequest, task_request
 
 TASK_SPEC_FILE = "task.json"
 
@@ -75,11 +75,9 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = campaign_folder / "reruns" / f"{trial_id:06d}-seed{seed}-{stamp}"
     time_limit = config.task.time_limit_s or task.time_limit_s
-    request = TrialRequest(trial_id=trial_id, attempt=trial.attempt, folder=str(folder),
-                           snapshot_dir=str(campaign_folder / "snapshots" / trial.snapshot_id),
-                           command=task.command, overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
-                           metric=task.metric.name, test_metric=task.test_metric,
-                           data_dir=str(campaign_folder / "data") if task.prepare else "",
+    request = task_request(task, campaign_folder, trial_id=trial_id, attempt=trial.attempt, folder=folder,
+                           snapshot_dir=campaign_folder / "snapshots" / trial.snapshot_id,
+                           overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
                            sandbox=campaign_sandbox(config, campaign_folder)[0])
     executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
     result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)

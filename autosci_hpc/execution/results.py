@@ -24,13 +24,16 @@ class FailureClass(str, Enum):
     """Why a trial produced no usable metric."""
 
     PROGRAM_ERROR = "program_error"  # the program exited non-zero (Slurm: FAILED)
-    BAD_METRICS = "bad_metrics"  # missing, malformed or non-finite metrics
+    BAD_METRICS = "bad_metrics"  # the evaluator could not score the artifacts, or wrote no valid metrics
     TIMEOUT = "timeout"  # past the trial's wall-clock limit (Slurm: TIMEOUT)
     NO_RESULT = "no_result"  # the job ended without a valid result file
     CANCELLED = "cancelled"
     OUT_OF_MEMORY = "out_of_memory"
     NODE_FAIL = "node_fail"
     PREEMPTED = "preempted"
+    #: a protected file (the snapshot, the frozen evaluator, the data) changed during the trial, or
+    #: the evaluator's copy no longer matched its frozen hashes: never promoted, always reported.
+    INTEGRITY = "integrity"
 
     @property
     def is_infrastructure(self) -> bool:
@@ -40,7 +43,8 @@ class FailureClass(str, Enum):
     @property
     def is_evidence(self) -> bool:
         """Whether this failure says something about the idea (vs. about the infrastructure)."""
-        return self in (FailureClass.PROGRAM_ERROR, FailureClass.BAD_METRICS, FailureClass.TIMEOUT)
+        return self in (FailureClass.PROGRAM_ERROR, FailureClass.BAD_METRICS, FailureClass.TIMEOUT,
+                        FailureClass.INTEGRITY)
 
 
 class TrialResult(BaseModel):

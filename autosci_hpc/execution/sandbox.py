@@ -52,7 +52,7 @@ SANDBOX_HOSTNAME = "trial"
 #: Files of the step's folder the harness reads after the step (its log): mounted read-only onto
 #: themselves, so the program can neither write them nor swap them for a link to a host file (the
 #: harness, outside the sandbox, would follow it: a key file read by the harness on the program's behalf).
-PROTECTED_FILES = ("trial.log",)
+PROTECTED_FILES = ("trial.log", "evaluate.log")
 
 #: Variables a sandboxed program may inherit (exact names, then prefixes). Everything else is dropped:
 #: the program needs no key, no path to one, no trial id, no scheduler internals.
@@ -60,7 +60,9 @@ ENV_ALLOW = frozenset({
     "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONHASHSEED", "PYTHONPATH", "PYTHONUNBUFFERED",
     "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
     "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "TOKENIZERS_PARALLELISM",
-    "AUTOSCI_SEED", "AUTOSCI_METRICS", "AUTOSCI_OVERRIDES", "AUTOSCI_DATA",
+    "AUTOSCI_SEED", "AUTOSCI_METRICS", "AUTOSCI_OVERRIDES", "AUTOSCI_DATA", "AUTOSCI_ARTIFACTS",
+    # the evaluator's own (the training step's environment never carries them)
+    "AUTOSCI_SEALED", "AUTOSCI_PROGRAM", "AUTOSCI_SPLIT",
 })
 ENV_ALLOW_PREFIXES = ("AUTOSCI_EVAL_",)
 #: Files of /etc a Python program (and its shared libraries) may need; nothing else of /etc is shown.
@@ -97,6 +99,8 @@ class Policy:
     forbidden: tuple[str, ...] = ()
     gpu: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Where the step starts, relative to its folder (the training step: the program's copy).
+    workdir: str = WORK_DIR
     protected: tuple[str, ...] = PROTECTED_FILES
 
 
@@ -112,9 +116,10 @@ class SandboxSettings(BaseModel):
     network: bool = False
     forbidden: list[str] = Field(default_factory=list)
 
-    def policy(self, folder: str, data: str = "", read_only: Sequence[str] = ()) -> "Policy":
+    def policy(self, folder: str, data: str = "", read_only: Sequence[str] = (),
+               workdir: str = WORK_DIR) -> "Policy":
         return trial_policy(self.mode, folder, data, network=self.network, image=self.image,
-                            read_only=read_only, forbidden=self.forbidden)
+                            read_only=read_only, forbidden=self.forbidden, workdir=workdir)
 
 
 # ---- the environment ---------------------------------------------------------------------------------
@@ -232,7 +237,7 @@ def bwrap_argv(argv: Sequence[str], policy: Policy, bwrap: str = "bwrap") -> lis
         args += ["--ro-bind", str(Path(policy.data).absolute()), DATA_MOUNT]
     if policy.gpu:
         args += _gpu_args()
-    args += ["--chdir", f"{TRIAL_MOUNT}/{WORK_DIR}", "--"]
+    args += ["--chdir", f"{TRIAL_MOUNT}/{policy.workdir}", "--"]
     return args + list(argv)
 
 
@@ -264,7 +269,7 @@ def apptainer_argv(argv: Sequence[str], policy: Policy, apptainer: str = "apptai
         args += ["--bind", bind]
     if policy.gpu and any(Path("/dev").glob("nvidia*")):
         args.append("--nv")
-    args += ["--pwd", f"{TRIAL_MOUNT}/{WORK_DIR}", policy.image]
+    args += ["--pwd", f"{TRIAL_MOUNT}/{policy.workdir}", policy.image]
     return args + list(argv)
 
 
@@ -383,11 +388,11 @@ def read_no_link(path: Path, folder: Path, limit: int = 10_000_000) -> bytes:
 
 
 def trial_policy(mode: str, folder: str, data: str = "", *, network: bool = False, image: str = "",
-                 read_only: Sequence[str] = (), forbidden: Sequence[str] = ()) -> Policy:
-    """The policy of a training step: its folder read-write, its visible data read-only."""
+                 read_only: Sequence[str] = (), forbidden: Sequence[str] = (), workdir: str = WORK_DIR) -> Policy:
+    """The policy of a step: its folder read-write, its visible data read-only."""
     return Policy(mode=mode, folder=str(Path(folder).absolute()),
                   data=str(Path(data).absolute()) if data else "", network=network, image=image,
-                  read_only=tuple(read_only), forbidden=tuple(forbidden))
+                  read_only=tuple(read_only), forbidden=tuple(forbidden), workdir=workdir)
 
 
 

@@ -1,10 +1,14 @@
 """What runs on the compute node: one trial, from its request to its atomic result file.
 
-This module never opens the campaign database. It copies the program snapshot into the trial's
-folder, runs the task's command in its own session (so a timeout kills the whole process group,
-grandchildren included), parses the metrics the program wrote, and writes `result.json`
-atomically. A failed program becomes a failed result with a reason and the tail of its log, and
-the job then exits non-zero so the scheduler's state tells the truth too.
+This module never opens the campaign database. A trial is two steps, each one process group
+started by `_run_step`: the training step runs the program (a copy of its snapshot) with the
+visible data and an artifacts folder, on the harness's clock; then the sealed evaluator, frozen
+into the campaign, runs with the artifacts and the sealed data and writes the metrics file that
+decides. A metrics file the program writes is kept as "reported" and never decides; where it
+disagrees with the evaluator the result says so. The snapshot, the program's non-editable files,
+the evaluator and the data are hashed before and after: any change fails the trial as an
+integrity failure. A failed trial becomes a failed result with a reason and the training log's
+tail, and the job then exits non-zero so the scheduler's state tells the truth too.
 """
 
 from __future__ import annotations
@@ -22,21 +26,28 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 from pydantic import BaseModel
 
 from ..procs import kill_group
+from ..task import (EVALUATOR_FOLDER, TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes,
+                    regular_files)
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
 LOG_FILE = "trial.log"
+#: The evaluator's output: private (it may name held-out numbers), never posted to the forum.
+EVAL_LOG_FILE = "evaluate.log"
+#: The key under which the result's metrics carry what the harness adds: the program's reported
+#: numbers and the flags where they disagree with the evaluator's.
+HARNESS_KEY = "harness"
 SECRET_ENV = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "autosci_hpc")
 
 
 class TrialRequest(BaseModel):
-    """Everything the node needs to run one trial; pickled by submitit."""
+    """Everything the node needs to run one trial; pickled by submitit. `task_request` builds one."""
 
     trial_id: int
     attempt: int = 0
@@ -48,9 +59,52 @@ class TrialRequest(BaseModel):
     time_limit_s: float
     metric: str
     test_metric: str
-    #: The campaign's prepared data folder (the task's `prepare` output), "" when it has none.
+    #: The visible part of the campaign's prepared data for this trial's split ("" without data):
+    #: the only data the training step is given.
     data_dir: str = ""
+    #: The sealed part (validation labels, held-out data): given to the evaluator only.
+    sealed_dir: str = ""
+    #: The whole prepared data folder, hashed before and after the trial.
+    data_root: str = ""
+    split: int = 0
+    #: The sealed evaluator: its command, its frozen copy and that copy's recorded hashes.
+    evaluate: str = ""
+    evaluator_dir: str = ""
+    evaluator_sha256: dict[str, str] = {}
+    evaluate_time_limit_s: float = 600
+    #: The program's editable files: every other file of the snapshot is protected.
+    editable: list[str] = []
+    #: The campaign's sandbox (already resolved): both steps run in it.
     sandbox: sandboxing.SandboxSettings = sandboxing.SandboxSettings()
+
+
+def task_request(task: TaskSpec, campaign_folder: Path, *, trial_id: int, folder: Path, snapshot_dir: Path,
+                 overrides: dict[str, Any], seed: int, time_limit_s: Optional[float] = None,
+                 attempt: int = 0, sandbox: Optional[sandboxing.SandboxSettings] = None) -> TrialRequest:
+    """The request for one trial of `task` in a campaign: the one place requests are made.
+
+    Freezes the task's evaluator into the campaign on first use (idempotent), and hands the
+    training step only the visible part of the seed's split.
+    """
+    from ..data import data_dir as campaign_data
+
+    campaign_folder = Path(campaign_folder)
+    hashes = freeze_evaluator(task, campaign_folder)
+    split = task.split_of(seed)
+    visible = sealed = root = ""
+    if task.prepare:
+        data = campaign_data(campaign_folder)
+        root = str(data)
+        visible = str(data / "visible" / f"split-{split}") if task.splits > 1 else str(data / "visible")
+        sealed = str(data / "sealed")
+    return TrialRequest(
+        trial_id=trial_id, attempt=attempt, folder=str(folder), snapshot_dir=str(snapshot_dir),
+        command=task.command, overrides=overrides, seed=seed,
+        time_limit_s=time_limit_s or task.time_limit_s, metric=task.metric.name, test_metric=task.test_metric,
+        data_dir=visible, sealed_dir=sealed, data_root=root, split=split, evaluate=task.evaluate,
+        evaluator_dir=str(campaign_folder / EVALUATOR_FOLDER), evaluator_sha256=hashes,
+        evaluate_time_limit_s=task.evaluate_time_limit_s, editable=list(task.editable),
+        sandbox=sandbox or sandboxing.SandboxSettings())
 
 
 class TrialFailed(RuntimeError):
@@ -93,12 +147,29 @@ def capture_environment() -> dict[str, Any]:
     return env
 
 
-def parse_metrics(path: Path, metric: str, test_metric: str) -> tuple[dict[str, Any], float, float]:
-    """Validated metrics from the program's file; `ValueError` says what is wrong."""
+METRICS_MAX_BYTES = 1 << 20
+REPORTED_MAX_KEYS = 64
+
+
+def _read_capped(path: Path, what: str) -> str:
     try:
-        text = path.read_text()
+        # Never through a link a step planted: the harness runs outside the sandbox, and would read a
+        # host file on the program's behalf.
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as handle:
+            raw = handle.read(METRICS_MAX_BYTES + 1)
     except FileNotFoundError:
-        raise ValueError(f"the program wrote no metrics file ({path.name})") from None
+        raise ValueError(f"{what} wrote no metrics file ({path.name})") from None
+    except OSError as exc:
+        raise ValueError(f"{what}'s metrics file is unreadable: {exc}") from None
+    if len(raw) > METRICS_MAX_BYTES:
+        raise ValueError(f"{what}'s metrics file is over {METRICS_MAX_BYTES} bytes")
+    return raw.decode("utf-8", errors="replace")
+
+
+def parse_metrics(path: Path, metric: str, test_metric: str,
+                  what: str = "the evaluator") -> tuple[dict[str, Any], float, float]:
+    """Validated metrics from the evaluator's file; `ValueError` says what is wrong."""
+    text = _read_capped(path, what)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -114,6 +185,38 @@ def parse_metrics(path: Path, metric: str, test_metric: str) -> tuple[dict[str, 
             raise ValueError(f"metric '{key}' is not a finite number: {value!r}")
         values.append(float(value))
     return data, values[0], values[1]
+
+
+def parse_reported(path: Path) -> dict[str, float]:
+    """The finite numbers of the program's own metrics file, if it wrote one: kept, never trusted.
+
+    Anything else (a missing, huge or malformed file, nested values, odd keys) is dropped quietly:
+    what the program reports decides nothing, so there is nothing to fail on.
+    """
+    try:
+        data = json.loads(_read_capped(path, "the program"))
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        if len(out) >= REPORTED_MAX_KEYS:
+            break
+        if (isinstance(key, str) and len(key) <= 100 and not isinstance(value, bool)
+                and isinstance(value, (int, float)) and math.isfinite(value)):
+            out[key] = float(value)
+    return out
+
+
+def disagreements(reported: dict[str, float], measured: dict[str, float]) -> list[str]:
+    """Flags for each measured number the program reported differently (beyond rounding)."""
+    flags = []
+    for key, value in measured.items():
+        if key in reported and not math.isclose(reported[key], value, rel_tol=1e-6, abs_tol=1e-9):
+            flags.append(f"the program reported {key}={reported[key]:.6g}; "
+                         f"the evaluator measured {value:.6g}")
+    return flags
 
 
 def _write(request: TrialRequest, started: float, log_path: Path, failure: Optional[FailureClass], reason: str,
@@ -136,86 +239,266 @@ def _write(request: TrialRequest, started: float, log_path: Path, failure: Optio
     ))
 
 
+class StepInterrupted(BaseException):
+    """The scheduler stopped the job while a step ran; the step's process group is already down."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float,
+              log: IO[bytes]) -> tuple[Optional[int], Optional[FailureClass], str]:
+    """Run one step (training or evaluation) as a single process group, on the harness's clock.
+
+    The only place a trial starts a process: (returncode, failure, reason). A step past its limit
+    is killed, grandchildren included; a scheduler interrupt kills it and raises `StepInterrupted`.
+    """
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    except OSError as exc:
+        return None, FailureClass.PROGRAM_ERROR, f"could not start {argv[0]!r}: {exc}"
+
+    # The step runs in its own session: if the scheduler stops this job, take the step's whole
+    # process group down with it instead of leaving it orphaned.
+    def _stop(signum: int, _frame: Any) -> None:
+        kill_group(proc, grace_s=2.0)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        returncode = proc.wait(timeout=time_limit_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        reason = f"ran past its limit of {time_limit_s:g} s and was killed"
+        return proc.returncode, FailureClass.TIMEOUT, reason
+    except BaseException as exc:
+        kill_group(proc, grace_s=2.0)
+        raise StepInterrupted(exc) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    # Nothing the step started outlives it (a helper left behind could rewrite the artifacts or the
+    # metrics file while the evaluator runs).
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return returncode, None, ""
+
+
+def _copy_program(snapshot: Path, work: Path) -> None:
+    """The snapshot's regular files into the trial's work folder (a link is refused, not followed)."""
+    shutil.rmtree(work, ignore_errors=True)  # a requeued attempt starts from the snapshot again
+    work.mkdir(parents=True)
+    for rel, path in regular_files(snapshot):
+        dest = work / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+
+
+def _protected(request: TrialRequest, work: Path) -> dict[str, dict[str, str]]:
+    """Hashes of everything a trial must leave alone: the snapshot, the program's non-editable
+    files in the trial's copy, the frozen evaluator, and the prepared data (visible and sealed)."""
+    editable = set(request.editable)
+    out = {
+        "snapshot": file_hashes(Path(request.snapshot_dir)),
+        "program": {rel: h for rel, h in file_hashes(work).items() if rel not in editable},
+    }
+    if request.evaluator_dir:
+        out["evaluator"] = file_hashes(Path(request.evaluator_dir))
+    if request.data_root:
+        out["data"] = file_hashes(Path(request.data_root))
+    return out
+
+
+def _integrity_changes(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> list[str]:
+    changes: list[str] = []
+    for label, hashes in before.items():
+        now = after.get(label, {})
+        if label == "program":  # new files in the work folder are the program's own business
+            now = {rel: h for rel, h in now.items() if rel in hashes}
+        changes += hash_changes(hashes, now, label)
+    return changes
+
+
+def _last_line(path: Path, max_chars: int = 400) -> str:
+    lines = [line for line in tail(path, max_lines=20).splitlines() if line.strip()]
+    return lines[-1][-max_chars:] if lines else ""
+
+
+def _format(template: str, values: dict[str, Any]) -> list[str]:
+    return shlex.split(template.format(**{k: shlex.quote(str(v)) for k, v in values.items()}))
+
+
+def _base_env(request: TrialRequest) -> dict[str, str]:
+    # The program (which an LLM may have edited) never sees the model's API keys: its log tail is
+    # posted to the forum, and from there it would reach prompts. Nor any AUTOSCI_ variable of the
+    # runner's own (the campaign folder, fault injection): each step gets exactly the ones set here,
+    # and only the evaluator learns where the sealed data is.
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and not k.startswith("AUTOSCI_")}
+    env["PYTHONHASHSEED"] = str(request.seed)
+    return env
+
+
+def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
+    """The training step's command line and environment: the visible data and the artifacts folder.
+    (Host paths: `sandboxed` rewrites them for the sandbox.)"""
+    folder = Path(request.folder)
+    artifacts, overrides = folder / "artifacts", folder / "overrides.json"
+    reported = folder / "reported_metrics.json"
+    argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
+                                         artifacts=artifacts, overrides=overrides, metrics=reported))
+    env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
+           "AUTOSCI_METRICS": str(reported), "AUTOSCI_OVERRIDES": str(overrides),
+           "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
+    return argv, env
+
+
+def evaluation_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
+    """The evaluator's command line and environment: the artifacts, the sealed data, the metrics file."""
+    folder = Path(request.folder)
+    artifacts, metrics, work = folder / "artifacts", folder / "metrics.json", folder / "work"
+    argv = _format(request.evaluate, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
+                                          artifacts=artifacts, metrics=metrics, sealed=request.sealed_dir,
+                                          split=request.split, program=work, evaluator=request.evaluator_dir))
+    base = _base_env(request)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**base, "AUTOSCI_SEED": str(request.seed), "AUTOSCI_METRICS": str(metrics),
+           "AUTOSCI_DATA": request.data_dir, "AUTOSCI_SEALED": request.sealed_dir,
+           "AUTOSCI_ARTIFACTS": str(artifacts), "AUTOSCI_PROGRAM": str(work),
+           "AUTOSCI_SPLIT": str(request.split),
+           # no user site-packages (a trial could plant a .pth there), no bytecode written next to
+           # the frozen evaluator (its hashes cover every file, __pycache__ included)
+           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           # the evaluator imports the same autosci_hpc as this runner (its sealed helpers)
+           "PYTHONPATH": os.pathsep.join(p for p in (package_root, base.get("PYTHONPATH", "")) if p)}
+    return argv, env
+
+
+def sandboxed(request: TrialRequest, step: str, argv: list[str],
+              env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) of a step inside the campaign's sandbox. The training step sees its trial folder
+    (read-write) and the visible data of its split (read-only); the evaluator sees the trial folder,
+    the frozen evaluator and the whole data folder (read-only), and starts in its own scratch folder.
+    """
+    if step == "train":
+        policy = request.sandbox.policy(request.folder, request.data_dir)
+    else:
+        shown = [p for p in (request.data_root, request.evaluator_dir) if p]
+        policy = request.sandbox.policy(request.folder, "", read_only=shown, workdir="evaluation")
+    return sandboxing.wrap(argv, env, policy)
+
+
+def sealed_exposure(request: TrialRequest) -> list[str]:
+    """Where the training step would be told of the sealed data or the evaluator (none, normally)."""
+    argv, env = training_step(request)
+    problems = []
+    for label, path in (("the sealed data", request.sealed_dir), ("the evaluator", request.evaluator_dir)):
+        if not path:
+            continue
+        if any(path in arg for arg in argv):
+            problems.append(f"the training command names {label} ({path})")
+        names = sorted(k for k, v in env.items() if path in v)
+        if names:
+            problems.append(f"the training step's environment names {label} in {', '.join(names)}")
+    return problems
+
+
 def run_trial(request: TrialRequest) -> dict[str, Any]:
+    """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    work = folder / "work"
-    shutil.rmtree(work, ignore_errors=True)  # a requeued attempt starts from the snapshot again
-    shutil.copytree(request.snapshot_dir, work)
+    work, artifacts, scratch = folder / "work", folder / "artifacts", folder / "evaluation"
+    for path in (artifacts, scratch):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
     overrides_path = folder / "overrides.json"
     overrides_path.write_text(json.dumps(request.overrides, indent=1, sort_keys=True))
-    metrics_path = folder / "metrics.json"
+    metrics_path, reported_path = folder / "metrics.json", folder / "reported_metrics.json"
     metrics_path.unlink(missing_ok=True)
-    log_path = folder / LOG_FILE
-    argv = shlex.split(
-        request.command.format(
-            python=shlex.quote(sys.executable),
-            overrides=shlex.quote(str(overrides_path)),
-            metrics=shlex.quote(str(metrics_path)),
-            seed=request.seed,
-            data=shlex.quote(request.data_dir),
-        )
-    )
-    # The program (which an LLM may have edited) never sees the model's API keys: its log tail is
-    # posted to the forum, and from there it would reach prompts.
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-    env.update(
-        AUTOSCI_TRIAL_ID=str(request.trial_id),
-        AUTOSCI_SEED=str(request.seed),
-        AUTOSCI_METRICS=str(metrics_path),
-        AUTOSCI_OVERRIDES=str(overrides_path),
-        AUTOSCI_DATA=request.data_dir,
-        PYTHONHASHSEED=str(request.seed),
-    )
-    argv, env = sandboxing.wrap(argv, env, request.sandbox.policy(request.folder, request.data_dir))
+    reported_path.unlink(missing_ok=True)
+    log_path, eval_log_path = folder / LOG_FILE, folder / EVAL_LOG_FILE
     started = time.time()
+    try:
+        _copy_program(Path(request.snapshot_dir), work)
+    except (TaskError, OSError) as exc:
+        log_path.write_text(f"the snapshot cannot be used: {exc}\n")
+        _write(request, started, log_path, FailureClass.INTEGRITY, f"the snapshot cannot be used: {exc}",
+               None)
+        raise TrialFailed(f"trial {request.trial_id}: integrity: {exc}") from None
+    before = _protected(request, work)
     failure: Optional[FailureClass] = None
     reason = ""
     returncode: Optional[int] = None
-    with open(log_path, "wb") as log:
-        try:
-            proc = subprocess.Popen(argv, cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-        except OSError as exc:
-            failure, reason = FailureClass.PROGRAM_ERROR, f"could not start {argv[0]!r}: {exc}"
-        else:
-            # The program runs in its own session: if the scheduler stops this job, take the
-            # program's whole process group down with it instead of leaving it orphaned.
-            def _stop(signum: int, _frame: Any) -> None:
-                kill_group(proc, grace_s=2.0)
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-
-            previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-            try:
-                returncode = proc.wait(timeout=request.time_limit_s)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                returncode = proc.returncode
-                failure = FailureClass.TIMEOUT
-                reason = f"ran past its limit of {request.time_limit_s:g} s and was killed"
-            except BaseException as exc:
-                # Interrupted by the scheduler: submitit raises from its USR2 handler. At the job's
-                # time limit (a non-checkpointable function is not requeued) that is a timeout, and
-                # the result says so; on preemption submitit requeues the job and this attempt
-                # writes nothing, so the requeued run reports instead.
-                kill_group(proc, grace_s=2.0)
-                if "timed-out" in str(exc):
-                    _write(request, started, log_path, FailureClass.TIMEOUT,
-                           f"the job reached its scheduler time limit and was stopped ({exc})", proc.returncode)
-                raise
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+    if not request.evaluate:
+        failure = FailureClass.PROGRAM_ERROR
+        reason = ("no sealed evaluator in this trial's request (task contract 2: the evaluator, never the "
+                  "program, writes the metrics)")
+    elif before.get("evaluator") != request.evaluator_sha256:
+        changes = hash_changes(request.evaluator_sha256, before.get("evaluator", {}), "evaluator")
+        failure = FailureClass.INTEGRITY
+        reason = ("the frozen evaluator no longer matched its recorded hashes when this trial started, so "
+                  "nothing was run: " + "; ".join(changes[:5]))
+    train_argv, train_env = sandboxed(request, "train", *training_step(request))
+    eval_argv, eval_env = sandboxed(request, "evaluate", *evaluation_step(request))
+    try:
+        with open(log_path, "wb") as log:
+            if failure is None:
+                returncode, failure, reason = _run_step(train_argv, work, train_env, request.time_limit_s,
+                                                        log)
+                if failure is None and returncode != 0:
+                    failure = FailureClass.PROGRAM_ERROR
+                    reason = f"the program exited with status {returncode}"
+        # What the evaluator writes is the only metrics file: nothing the training step left there counts.
+        metrics_path.unlink(missing_ok=True)
+        if failure is None and request.evaluator_dir:
+            now = file_hashes(Path(request.evaluator_dir))
+            if now != request.evaluator_sha256:
+                changes = hash_changes(request.evaluator_sha256, now, "evaluator")
+                failure = FailureClass.INTEGRITY
+                reason = "the training step changed the evaluator, so it was not run: " + "; ".join(changes[:5])
+        if failure is None:
+            # the evaluator's working folder: fresh, nothing planted in it
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            with open(eval_log_path, "wb") as eval_log:
+                code, failure, reason = _run_step(eval_argv, scratch, eval_env, request.evaluate_time_limit_s,
+                                                  eval_log)
+            if failure is FailureClass.TIMEOUT:
+                reason = f"the evaluation {reason}"
+            elif failure is None and code != 0:
+                failure = FailureClass.BAD_METRICS
+                reason = (f"the evaluator could not score the artifacts (exit {code}): "
+                          f"{_last_line(eval_log_path)}")
+    except StepInterrupted as stop:
+        # Interrupted by the scheduler: submitit raises from its USR2 handler. At the job's time
+        # limit (a non-checkpointable function is not requeued) that is a timeout, and the result
+        # says so; on preemption submitit requeues the job and this attempt writes nothing, so the
+        # requeued run reports instead.
+        if "timed-out" in str(stop.cause):
+            _write(request, started, log_path, FailureClass.TIMEOUT,
+                   f"the job reached its scheduler time limit and was stopped ({stop.cause})", returncode)
+        raise stop.cause from None
+    changes = _integrity_changes(before, _protected(request, work))
+    if changes and failure is not FailureClass.INTEGRITY:  # (an earlier integrity reason says more)
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        failure, reason = FailureClass.INTEGRITY, f"protected files changed during the trial: {shown}"
     metrics: dict[str, Any] = {}
     metric = test_metric = None
-    if failure is None and returncode != 0:
-        failure, reason = FailureClass.PROGRAM_ERROR, f"the program exited with status {returncode}"
     if failure is None:
         try:
             metrics, metric, test_metric = parse_metrics(metrics_path, request.metric, request.test_metric)
         except ValueError as exc:
             failure, reason = FailureClass.BAD_METRICS, str(exc)
+    reported = parse_reported(reported_path)
+    if metric is not None and test_metric is not None:
+        flags = disagreements(reported, {request.metric: metric, request.test_metric: test_metric})
+        metrics[HARNESS_KEY] = {"reported": reported, "flags": flags}
+    elif reported:
+        metrics[HARNESS_KEY] = {"reported": reported, "flags": []}
     _write(request, started, log_path, failure, reason, returncode, metrics, metric, test_metric)
     if failure is not None:
         raise TrialFailed(f"trial {request.trial_id}: {failure.value}: {reason}")

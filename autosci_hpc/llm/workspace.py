@@ -26,7 +26,7 @@ import yaml
 from ..procs import kill_group
 from ..config import LLMSection
 from ..execution import sandbox as sandboxing
-from ..execution.trial import LOG_FILE, parse_metrics
+from ..execution.trial import LOG_FILE
 from ..scrub import Scrubber
 from ..task import Edit, TaskSpec, flatten, unknown_keys_reason
 
@@ -195,7 +195,7 @@ class Workspace:
 
     def smoke(self, llm: LLMSection, data_dir: str = "") -> tuple[bool, str]:
         """A syntax check of every Python file and config.yaml, then (llm.smoke_run) one short local
-        run with tiny settings that must write a valid metrics file. Metric values are not reported."""
+        run with tiny settings whose training step must write its artifacts. No metric is computed."""
         problems = []
         for path in sorted(self.root.rglob("*.py")):
             if path.is_symlink() or "__pycache__" in path.parts:
@@ -237,14 +237,21 @@ class Workspace:
         overrides = {**self.base_overrides, **self.overrides, **llm.smoke_overrides}
         overrides_path = run_dir / "overrides.json"
         overrides_path.write_text(json.dumps(overrides, indent=1, sort_keys=True))
-        metrics_path = run_dir / "metrics.json"
+        metrics_path = run_dir / "reported_metrics.json"  # named as in a trial: {metrics} is the program's own
         log_path = run_dir / LOG_FILE
+        artifacts = run_dir / "artifacts"
+        artifacts.mkdir()
+        if data_dir:  # the training step's share of the data only (task contract 2): split 0's visible part
+            visible = Path(data_dir) / "visible"
+            data_dir = str(visible / "split-0" if self.task.splits > 1 else visible)
         argv = shlex.split(self.task.command.format(
             python=shlex.quote(sys.executable), overrides=shlex.quote(str(overrides_path)),
-            metrics=shlex.quote(str(metrics_path)), seed=0, data=shlex.quote(data_dir)))
+            metrics=shlex.quote(str(metrics_path)), seed=0, data=shlex.quote(data_dir),
+            artifacts=shlex.quote(str(artifacts))))
         env = {k: v for k, v in os.environ.items()
                if k not in SECRET_ENV and not any(s in v for s in self.secrets)}
         env.update(AUTOSCI_TRIAL_ID="0", AUTOSCI_SEED="0", AUTOSCI_METRICS=str(metrics_path),
+                   AUTOSCI_ARTIFACTS=str(artifacts),
                    AUTOSCI_OVERRIDES=str(overrides_path), AUTOSCI_DATA=data_dir, PYTHONHASHSEED="0")
         try:
             argv, env = sandboxing.wrap(argv, env, self.sandbox.policy(str(run_dir), data_dir))
@@ -269,12 +276,11 @@ class Workspace:
             elapsed = time.monotonic() - started
             if code != 0:
                 return False, f"smoke test FAILED: the program exited with status {code}\n" + self._tail(log_path)
-            try:
-                parse_metrics(metrics_path, self.task.metric.name, self.task.test_metric)
-            except ValueError as exc:
-                return False, f"smoke test FAILED: bad metrics file: {self._scrub(str(exc))}\n" + self._tail(log_path)
-            return True, (f"smoke test passed: the program ran in {elapsed:.1f} s with tiny settings and wrote a valid "
-                          "metrics file (values from a smoke run mean nothing and are not shown)")
+            if not any(path.is_file() for path in artifacts.rglob("*")):
+                return False, ("smoke test FAILED: the training step wrote nothing into its artifacts folder (the "
+                               "evaluator scores what is there)\n" + self._tail(log_path))
+            return True, (f"smoke test passed: the training step ran in {elapsed:.1f} s with tiny settings and wrote "
+                          "its artifacts (the sealed evaluator scores real trials only)")
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -7,15 +7,16 @@ The data is `10x_pbmc68k_reduced.h5ad`, a file inside the scanpy wheel (what
 `scanpy.datasets.pbmc68k_reduced()` reads); nothing is downloaded. This script only locates the
 file (it does not import scanpy) and reads it with h5py, or with anndata when h5py cannot.
 
-It writes:
-  DATA_DIR/public/meta.json    genes, class names, counts
-  DATA_DIR/public/dev.npz      X (cells x genes, log-normalized expression), y (class index), cell
-  DATA_DIR/public/test.npz     X, cell (no labels)
-  DATA_DIR/private/test.csv    cell, y: read only by the grader
-  DATA_DIR/provenance.json     source, version, license, citation, sha256 of the source file
+It writes (task contract 2: the training step gets one visible split, the evaluator the rest):
+  DATA_DIR/visible/split-k/meta.json   genes, class names, counts
+  DATA_DIR/visible/split-k/train.npz   X (cells x genes, log-normalized expression), y (class index), cell
+  DATA_DIR/sealed/split-k/val.npz      X, y, cell: split k's validation cells (for the evaluator only)
+  DATA_DIR/sealed/test.npz             X, y, cell: the test cells (for the evaluator only)
+  DATA_DIR/provenance.json             source, version, license, citation, sha256 of the source file
 
-The split is fixed: a stratified 30% of the 700 cells is the test set
-(sklearn train_test_split, random_state=20240501).
+The split is fixed: a stratified 30% of the 700 cells is the test set (sklearn train_test_split,
+random_state=20240501); the other 490 are cut into 5 stratified folds (StratifiedKFold, shuffled,
+random_state=20240502), and split k validates on fold k and trains on the other four.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ FILE = "10x_pbmc68k_reduced.h5ad"
 INSTALL = "pip install scanpy (or, to skip its dependencies: pip install --no-deps scanpy h5py)"
 SPLIT_STATE = 20240501
 TEST_FRACTION = 0.3
+SPLITS = 5
+FOLD_STATE = 20240502
 
 
 def fail(message: str) -> None:
@@ -105,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import numpy as np
-    import pandas as pd
     from sklearn.model_selection import train_test_split
 
     source, version = locate()
@@ -119,17 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     cells_arr = np.array(cells)
 
     out = Path(args.out)
-    (out / "public").mkdir(parents=True, exist_ok=True)
-    (out / "private").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "public" / "dev.npz", X=X[dev], y=y[dev], cell=cells_arr[dev])
-    np.savez_compressed(out / "public" / "test.npz", X=X[test], cell=cells_arr[test])
-    pd.DataFrame({"cell": cells_arr[test], "y": y[test]}).to_csv(out / "private" / "test.csv", index=False)
+    (out / "sealed").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "sealed" / "test.npz", X=X[test], y=y[test], cell=cells_arr[test])
     meta = {
         "genes": genes, "classes": classes, "n_dev": int(len(dev)), "n_test": int(len(test)),
         "dev_class_counts": {c: int((y[dev] == i).sum()) for i, c in enumerate(classes)},
         "expression": "log1p of library-size-normalized counts (the file's .raw), 765 highly variable genes",
     }
-    (out / "public" / "meta.json").write_text(json.dumps(meta, indent=1))
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=SPLITS, shuffle=True, random_state=FOLD_STATE).split(dev, y[dev])
+    for k, (train, val) in enumerate(folds):
+        train, val = dev[train], dev[val]
+        (out / "visible" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        (out / "sealed" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "visible" / f"split-{k}" / "train.npz", X=X[train], y=y[train],
+                            cell=cells_arr[train])
+        np.savez_compressed(out / "sealed" / f"split-{k}" / "val.npz", X=X[val], y=y[val], cell=cells_arr[val])
+        (out / "visible" / f"split-{k}" / "meta.json").write_text(json.dumps({**meta, "split": k}, indent=1))
     provenance = {
         "source": f"scanpy {version} wheel (PyPI), scanpy/datasets/{FILE} (scanpy.datasets.pbmc68k_reduced())",
         "version": version,
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                      "analysis. Genome Biol 19:15 (2018)."),
         "labels": "obs['bulk_labels']: the cell type of the best-correlated FACS-sorted bulk reference",
         "sha256_source": digest,
-        "split": {"test_fraction": TEST_FRACTION, "stratified": True, "random_state": SPLIT_STATE},
+        "split": {"test_fraction": TEST_FRACTION, "stratified": True, "random_state": SPLIT_STATE,
+                  "dev_folds": SPLITS, "fold_random_state": FOLD_STATE},
         "n_dev": int(len(dev)), "n_test": int(len(test)),
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1))

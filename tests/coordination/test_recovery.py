@@ -154,13 +154,12 @@ def test_disk_full_while_writing_a_result_fails_clearly_and_corrupts_nothing(
     import errno
 
     from autosci_hpc.execution import results
-    from autosci_hpc.execution.trial import TrialRequest, run_trial
+    from autosci_hpc.execution.trial import run_trial, task_request
     from autosci_hpc.task import load_task
 
     task = load_task(FIXTURE_TASKS / "toy")
-    request = TrialRequest(trial_id=5, folder=str(tmp_path / "t"), snapshot_dir=str(task.program_dir),
-                           command=task.command, overrides={"x": 0.5}, seed=0, time_limit_s=30, metric="score",
-                           test_metric="test_score")
+    request = task_request(task, tmp_path / "campaign", trial_id=5, folder=tmp_path / "t",
+                           snapshot_dir=task.program_dir, overrides={"x": 0.5}, seed=0, time_limit_s=30)
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

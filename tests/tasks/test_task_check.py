@@ -29,7 +29,7 @@ def test_a_good_task_passes_with_its_metric(tmp_path):
     assert report.ok and report.exit_code == 0, render(report)
     assert report.metric is not None and report.test_metric is not None
     assert report.trial_seconds is not None and report.trial_seconds < 30
-    assert [s.name for s in report.steps] == ["task.yaml", "champion run", "test metric private",
+    assert [s.name for s in report.steps] == ["task.yaml", "held-out data", "champion run", "test metric private",
                                              "second seed", "unknown override"]
     assert report.folder is None  # the temporary campaign folder is gone
     assert "task check passed" in render(report)
@@ -54,10 +54,12 @@ def test_a_missing_editable_file_is_named(tmp_path):
 def test_contract_problems_are_listed(tmp_path):
     task = toy_copy(tmp_path)
     text = (task / "task.yaml").read_text()
-    text = text.replace("--metrics {metrics}", "").replace("key: y,", "key: z,")
-    (task / "task.yaml").write_text(text)
+    text = text.replace("--artifacts {artifacts} --metrics", "--metrics").replace("key: y,", "key: z,")
+    text = text.replace("--metrics {metrics}\"\nevaluator", "\"\nevaluator")
+    (task / "task.yaml").write_text(text.replace("--seed {seed} --metrics {metrics}\"", "--seed {seed} {sealed}\""))
     out = render(check_task(task))
-    assert "command lacks {metrics}" in out
+    assert "command lacks {artifacts}" in out
+    assert "evaluate lacks {metrics}" in out
     assert "axis 'z' is not a key of config.yaml" in out
     assert "exit 2" in out
 
@@ -73,7 +75,7 @@ def test_a_crashing_program_shows_its_log_tail(tmp_path):
 def test_a_missing_metric_is_named(tmp_path):
     report = check_task(toy_copy(tmp_path, "nometric"))
     assert report.exit_code == 1
-    assert "bad_metrics" in render(report) and "lacks 'score'" in render(report)
+    assert "bad_metrics" in render(report) and "'x' is not a finite number" in render(report)
 
 
 def test_a_hanging_program_times_out(tmp_path):
@@ -87,11 +89,10 @@ def test_printing_the_test_metric_fails(tmp_path):
     train = task / "program" / "train.py"
     source = train.read_text()
     assert source.rstrip().endswith("sys.exit(main())")
-    train.write_text(source.rstrip()[:-len("sys.exit(main())")] + (
-        "_rc = main()\n"
-        "    _m = sys.argv[sys.argv.index('--metrics') + 1]\n"
-        "    print('leak', repr(json.load(open(_m))['test_score']))\n"
-        "    sys.exit(_rc)\n"))
+    # the toy's test metric is a formula of its config, so the program can compute and print it
+    marker = '    if behaviour == "ok":\n'
+    assert marker in source
+    train.write_text(source.replace(marker, "    print('leak', repr(clean))\n" + marker))
     report = check_task(task)
     assert report.exit_code == 1
     assert "printed the test metric" in render(report)
@@ -112,9 +113,10 @@ def test_prepared_data_reaches_the_program(tmp_path):
     task = toy_copy(tmp_path)
     (task / "prepare.py").write_text(
         "import json, pathlib, sys\n"
-        "out = pathlib.Path(sys.argv[1]); (out / 'x.txt').write_text('0.6')\n"
+        "out = pathlib.Path(sys.argv[1]); (out / 'visible').mkdir(); (out / 'sealed').mkdir()\n"
+        "(out / 'visible' / 'x.txt').write_text('0.6'); (out / 'sealed' / 'key.txt').write_text('-0.3')\n"
         "(out / 'provenance.json').write_text(json.dumps({'source': 's', 'license': 'l', 'citation': 'c'}))\n")
-    text = (task / "task.yaml").read_text().replace("--metrics {metrics}", "--metrics {metrics} --data {data}")
+    text = (task / "task.yaml").read_text().replace("--artifacts {artifacts}", "--artifacts {artifacts} --data {data}", 1)
     (task / "task.yaml").write_text(text + 'prepare: "{python} prepare.py {data}"\n')
     train = task / "program" / "train.py"
     source = train.read_text()
@@ -129,6 +131,40 @@ def test_prepared_data_reaches_the_program(tmp_path):
     shutil.rmtree(report.folder)
 
 
+def test_a_task_without_a_sealed_evaluator_is_refused(tmp_path):
+    task = toy_copy(tmp_path)
+    text = (task / "task.yaml").read_text()
+    (task / "task.yaml").write_text(text.replace("contract: 2\n", ""))
+    assert "task contract 1 is not supported" in render(check_task(task))
+    (task / "task.yaml").write_text(text.replace("evaluator: evaluator", "evaluator: program"))
+    report = check_task(task)
+    assert report.exit_code == 2 and "overlap" in render(report)
+
+
+def test_prepared_data_needs_a_visible_and_a_sealed_part(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "prepare.py").write_text("import pathlib, sys\n(pathlib.Path(sys.argv[1]) / 'x.txt').write_text('0.6')\n")
+    with open(task / "task.yaml", "a") as f:
+        f.write('prepare: "{python} prepare.py {data}"\n')
+    report = check_task(task)
+    assert report.exit_code == 1 and "wrote no visible, sealed" in render(report)
+
+
+def test_held_out_data_in_the_visible_part_is_caught(tmp_path):
+    task = toy_copy(tmp_path)
+    (task / "prepare.py").write_text(
+        "import pathlib, sys\nout = pathlib.Path(sys.argv[1])\n"
+        "(out / 'visible').mkdir(); (out / 'sealed').mkdir()\n"
+        "rows = ''.join(f'patient {i:04d}, label {i * 7 % 13}\\n' for i in range(40))\n"
+        "(out / 'sealed' / 'val.csv').write_text('id,label\\n' + rows)\n"
+        "(out / 'visible' / 'train.csv').write_text('id,label\\npatient 9999, label 1\\n' + rows)\n")
+    with open(task / "task.yaml", "a") as f:
+        f.write('prepare: "{python} prepare.py {data}"\n')
+    report = check_task(task)
+    assert report.exit_code == 2
+    assert "FAIL held-out data" in render(report) and "40 of 40 lines of the sealed data" in render(report)
+
+
 def test_cli_exit_codes(tmp_path, capsys):
     assert cli_main(["task", "check", str(toy_copy(tmp_path / "a"))]) == 0
     assert "task check passed" in capsys.readouterr().out
@@ -141,7 +177,8 @@ def test_cli_exit_codes(tmp_path, capsys):
 def test_diabetes_passes_with_a_metric(capsys):
     assert cli_main(["task", "check", str(REPO / "tasks" / "diabetes")]) == 0
     out = capsys.readouterr().out
-    assert "ok   champion run" in out and "val_r2 = 0.4" in out and "task check passed" in out
+    assert "ok   champion run" in out and "val_r2 = 0.36" in out and "task check passed" in out
+    assert "ok   held-out data" in out
 
 
 # ---- strictness: three lax programs the check must refuse -------------------------------------------

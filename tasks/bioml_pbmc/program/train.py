@@ -1,11 +1,11 @@
 """PBMC cell-type classification: the model code agents improve.
 
-evaluate.py (not editable) calls ``fit_predict(cfg, X_train, y_train, X_eval, seed)`` once per
-validation fold and once on all development cells for the test cells. X is cells x genes
-(log-normalized expression of 765 highly variable genes, float64), y holds class indices
-(0..9); return one predicted class index per row of X_eval. Everything fitted (gene selection,
-scaling, PCA, the classifier) must be fitted on X_train only. Raise ConfigError for a bad config
-value (the run exits 2). Keep it deterministic for a seed.
+run.py (not editable) calls ``fit(cfg, X_train, y_train, seed)`` in the training step and pickles
+the model it returns; the sealed evaluator later calls the model's ``predict(X)`` in a process of
+its own for the cells it scores. X is cells x genes (log-normalized expression of 765 highly
+variable genes, float64), y holds class indices (0..9); predict returns one class index per row.
+The model must be picklable (a scikit-learn estimator, or an object defined in this file). Raise
+ConfigError for a bad config value (the run exits 2). Keep it deterministic for a seed.
 """
 from __future__ import annotations
 
@@ -41,13 +41,31 @@ def _choice(v, name, options):
     return v
 
 
-def preprocess(cfg: dict, X_train, X_eval, seed: int):
+class Preprocess:
+    """Gene selection, scaling and PCA, as fitted on the training cells."""
+
+    def __init__(self, keep, mean, sd, clip, pca):
+        self.keep, self.mean, self.sd, self.clip, self.pca = keep, mean, sd, clip, pca
+
+    def transform(self, X):
+        if self.keep is not None:
+            X = X[:, self.keep]
+        if self.mean is not None:
+            X = np.clip((X - self.mean) / self.sd, -self.clip, self.clip)
+        if self.pca is not None:
+            X = self.pca.transform(X)
+        return X
+
+
+def fit_preprocess(cfg: dict, X_train, seed: int) -> Preprocess:
     """Gene selection, scaling and PCA, fitted on the training cells."""
     pp = cfg["preprocess"]
     n_genes = _int(pp["n_genes"], "preprocess.n_genes", 10, X_train.shape[1])
+    keep = mean = sd = pca = None
+    clip = 0.0
     if n_genes < X_train.shape[1]:  # the most variable genes of the training cells
         keep = np.sort(np.argsort(-X_train.var(axis=0), kind="stable")[:n_genes])
-        X_train, X_eval = X_train[:, keep], X_eval[:, keep]
+        X_train = X_train[:, keep]
     if not isinstance(pp["scale"], bool):
         raise ConfigError(f"preprocess.scale must be true or false, got {pp['scale']!r}")
     if pp["scale"]:  # z-score each gene, clipped like scanpy's sc.pp.scale(max_value=...)
@@ -55,14 +73,20 @@ def preprocess(cfg: dict, X_train, X_eval, seed: int):
         sd[sd == 0] = 1.0
         clip = _float(pp["max_value"], "preprocess.max_value", positive=True)
         X_train = np.clip((X_train - mean) / sd, -clip, clip)
-        X_eval = np.clip((X_eval - mean) / sd, -clip, clip)
     n_pcs = _int(pp["n_pcs"], "preprocess.n_pcs", 0, 200)
     if n_pcs:
         from sklearn.decomposition import PCA
         pca = PCA(n_components=min(n_pcs, X_train.shape[1], X_train.shape[0] - 1),
                   svd_solver="full", random_state=seed).fit(X_train)
-        X_train, X_eval = pca.transform(X_train), pca.transform(X_eval)
-    return X_train, X_eval
+    return Preprocess(keep, mean, sd, clip, pca)
+
+
+class Model:
+    def __init__(self, preprocess, classifier):
+        self.preprocess, self.classifier = preprocess, classifier
+
+    def predict(self, X):
+        return self.classifier.predict(self.preprocess.transform(X)).astype(np.int64)
 
 
 def build_model(cfg: dict, seed: int):
@@ -87,10 +111,11 @@ def build_model(cfg: dict, seed: int):
                                   class_weight=class_weight, n_jobs=1, random_state=seed)
 
 
-def fit_predict(cfg: dict, X_train, y_train, X_eval, seed: int):
-    model = build_model(cfg, seed)  # validates the model keys before any work
-    Z_train, Z_eval = preprocess(cfg, X_train, X_eval, seed)
-    return model.fit(Z_train, y_train).predict(Z_eval).astype(np.int64)
+def fit(cfg: dict, X_train, y_train, seed: int) -> Model:
+    classifier = build_model(cfg, seed)  # validates the model keys before any work
+    preprocess = fit_preprocess(cfg, X_train, seed)
+    classifier.fit(preprocess.transform(X_train), y_train)
+    return Model(preprocess, classifier)
 
 
 def describe(cfg: dict) -> str:

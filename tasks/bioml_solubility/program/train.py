@@ -1,12 +1,12 @@
 """Aqueous solubility from molecular structure: the model code agents improve.
 
-evaluate.py (not editable) calls two functions:
+run.py (not editable) calls two functions in the training step, and make_features again (with
+the model's predict) in a process of its own when the sealed evaluator asks for predictions:
 
-* ``make_features(cfg, smiles) -> X``: one row per molecule (development and test molecules
-  together; no labels are involved), a numpy array. RDKit is available.
-* ``fit_predict(cfg, X_train, y_train, X_eval, seed) -> predictions`` of log10 solubility
-  (mol/L) for X_eval's rows. Anything fitted (scaling, selection, the model) must be fitted on
-  X_train only.
+* ``make_features(cfg, smiles) -> X``: one row per molecule, a numpy array; it must not depend
+  on which molecules are passed together. RDKit is available.
+* ``fit(cfg, X_train, y_train, seed) -> model``: a picklable model (a scikit-learn pipeline, or
+  an object defined in this file) whose ``predict(X)`` gives log10 solubility (mol/L).
 
 Raise ConfigError for a bad config value (the run exits 2). Keep it deterministic for a seed.
 """
@@ -112,13 +112,14 @@ def build_model(cfg: dict, seed: int):
                                weights="distance")
 
 
-def fit_predict(cfg: dict, X_train, y_train, X_eval, seed: int):
+def fit(cfg: dict, X_train, y_train, seed: int):
+    from sklearn.pipeline import make_pipeline
+
     model = build_model(cfg, seed)
     if _bool(cfg["features"]["scale"], "features.scale"):
         from sklearn.preprocessing import StandardScaler
-        scaler = StandardScaler().fit(X_train)
-        X_train, X_eval = scaler.transform(X_train), scaler.transform(X_eval)
-    return model.fit(X_train, y_train).predict(X_eval)
+        return make_pipeline(StandardScaler(), model).fit(X_train, y_train)
+    return make_pipeline(model).fit(X_train, y_train)
 
 
 def describe(cfg: dict) -> str:

@@ -1,19 +1,20 @@
-"""Diabetes progression regression: the program agents improve.
+"""Diabetes progression regression: the program agents improve (task contract 2: it only trains).
 
 Usage (the autosci_hpc task contract):
-    python train.py --config config.yaml --overrides overrides.json --seed 0 --metrics metrics.json
+    python train.py --config config.yaml --overrides overrides.json --seed 0 --data DATA --artifacts DIR
 
 * ``config.yaml`` is a nested YAML file; ``overrides.json`` maps dotted config
   keys (e.g. ``"model.alpha"``) to values.  An override key that is not in
   config.yaml is an error (exit code 2).
-* Data: scikit-learn's bundled diabetes dataset (442 patients, 10 raw baseline
-  variables, target = disease progression one year after baseline).  A fixed
-  20% test split (independent of the seed) is held out.
-* ``val_r2`` = mean R^2 over a K-fold CV on the remaining 80% ("dev") data,
-  with fold shuffling driven by ``--seed``.
-* ``test_r2`` = R^2 on the held-out test split of a model fit on all dev data.
-  It is written to the metrics file only, never printed.
-* Deterministic: the same (config, overrides, seed) gives bit-identical metrics.
+* Data: ``DATA/train.csv``, the training patients of this trial's split (10 raw
+  baseline variables age, sex, bmi, bp, s1..s6, and y = disease progression one
+  year after baseline).  Nothing else: the validation and test patients are sealed.
+* It fits the pipeline and saves it as ``DIR/model.pkl``.  The sealed evaluator
+  then calls ``load(DIR)`` (below) in a process of its own and asks the returned
+  function for predictions of inputs it chooses; it computes ``val_r2`` and the
+  private ``test_r2`` itself.
+* ``--seed`` seeds every random part of the model; the same (config, overrides,
+  seed) gives a bit-identical model.
 """
 from __future__ import annotations
 
@@ -28,14 +29,13 @@ import argparse
 import copy
 import json
 import math
+import pickle
 import sys
 import time
 import warnings
 
 import yaml
 
-TEST_FRACTION = 0.2
-TEST_SPLIT_STATE = 20240501  # fixed: the test set never depends on --seed
 
 MODELS = ("ridge", "lasso", "elasticnet", "gbr", "rf", "knn", "svr")
 SCALERS = ("none", "standard", "quantile", "robust")
@@ -187,11 +187,19 @@ def build_model(cfg: dict, seed: int):
     return make_pipeline(*steps, est) if steps else make_pipeline(est)
 
 
-def load_data():
-    from sklearn.datasets import load_diabetes
-    from sklearn.model_selection import train_test_split
-    X, y = load_diabetes(return_X_y=True, scaled=False)  # raw units (age in years, ...)
-    return train_test_split(X, y, test_size=TEST_FRACTION, random_state=TEST_SPLIT_STATE)
+COLUMNS = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
+
+
+def load_data(data_dir: str):
+    import numpy as np
+
+    path = os.path.join(data_dir, "train.csv")
+    with open(path) as f:
+        header = f.readline().strip().split(",")
+    if header != [*COLUMNS, "y"]:
+        raise ValueError(f"{path}: unexpected columns {header}")
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return table[:, :len(COLUMNS)], table[:, len(COLUMNS)]
 
 
 def check_choices(cfg: dict) -> None:
@@ -203,33 +211,21 @@ def check_choices(cfg: dict) -> None:
                           f"got {cfg['features']['scaler']!r}")
 
 
-def run(cfg: dict, seed: int) -> dict:
+def train(cfg: dict, seed: int, data_dir: str):
+    """The fitted pipeline, and its R^2 on its own training rows (a sanity number, nothing more)."""
     check_choices(cfg)
-    from sklearn.base import clone
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import KFold
-    import numpy as np
-
-    X_dev, X_test, y_dev, y_test = load_data()
-    folds = _int(cfg["cv"]["folds"], "cv.folds")
-    if not 2 <= folds <= 20:
-        raise ConfigError(f"cv.folds must be 2..20, got {folds}")
     model = build_model(cfg, seed)  # validates the config before any fitting
+    X, y = load_data(data_dir)
+    model.fit(X, y)
+    resid = y - model.predict(X)
+    return model, float(1.0 - (resid ** 2).sum() / ((y - y.mean()) ** 2).sum()), len(y)
 
-    fold_scores = []
-    for tr, va in KFold(n_splits=folds, shuffle=True, random_state=seed).split(X_dev):
-        est = clone(model).fit(X_dev[tr], y_dev[tr])
-        fold_scores.append(float(r2_score(y_dev[va], est.predict(X_dev[va]))))
-    final = clone(model).fit(X_dev, y_dev)
-    test_r2 = float(r2_score(y_test, final.predict(X_test)))
-    return {
-        "val_r2": float(np.mean(fold_scores)),
-        "val_r2_sd": float(np.std(fold_scores)),
-        "val_fold_r2": fold_scores,
-        "test_r2": test_r2,
-        "n_dev": int(len(y_dev)),
-        "cv_folds": folds,
-    }
+
+def load(artifacts: str):
+    """The predict entry point the evaluator calls (in a process of its own): inputs -> predictions."""
+    with open(os.path.join(artifacts, "model.pkl"), "rb") as f:
+        model = pickle.load(f)
+    return lambda inputs: model.predict(inputs["X"])
 
 
 def describe(cfg: dict) -> str:
@@ -253,10 +249,15 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--overrides", default=None, help="JSON file: dotted key -> value")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--metrics", default="metrics.json")
+    p.add_argument("--data", default=os.environ.get("AUTOSCI_DATA", ""))
+    p.add_argument("--artifacts", required=True)
     args = p.parse_args(argv)
 
     t0 = time.time()
+    if not args.data or not os.path.isfile(os.path.join(args.data, "train.csv")):
+        print(f"error: no training data in {args.data or '(no --data)'}: run the task's prepare command "
+              "(python prepare.py --out DATA_DIR)", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config)
         if args.overrides:
@@ -265,23 +266,17 @@ def main(argv=None) -> int:
             cfg = apply_overrides(cfg, overrides)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. lasso ConvergenceWarning; keep logs short
-            metrics = run(cfg, args.seed)
+            model, train_r2, n = train(cfg, args.seed, args.data)
     except (ConfigError, json.JSONDecodeError) as e:
         # Bad config/overrides: exit 2.  Anything else (a bug, a fit failure) raises
         # with a traceback and exit code 1.
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
+    with open(os.path.join(args.artifacts, "model.pkl"), "wb") as f:
+        pickle.dump(model, f)
     print(f"diabetes: {describe(cfg)}")
-    print(f"seed={args.seed}: {metrics['cv_folds']}-fold CV on {metrics['n_dev']} dev patients")
-    print("fold R2: " + " ".join(f"{s:.4f}" for s in metrics["val_fold_r2"]))
-    if not (math.isfinite(metrics["val_r2"]) and math.isfinite(metrics["test_r2"])):
-        print(f"error: non-finite metric (val_r2={metrics['val_r2']})", file=sys.stderr)
-        return 1
-    with open(args.metrics, "w") as f:  # no timings in here: metrics are bit-reproducible
-        json.dump(metrics, f)
-    print(f"val_r2={metrics['val_r2']:.4f} (fold sd {metrics['val_r2_sd']:.4f}), "
-          f"{time.time() - t0:.2f}s")
+    print(f"seed={args.seed}: fit on {n} training patients, training R2 {train_r2:.4f}, {time.time() - t0:.2f}s")
     return 0
 
 

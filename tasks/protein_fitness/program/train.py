@@ -1,14 +1,16 @@
 """Protein fitness: the model code agents improve (features and regressor).
 
-evaluate.py (not editable) calls two functions:
+run.py (not editable) calls two functions, in the training step and again (make_features and the
+model's predict) in a process of its own when the sealed evaluator asks for predictions:
 
-* ``make_features(cfg, variants) -> X``: one row per variant (development and test variants
-  together; no labels are involved), as a numpy array or a scipy sparse matrix. `variants` holds
-  the mutations in coordinate form: mutation k is (row[k], pos[k], wt_aa[k], mut_aa[k]), with
-  0-based positions and amino acids as indices into `variants.alphabet`; `variants.wildtype` is
-  the wild-type sequence.
-* ``fit_predict(cfg, X_train, y_train, dy_train, X_eval, seed) -> predictions`` for X_eval's rows;
-  dy_train is each training variant's measurement error (standard error of y).
+* ``make_features(cfg, variants) -> X``: one row per variant, as a numpy array or a scipy sparse
+  matrix; it must not depend on which variants are passed together. `variants` holds the
+  mutations in coordinate form: mutation k is (row[k], pos[k], wt_aa[k], mut_aa[k]), with 0-based
+  positions and amino acids as indices into `variants.alphabet`; `variants.wildtype` is the
+  wild-type sequence.
+* ``fit(cfg, X_train, y_train, dy_train, seed) -> model``, any picklable object (defined in this
+  file) with ``model.predict(X) -> predictions``; dy_train is each training variant's measurement
+  error (standard error of y).
 
 Raise ConfigError for a bad config value (the run exits 2). Keep it deterministic for a seed.
 """
@@ -138,7 +140,17 @@ def make_features(cfg: dict, variants):
 
 
 # --------------------------------------------------------------------------- models
-def ridge_fit_predict(X, y, w, X_eval, alpha):
+class Ridge:
+    """Linear predictions: X @ coef + offset."""
+
+    def __init__(self, coef, offset):
+        self.coef, self.offset = coef, offset
+
+    def predict(self, X):
+        return np.asarray(sparse.csr_matrix(X) @ self.coef).ravel() + self.offset
+
+
+def ridge_fit(X, y, w, alpha) -> Ridge:
     """Weighted ridge regression with an unpenalized intercept, in closed form (sparse-friendly)."""
     X = sparse.csr_matrix(X)
     w = w / w.sum()
@@ -149,7 +161,21 @@ def ridge_fit_predict(X, y, w, X_eval, alpha):
     gram[np.diag_indices_from(gram)] += alpha / len(y)
     rhs = np.asarray(Xw.T @ (y - y_mean)).ravel()
     coef = np.linalg.solve(gram, rhs)
-    return np.asarray(sparse.csr_matrix(X_eval) @ coef).ravel() - mu @ coef + y_mean
+    return Ridge(coef, y_mean - mu @ coef)
+
+
+class RidgeThenTrees:
+    """Gradient boosting on [ridge score, the first k (property-change) columns]."""
+
+    def __init__(self, ridge, trees, k):
+        self.ridge, self.trees, self.k = ridge, trees, k
+
+    def features(self, X):
+        X = sparse.csr_matrix(X)
+        return np.column_stack([self.ridge.predict(X), X[:, :self.k].toarray()])
+
+    def predict(self, X):
+        return self.trees.predict(self.features(X))
 
 
 def n_property_columns(cfg: dict) -> int:
@@ -159,7 +185,7 @@ def n_property_columns(cfg: dict) -> int:
     return k * int(fe["scale_bins"]) + ((k or 1) if fe["pairwise"] is True else 0)
 
 
-def fit_predict(cfg: dict, X_train, y_train, dy_train, X_eval, seed: int):
+def fit(cfg: dict, X_train, y_train, dy_train, seed: int):
     m, tg = cfg["model"], cfg["target"]
     name = _choice(m["name"], "model.name", MODELS)
     if _bool(tg["weight_by_error"], "target.weight_by_error"):
@@ -168,24 +194,21 @@ def fit_predict(cfg: dict, X_train, y_train, dy_train, X_eval, seed: int):
     else:
         w = np.ones(len(y_train))
     alpha = _float(m["alpha"], "model.alpha", positive=True)
+    ridge = ridge_fit(X_train, y_train, w, alpha)
     if name == "ridge":
-        return ridge_fit_predict(X_train, y_train, w, X_eval, alpha)
+        return ridge
     # ridge_hgb: ridge first, then gradient boosting on [ridge score, property-change columns]; the
     # trees can bend the additive score (global epistasis) and combine the property changes.
     from sklearn.ensemble import HistGradientBoostingRegressor
-    X_train, X_eval = sparse.csr_matrix(X_train), sparse.csr_matrix(X_eval)
-    both = ridge_fit_predict(X_train, y_train, w, sparse.vstack([X_train, X_eval]).tocsr(), alpha)
-    k = n_property_columns(cfg)
-    Z_train = np.column_stack([both[:X_train.shape[0]], X_train[:, :k].toarray()])
-    Z_eval = np.column_stack([both[X_train.shape[0]:], X_eval[:, :k].toarray()])
-    est = HistGradientBoostingRegressor(
+    trees = HistGradientBoostingRegressor(
         learning_rate=_float(m["learning_rate"], "model.learning_rate", positive=True),
         max_iter=_int(m["max_iter"], "model.max_iter", 1, 2000),
         max_leaf_nodes=_int(m["max_leaf_nodes"], "model.max_leaf_nodes", 2, 512),
         l2_regularization=_float(m["l2"], "model.l2"),
         early_stopping=False, random_state=seed)
-    est.fit(Z_train, y_train, sample_weight=w)
-    return est.predict(Z_eval)
+    model = RidgeThenTrees(ridge, trees, n_property_columns(cfg))
+    trees.fit(model.features(X_train), y_train, sample_weight=w)
+    return model
 
 
 def describe(cfg: dict) -> str:

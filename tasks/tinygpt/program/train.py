@@ -1,20 +1,22 @@
 """tinygpt: a byte-level GPT trained on Shakespeare, scored by validation bits per byte.
 
-Usage (the autosci_hpc task contract):
-    python train.py --config config.yaml --data DATA --overrides overrides.json --seed 0 \
-        --metrics metrics.json
+Usage (the autosci_hpc task contract, version 2):
+    python train.py --config config.yaml --data DATA --overrides overrides.json --seed 0 --artifacts DIR
 
 * ``config.yaml`` is a nested YAML file; ``overrides.json`` maps dotted config keys (e.g.
   ``"optim.lr"``) to values. An override key that is not in config.yaml, or a bad value, is an
   error (exit code 2).
-* DATA is the folder prepare.py wrote (train.txt, val.txt, test.txt); without --data the
-  AUTOSCI_DATA variable names it.
+* DATA is the visible data prepare.py wrote: train.txt only (the validation and test plays are
+  sealed: this program never has them). Without --data the AUTOSCI_DATA variable names it.
 * The model (everything in this file) is trained on random windows of train.txt for a budget of
   ``train.max_tokens`` tokens (bytes), and/or ``train.time_budget_s`` seconds of training on a GPU
-  (the first two steps, which allocate, autotune and compile, are not charged to it).
-  evaluate.py (not editable) then scores it: ``val_bpb`` is the metric (lower is better);
-  ``test_bpb`` is written to the metrics file only, never printed.
-* Deterministic on CPU: the same (config, overrides, seed) gives bit-identical metrics
+  (the first two steps, which allocate, autotune and compile, are not charged to it). It is saved
+  to DIR: model.pt (the weights), model.json (the model config) and train_stats.json.
+* The sealed evaluator then calls ``load(DIR)`` (below) in a process of its own: it rebuilds the
+  model with ``GPT`` and the saved weights and returns logits for the byte windows the evaluator
+  sends. ``val_bpb`` (lower is better) and the private ``test_bpb`` are computed there; the task
+  declares the token or time budget and the evaluator checks train_stats.json against it.
+* Deterministic on CPU: the same (config, overrides, seed) gives bit-identical weights
   (one thread, deterministic algorithms, a token budget rather than a time budget).
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import evaluate
+VOCAB = 256  # byte values
 
 
 class ConfigError(Exception):
@@ -136,7 +138,6 @@ def check_config(cfg: dict) -> dict:
         raise ConfigError("set train.max_tokens or train.time_budget_s (both are 0)")
     _choice(t["dtype"], "train.dtype", ("float32", "bfloat16"))
     _bool(t["compile"], "train.compile")
-    _int(t["eval_batch_size"], "train.eval_batch_size", 1, 65536)
     _int(t["log_every"], "train.log_every", 1, 10**9)
     return cfg
 
@@ -192,13 +193,13 @@ class GPT(nn.Module):
         super().__init__()
         self.block_size = m["block_size"]
         n_embd = m["n_embd"]
-        self.tok = nn.Embedding(evaluate.VOCAB, n_embd)
+        self.tok = nn.Embedding(VOCAB, n_embd)
         self.pos = nn.Embedding(self.block_size, n_embd)
         self.drop = nn.Dropout(m["dropout"])
         self.blocks = nn.ModuleList(Block(n_embd, m["n_head"], m["mlp_ratio"], m["dropout"], m["bias"])
                                     for _ in range(m["n_layer"]))
         self.ln_f = nn.LayerNorm(n_embd, bias=m["bias"])
-        self.head = nn.Linear(n_embd, evaluate.VOCAB, bias=False)
+        self.head = nn.Linear(n_embd, VOCAB, bias=False)
         if m["tie_weights"]:
             self.head.weight = self.tok.weight
         self.apply(self._init)
@@ -325,13 +326,56 @@ def describe(cfg: dict) -> str:
                           + ([f"{t['time_budget_s']:g} s"] if t["time_budget_s"] else [])))
 
 
+def load_train(path: str) -> torch.Tensor:
+    folder = path or os.environ.get("AUTOSCI_DATA", "")
+    if not folder or not os.path.isfile(os.path.join(folder, "train.txt")):
+        raise FileNotFoundError(f"no train.txt in {folder or '(no --data, no AUTOSCI_DATA)'} "
+                                "(run `python prepare.py DIR` first and pass DIR/visible)")
+    with open(os.path.join(folder, "train.txt"), "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+
+def save(model: nn.Module, cfg: dict, stats: dict, folder: str) -> None:
+    """What the evaluator needs: the weights, the config to rebuild the model with, the record."""
+    torch.save(model.state_dict(), os.path.join(folder, "model.pt"))
+    with open(os.path.join(folder, "model.json"), "w") as f:
+        json.dump({"block_size": cfg["model"]["block_size"], "model": cfg["model"], "device": cfg["device"],
+                   "dtype": cfg["train"]["dtype"]}, f)
+    with open(os.path.join(folder, "train_stats.json"), "w") as f:
+        json.dump(stats, f)
+
+
+def load(artifacts: str):
+    """The entry point the evaluator calls, in a process of its own: windows of bytes -> logits.
+
+    It builds the model with GPT and the saved weights; inputs are {"idx": int64 (batch, T)}, the
+    answer is float32 logits (batch, T, 256)."""
+    torch.set_num_threads(1)
+    with open(os.path.join(artifacts, "model.json")) as f:
+        saved = json.load(f)
+    device = pick_device(saved["device"])
+    model = GPT(saved["model"])
+    model.load_state_dict(torch.load(os.path.join(artifacts, "model.pt"), map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    amp = torch.bfloat16 if saved["dtype"] == "bfloat16" else None
+
+    @torch.no_grad()
+    def predict(inputs: dict):
+        idx = torch.from_numpy(inputs["idx"]).long().to(device)
+        with torch.autocast(device_type=device.type, dtype=amp) if amp else contextlib.nullcontext():
+            logits = model(idx)
+        return logits.float().cpu().numpy()
+
+    return predict
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="config.yaml")
-    p.add_argument("--data", default=None, help="the prepared data folder (default: $AUTOSCI_DATA)")
+    p.add_argument("--data", default=None, help="the visible data folder (default: $AUTOSCI_DATA)")
     p.add_argument("--overrides", default=None, help="JSON file: dotted key -> value")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--metrics", default="metrics.json")
+    p.add_argument("--artifacts", required=True)
     args = p.parse_args(argv)
 
     t0 = time.time()
@@ -352,11 +396,10 @@ def main(argv=None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     try:
-        folder = evaluate.data_folder(args.data)
+        data = load_train(args.data)
     except FileNotFoundError as e:
         print(f"data error: {e}", file=sys.stderr)
         return 2
-    data = evaluate.load_split(folder, "train")
 
     print(f"tinygpt: {describe(cfg)}")
     try:
@@ -364,20 +407,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    amp = torch.bfloat16 if cfg["train"]["dtype"] == "bfloat16" else None
-    t_eval = time.time()
-    scores = evaluate.final_metrics(model, folder, cfg["model"]["block_size"], device, amp,
-                                    cfg["train"]["eval_batch_size"])
-    metrics = {**scores, "steps": stats["steps"], "tokens": stats["tokens"], "n_params": stats["n_params"],
-               "train_loss": stats["train_loss"], "seed": args.seed}
-    if cfg["train"]["time_budget_s"]:  # a time budget is not reproducible anyway: record the time
-        metrics["train_seconds"] = stats["train_seconds"]
-    with open(args.metrics, "w") as f:  # no timings on CPU token budgets: bit-reproducible
-        json.dump(metrics, f)
-    print(f"trained {stats['steps']} steps ({stats['tokens']:,} tokens) in {stats['train_seconds']:.1f}s, "
-          f"evaluated in {time.time() - t_eval:.1f}s")
-    print(f"val_bpb={metrics['val_bpb']:.4f} (train loss {stats['train_loss'] / math.log(2):.4f} bits/byte), "
-          f"{time.time() - t0:.1f}s")
+    save(model, cfg, stats, args.artifacts)
+    print(f"trained {stats['steps']} steps ({stats['tokens']:,} tokens) in {stats['train_seconds']:.1f}s; "
+          f"train loss {stats['train_loss'] / math.log(2):.4f} bits/byte, {time.time() - t0:.1f}s")
     return 0
 
 
