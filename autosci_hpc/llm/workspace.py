@@ -241,6 +241,7 @@ class Workspace:
         log_path = run_dir / LOG_FILE
         artifacts = run_dir / "artifacts"
         artifacts.mkdir()
+        (run_dir / "evaluation").mkdir()  # a trial's folder has its evaluator's scratch folder too
         if data_dir:  # the training step's share of the data only (task contract 2): split 0's visible part
             visible = Path(data_dir) / "visible"
             data_dir = str(visible / "split-0" if self.task.splits > 1 else visible)

@@ -278,8 +278,10 @@ def test_a_tampering_proposal_fails_on_integrity_is_named_and_the_campaign_goes_
     from autosci_hpc.state.models import Champion, ForumPost, Trial
     from helpers import ScriptedPolicy, campaign_config
 
+    # Without a sandbox, so that the tampering happens and the hash check (the last line of defence) is
+    # what catches it; in the sandbox the evaluator is read-only and the attempt fails (tests/hostile).
     config = campaign_config(tmp_path, "toy", "budget.trials=9", "coordination.teams=1",
-                             "executor.local.max_concurrent=1")
+                             "executor.local.max_concurrent=1", "executor.sandbox=none")
     coordinator = Coordinator(config, config.campaign_folder(),
                               policy=ScriptedPolicy([{"behaviour": "tamper", "x": 0.6, "y": -0.3}, {"x": 0.3}], seed=1))
     assert coordinator.run().status == "finished"

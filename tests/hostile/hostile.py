@@ -104,6 +104,17 @@ def hostile_task(folder: Path, targets: dict[str, Any], extra: str = "") -> Path
     return task
 
 
+def sealed_request(task: Any, campaign: Path, trial: Path, mode: str, **fields: Any) -> Any:
+    """A trial request as the coordinator makes it (task contract 2: the frozen evaluator, its hashes),
+    in the given sandbox, with `fields` replaced."""
+    from autosci_hpc.execution.sandbox import SandboxSettings
+    from autosci_hpc.execution.trial import task_request
+
+    request = task_request(task, campaign, trial_id=int(trial.name), folder=trial, snapshot_dir=task.program_dir,
+                           overrides={}, seed=0, time_limit_s=60, sandbox=SandboxSettings(mode=mode))
+    return request.model_copy(update=fields)
+
+
 def bwrap_works() -> tuple[bool, str]:
     return sandbox.probe("bwrap")
 

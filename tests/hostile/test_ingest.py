@@ -11,8 +11,7 @@ from autosci_hpc.agents.roles import post
 from autosci_hpc.agents.views import build_view
 from autosci_hpc.execution.monitor import Observation, ingest
 from autosci_hpc.execution.results import read_result
-from autosci_hpc.execution.sandbox import SandboxSettings
-from autosci_hpc.execution.trial import TrialFailed, TrialRequest, run_trial
+from autosci_hpc.execution.trial import TrialFailed, run_trial
 from autosci_hpc.llm.context import render_state
 from autosci_hpc.agents.policy import AgentInfo
 from autosci_hpc.scrub import register_secret
@@ -20,7 +19,7 @@ from autosci_hpc.state import Store
 from autosci_hpc.state.models import Campaign, Event, ForumPost, Trial
 from autosci_hpc.task import load_task
 
-from hostile import KEY, heldout_in, hostile_task, key_in
+from hostile import KEY, heldout_in, hostile_task, key_in, sealed_request
 
 CHAMPION_HELDOUT = 0.8123457
 X, Y = 0.1234, 0.0321
@@ -45,9 +44,7 @@ def test_printed_held_out_values_and_keys_are_scrubbed_at_ingestion(tmp_path: Pa
         trial_id = trial.id
     assert trial_id is not None
     folder = store.folder / "trials" / f"{trial_id:06d}"
-    request = TrialRequest(trial_id=trial_id, folder=str(folder), snapshot_dir=str(task.program_dir),
-                           command=task.command, overrides={"x": X, "y": Y}, seed=0, time_limit_s=60,
-                           metric="score", test_metric="test_score", sandbox=SandboxSettings(mode=mode))
+    request = sealed_request(task, store.folder, folder, mode, overrides={"x": X, "y": Y})
     try:
         run_trial(request)
     except TrialFailed:

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from autosci_hpc.execution.sandbox import SandboxSettings
 from autosci_hpc.execution.slurm import SlurmTrialExecutor
-from autosci_hpc.execution.trial import TrialRequest
 from autosci_hpc.task import load_task
 
 from helpers import drain, submit
-from hostile import hostile_task, probe_of, skip_without_bwrap
+from hostile import hostile_task, probe_of, sealed_request, skip_without_bwrap
 from test_trial_code import campaign
 
 pytestmark = pytest.mark.slurm
@@ -36,11 +34,8 @@ def test_a_hostile_trial_in_a_slurm_array_task_is_sandboxed(tmp_path: Path, slur
             session.flush()
             assert trial.id is not None
             trial.folder = str(folder / "trials" / f"{trial.id:06d}")
-            requests.append(TrialRequest(
-                trial_id=trial.id, folder=trial.folder, snapshot_dir=str(task.program_dir),
-                command=task.command,
-                overrides={}, seed=seed, time_limit_s=60, metric="score", test_metric="test_score",
-                data_dir=str(folder / "data"), sandbox=SandboxSettings(mode="bwrap")))
+            requests.append(sealed_request(task, folder, Path(trial.folder), "bwrap", seed=seed,
+                                           data_dir=str(folder / "data" / "visible")))
     executor = SlurmTrialExecutor(tmp_path / "jobs", {"timeout_min": 5,
                                                       "slurm_partition": getattr(slurm_cluster, "partition")},
                                   job_name="autosci-hostile", min_poll_s=0.5, max_poll_s=2)

@@ -20,7 +20,7 @@ from autosci_hpc.state import Store
 from autosci_hpc.state.models import Campaign, Trial
 from autosci_hpc.task import TaskSpec, load_task
 
-from hostile import KEY, hostile_task, needs_sandbox, probe_of, run_in_runner
+from hostile import KEY, hostile_task, needs_sandbox, probe_of, run_in_runner, sealed_request
 
 HELDOUT = 0.7316402
 
@@ -39,10 +39,10 @@ def campaign(tmp_path: Path) -> tuple[Path, dict]:
     snapshot = folder / "snapshots" / "s0"
     snapshot.mkdir(parents=True)
     (snapshot / "train.py").write_text("print('champion')\n")
-    heldout = folder / "evaluator" / "labels.csv"
-    heldout.parent.mkdir()
+    heldout = folder / "data" / "sealed" / "labels.csv"
+    heldout.parent.mkdir(parents=True)
     heldout.write_text(f"label\n{HELDOUT}\n")
-    visible = folder / "data"
+    visible = folder / "data" / "visible"
     visible.mkdir()
     (visible / "train.csv").write_text("x,y\n1,2\n")
     secrets = tmp_path / "home" / ".config" / "autosci"
@@ -62,17 +62,14 @@ def campaign(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def trial_request(task: TaskSpec, trial: Path, mode: str, **fields: object) -> TrialRequest:
-    base: dict = dict(trial_id=int(trial.name), folder=str(trial), snapshot_dir=str(task.program_dir),
-                      command=task.command, overrides={}, seed=0, time_limit_s=60, metric="score",
-                      test_metric="test_score", sandbox=SandboxSettings(mode=mode))
-    return TrialRequest(**{**base, **fields})
+    return sealed_request(task, trial.parent.parent, trial, mode, **fields)
 
 
 def run(tmp_path: Path, mode: str, extra: str = "") -> tuple[Path, dict, str]:
     folder, targets = campaign(tmp_path)
     task = load_task(hostile_task(tmp_path, targets, extra))
     trial = folder / "trials" / "000002"
-    request = trial_request(task, trial, mode, data_dir=str(folder / "data"))
+    request = trial_request(task, trial, mode, data_dir=str(folder / "data" / "visible"))
     env = {**os.environ, "ANTHROPIC_API_KEY": KEY}
     done = run_in_runner(request.model_dump_json(), env)
     assert done.returncode == 0, done.stderr[-2000:]

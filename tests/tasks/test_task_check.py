@@ -194,7 +194,9 @@ def edited_toy(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def test_a_program_that_ignores_the_seed_fails(tmp_path):
-    report = check_task(edited_toy(tmp_path, "seed = args.seed", "seed = 0  # ignores --seed"))
+    # Under task contract 2 the toy's seed noise is drawn by the evaluator from the noise level the program
+    # reports: a program that zeroes it gives every seed the same metric, as one ignoring --seed would.
+    report = check_task(edited_toy(tmp_path, '"noise": noise', '"noise": 0.0'))
     assert report.exit_code == 1
     out = render(report)
     assert "FAIL second seed" in out and "ignores --seed" in out and "seed_dependent" in out
