@@ -29,7 +29,7 @@ def test_rerun_from_another_directory_with_a_relative_folder_on_a_task_with_data
                   "--quiet")
     assert run.returncode == 0, run.stderr
     folder = here / "camp"
-    assert (folder / "data" / "target.json").is_file()
+    assert (folder / "data" / "visible" / "target.json").is_file()
     con = sqlite3.connect(folder / "state.db")
     trial_id, metric = con.execute(
         "select id, metric from trial where status='succeeded' order by id").fetchone()
@@ -44,7 +44,7 @@ def test_rerun_from_another_directory_with_a_relative_folder_on_a_task_with_data
     assert not list(elsewhere.iterdir())  # nothing written where the command was started
 
     # The data gone: the rerun cannot run, and says so with a non-zero exit, not "differs".
-    (folder / "data" / "target.json").unlink()
+    (folder / "data" / "visible" / "target.json").unlink()
     broken = autosci(elsewhere, "rerun", str(trial_id), "-C", relative)
     assert broken.returncode == 1
     assert "(differs)" not in broken.stdout and "Traceback" not in broken.stderr
