@@ -332,7 +332,8 @@ class Experimenter(Role):
             overrides = {**champion.overrides, **impl.overrides}
             trial = Trial(proposal_id=proposal_id, team_id=proposal.team_id, experimenter_id=self.agent_id,
                           role="candidate", group=f"p{proposal_id}", snapshot_id=snapshot,
-                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0)
+                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0,
+                          parent_champion_id=champion.id, notes=impl.notes[:4000] or None)
             session.add(trial)
             proposal.status = "running"
             proposal.updated_at = utcnow()

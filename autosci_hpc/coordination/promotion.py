@@ -191,20 +191,77 @@ def summarize(metrics: dict[int, float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def mean_interval(values: list[float], level: float = 0.95) -> Optional[tuple[float, float]]:
+    """Two-sided t interval of the mean of `values` (None with fewer than two)."""
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = _t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def interval_text(mean: float, std: float, n: int) -> str:
+    """`mean ± std (95% CI [lo, hi], n seeds)`: how a champion's number is shown everywhere."""
+    text = f"{mean:.4g} ± {std:.3g}"
+    if n >= 2:
+        half = _t_quantile(0.975, n - 1) * std / math.sqrt(n)
+        text += f" (95% CI [{mean - half:.4g}, {mean + half:.4g}], {n} seeds)"
+    else:
+        text += f" ({n} seed)"
+    return text
+
+
+def rule_text(rule: str, detail: dict[str, Any]) -> str:
+    """The promotion rule with its numbers, one line."""
+    if rule == "baseline":
+        return "baseline (the starting program, not a comparison)"
+    parts = [rule, f"{detail.get('seeds', '?')} paired seeds"]
+    if detail.get("deltas"):
+        parts.append(f"mean gain {statistics.fmean(detail['deltas']):+.4g}")
+    if detail.get("ci95"):
+        lo, hi = detail["ci95"]
+        parts.append(f"95% CI of the gain [{lo:+.4g}, {hi:+.4g}]")
+    if detail.get("p_value") is not None:
+        level = detail.get("level", detail.get("alpha"))
+        parts.append(f"p={detail['p_value']:.3g} (< {level:.3g})" if level is not None else
+                     f"p={detail['p_value']:.3g}")
+    if detail.get("min_effect") is not None:
+        parts.append(f"min effect {detail['min_effect']:.3g} (baseline sd {detail.get('baseline_sd', 0):.3g})")
+    elif detail.get("min_delta"):
+        parts.append(f"min delta {detail['min_delta']:.3g}")
+    return ", ".join(parts)
+
+
 def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[str],
-               previous: Optional[Champion]) -> str:
-    """A short card for the forum and the report. It never carries the held-out test metric."""
-    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in sorted(champion.seed_metrics.items()))
+               previous: Optional[Champion], *, hypothesis: str = "", rationale: str = "",
+               expected: str = "", diff: Optional[str] = None, notes: str = "") -> str:
+    """The champion's card for the forum, the report and `autosci show`: what was believed, what was
+    implemented, what it measured, and by which rule. It never carries the held-out test metric."""
+    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in sorted(champion.seed_metrics.items(), key=lambda kv: int(kv[0])))
     lines = [
         f"Champion #{champion.id} of task {task.name}",
-        f"{task.metric.name} ({task.metric.direction}): {champion.metric_mean:.4g} ± {champion.metric_std:.3g} "
-        f"over {len(champion.seed_metrics)} seeds ({seeds})",
+        f"{task.metric.name} ({task.metric.direction}): "
+        f"{interval_text(champion.metric_mean, champion.metric_std, len(champion.seed_metrics))}",
+        f"per seed: {seeds}",
         f"change: {change}",
+    ]
+    if hypothesis:
+        lines.append(f"hypothesis: {hypothesis}")
+    if rationale:
+        lines.append(f"rationale: {rationale}")
+    if expected:
+        lines.append(f"expected effect: {expected}")
+    lines += [
         f"program snapshot {champion.snapshot_id}; overrides {champion.overrides}",
-        f"promotion rule: {champion.rule}",
+        f"promotion rule: {rule_text(champion.rule, champion.rule_detail)}",
     ]
     if previous is not None:
         lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} (delta {champion.delta:+.4g})")
     if team:
         lines.append(f"found by team {team}")
+    if notes:
+        lines.append(f"experimenter's notes: {notes}")
+    if diff is not None:
+        lines.append("implemented diff against the previous champion:")
+        lines.append(diff.rstrip("\n") if diff else "(none: the same program and overrides)")
     return "\n".join(lines)
