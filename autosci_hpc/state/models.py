@@ -123,7 +123,7 @@ class Proposal(SQLModel, table=True):
     # posted -> approved | rejected -> queued -> claimed -> done
     status: str = Field(default="posted", index=True)
     reject_reason: str = ""
-    outcome: str = ""  # promoted | not_promoted | failed
+    outcome: str = ""  # promoted | not_promoted | failed | stale (built on a champion since replaced)
     claimed_by: Optional[int] = Field(default=None, foreign_key="agent.id")
     discussion_round: int = 0
     #: The peers asked to critique it (agent ids), chosen when it is posted.

@@ -74,7 +74,7 @@ def test_central_mode_planner_assigns_to_workers_without_teams_or_critique(tmp_p
     planner = next(a.id for a in agents.values() if a.role == "planner")
     proposals = rows(coordinator, Proposal)
     assert {p.author_id for p in proposals} == {planner}
-    launched = [p for p in proposals if p.status == "done" and p.outcome in ("promoted", "not_promoted")]
+    launched = [p for p in proposals if p.status == "done" and p.outcome in ("promoted", "not_promoted", "stale")]
     assert {agents[p.claimed_by].role for p in launched} == {"worker"}
     assert len({p.claimed_by for p in launched}) == 2, "both workers got work"
     assert rows(coordinator, Team) == [] and rows(coordinator, Critique) == []
