@@ -93,4 +93,6 @@ def test_the_budget_is_never_exceeded_and_counters_are_stored(tmp_path: Path) ->
     # Every candidate that passed its screen got its full replication inside the budget.
     groups = {t.group for t in trials if t.role == "replicate"}
     for group in groups:
-        assert sorted(t.seed for t in trials if t.group == group) == [0, 1, 2]
+        # Seeds 0-2, and more while the default rule found it inconclusive: never a gap.
+        seeds = sorted(t.seed for t in trials if t.group == group)
+        assert seeds[:3] == [0, 1, 2] and seeds == list(range(len(seeds)))

@@ -104,7 +104,9 @@ def test_every_mode_keeps_the_same_trial_budget(tmp_path: Path, mode: str) -> No
     # It used the budget: no more than one full replication (3 seeds) short of it.
     assert len(trials) > 14 - 3
     for group in {t.group for t in trials if t.role == "replicate"}:
-        assert sorted(t.seed for t in trials if t.group == group) == [0, 1, 2]
+        # Seeds 0-2, and more while the default rule found it inconclusive: never a gap.
+        seeds = sorted(t.seed for t in trials if t.group == group)
+        assert seeds[:3] == [0, 1, 2] and seeds == list(range(len(seeds)))
 
 
 def test_the_gpu_hour_budget_ends_a_campaign(tmp_path: Path) -> None:
