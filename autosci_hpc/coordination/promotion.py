@@ -200,11 +200,23 @@ def mean_interval(values: list[float], level: float = 0.95) -> Optional[tuple[fl
     return mean - half, mean + half
 
 
+#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom: what the displays use, so
+#: that `autosci status` does not import scipy.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (1.96 beyond 30)."""
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+
+
 def interval_text(mean: float, std: float, n: int) -> str:
     """`mean ± std (95% CI [lo, hi], n seeds)`: how a champion's number is shown everywhere."""
     text = f"{mean:.4g} ± {std:.3g}"
     if n >= 2:
-        half = _t_quantile(0.975, n - 1) * std / math.sqrt(n)
+        half = t975(n - 1) * std / math.sqrt(n)
         text += f" (95% CI [{mean - half:.4g}, {mean + half:.4g}], {n} seeds)"
     else:
         text += f" ({n} seed)"

@@ -206,3 +206,22 @@ def test_every_trial_records_its_diff_against_the_parent_champion(tmp_path: Path
     assert "hypothesis: try {'x': 0.6}" in card and "rationale: because" in card
     assert "experimenter's notes: set it by hand" in card and "+import time  # edited" in card
     assert "95% CI" in card and "p=" in card and "min effect" in card
+
+
+def test_show_prints_a_trials_and_a_champions_diff_and_card(tmp_path: Path) -> None:
+    from autosci_hpc.status import show
+
+    world = World(tmp_path)
+    edit = Edit(path="train.py", search="import time\n", replace="import time  # edited by the experimenter\n")
+    pid, tid = world.propose({"x": 0.6}, edits=[edit])
+    # Still running: the diff comes from the snapshot store.
+    running = show(world.store, str(tid))
+    assert "--- diff against champion #1 ---" in running and "+import time  # edited" in running
+    assert "experimenter's notes: set it by hand" in running
+    world.report(tid, 0.9)
+    world.finish({1: 0.91, 2: 0.89})
+    card = show(world.store, "champion")
+    assert card.startswith("Champion #2") and "+x: 0.6" in card and "95% CI" in card
+    assert show(world.store, "c2") == card
+    assert "+x: 0.6" in show(world.store, str(tid))
+    assert show(world.store, "c1").lower().startswith("champion #1")
