@@ -191,15 +191,6 @@ def summarize(metrics: dict[int, float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def mean_interval(values: list[float], level: float = 0.95) -> Optional[tuple[float, float]]:
-    """Two-sided t interval of the mean of `values` (None with fewer than two)."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = _t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
-
-
 #: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom: what the displays use, so
 #: that `autosci status` does not import scipy.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,

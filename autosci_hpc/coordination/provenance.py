@@ -13,6 +13,10 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
+from ..task import flatten
+
 #: A diff longer than this is cut (the rest is counted): the record stays readable and small.
 MAX_DIFF_CHARS = 60_000
 #: Files larger than this are compared by size only.
@@ -43,10 +47,23 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def overrides_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """The effective config overrides, before and after, as a unified diff of `key: value` lines."""
-    a = [f"{k}: {_canon(v)}\n" for k, v in sorted(before.items())]
-    b = [f"{k}: {_canon(v)}\n" for k, v in sorted(after.items())]
+def _config_of(snapshot_dir: Path) -> dict[str, Any]:
+    """The snapshot's config.yaml, flattened to dotted keys ({} without one, or unreadable)."""
+    path = snapshot_dir / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return flatten(data) if isinstance(data, dict) else {}
+
+
+def overrides_diff(before: dict[str, Any], after: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:
+    """The overridden config keys, before and after, as a unified diff of `key: value` lines; a key only
+    one side overrides shows the program's own value (from `defaults`) on the other."""
+    defaults = defaults or {}
+    keys = sorted(set(before) | set(after))
+    a = [f"{k}: {_canon(before.get(k, defaults.get(k)))}\n" for k in keys if k in before or k in defaults]
+    b = [f"{k}: {_canon(after.get(k, defaults.get(k)))}\n" for k in keys if k in after or k in defaults]
     return "".join(difflib.unified_diff(a, b, "a/(config overrides)", "b/(config overrides)"))
 
 
@@ -72,8 +89,9 @@ def snapshot_diff(snapshots: Path, before: str, after: str) -> str:
 def program_diff(campaign_folder: Path, base_snapshot: str, base_overrides: dict[str, Any], snapshot: str,
                  overrides: dict[str, Any]) -> str:
     """What a trial changed against its parent champion: code first, then config overrides."""
-    text = snapshot_diff(Path(campaign_folder) / "snapshots", base_snapshot, snapshot)
-    text += overrides_diff(base_overrides, overrides)
+    snapshots = Path(campaign_folder) / "snapshots"
+    text = snapshot_diff(snapshots, base_snapshot, snapshot)
+    text += overrides_diff(base_overrides, overrides, _config_of(snapshots / base_snapshot))
     if len(text) > MAX_DIFF_CHARS:
         text = text[:MAX_DIFF_CHARS] + f"\n... ({len(text) - MAX_DIFF_CHARS} more characters cut)\n"
     return text
