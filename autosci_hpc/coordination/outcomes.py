@@ -84,7 +84,8 @@ class Outcomes:
             return self._decide(session, proposal, champion, [trial])
         # A replicate or a champion rerun: decide once every seed of the group (both sides) is in.
         group_name = trial.group.removesuffix(RERUN_SUFFIX)
-        everything = session.exec(select(Trial).where(col(Trial.group).in_([group_name, group_name + RERUN_SUFFIX]))
+        names = [group_name, group_name + RERUN_SUFFIX]
+        everything = session.exec(select(Trial).where(col(Trial.group).in_(names))
                                   .where(col(Trial.superseded_by).is_(None))).all()
         if any(t.status not in ("succeeded", "failed") for t in everything):
             return 0
@@ -167,7 +168,8 @@ class Outcomes:
             missing = [s for s in missing if s not in reference]  # re-measuring does not fit: reuse
         for seed in seeds:
             session.add(Trial(proposal_id=proposal.id, team_id=template.team_id,
-                              experimenter_id=template.experimenter_id, role="replicate", group=template.group,
+                              experimenter_id=template.experimenter_id, role="replicate",
+                              group=template.group,
                               snapshot_id=template.snapshot_id, overrides=template.overrides,
                               config_signature=template.config_signature, seed=seed, replicate_of=template.id,
                               parent_champion_id=champion.id, diff=template.diff, notes=template.notes))
@@ -234,13 +236,14 @@ class Outcomes:
                 if self._add_seeds(session, proposal, group[0], champion, seeds):
                     proposal.status = "replicating"
                     session.add(proposal)
-                    post(session, "result", f"#{proposal.id}: inconclusive on {len(metrics)} seeds, adding seeds "
-                         f"{seeds[0]}..{seeds[-1]}", decision.summary(), team_id=proposal.team_id,
+                    post(session, "result", f"#{proposal.id}: inconclusive on {len(metrics)} seeds, "
+                         f"adding seeds {seeds[0]}..{seeds[-1]}", decision.summary(), team_id=proposal.team_id,
                          proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
                     emit(session, "proposal.more_seeds", "proposal", proposal.id, seeds=seeds,
                          p_value=decision.detail.get("p_value"), delta=decision.delta)
                     return 0
-                decision = promotion.decide(self.task, rules, champion, metrics, reference, spread, final=True)
+                decision = promotion.decide(self.task, rules, champion, metrics, reference, spread,
+                                            final=True)
                 decision.detail["stopped_by"] = "budget"
         ids = [t.id or 0 for t in group]
         if decision.promote:

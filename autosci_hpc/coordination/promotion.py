@@ -229,7 +229,8 @@ def rule_text(rule: str, detail: dict[str, Any]) -> str:
         parts.append(f"p={detail['p_value']:.3g} (< {level:.3g})" if level is not None else
                      f"p={detail['p_value']:.3g}")
     if detail.get("min_effect") is not None:
-        parts.append(f"min effect {detail['min_effect']:.3g} (baseline sd {detail.get('baseline_sd', 0):.3g})")
+        sd = detail.get("baseline_sd", 0.0)
+        parts.append(f"min effect {detail['min_effect']:.3g} (baseline sd {sd:.3g})")
     elif detail.get("min_delta"):
         parts.append(f"min delta {detail['min_delta']:.3g}")
     return ", ".join(parts)
@@ -240,7 +241,8 @@ def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[s
                expected: str = "", diff: Optional[str] = None, notes: str = "") -> str:
     """The champion's card for the forum, the report and `autosci show`: what was believed, what was
     implemented, what it measured, and by which rule. It never carries the held-out test metric."""
-    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in sorted(champion.seed_metrics.items(), key=lambda kv: int(kv[0])))
+    ordered = sorted(champion.seed_metrics.items(), key=lambda kv: int(kv[0]))
+    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in ordered)
     lines = [
         f"Champion #{champion.id} of task {task.name}",
         f"{task.metric.name} ({task.metric.direction}): "
@@ -259,7 +261,8 @@ def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[s
         f"promotion rule: {rule_text(champion.rule, champion.rule_detail)}",
     ]
     if previous is not None:
-        lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} (delta {champion.delta:+.4g})")
+        lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} "
+                     f"(delta {champion.delta:+.4g})")
     if team:
         lines.append(f"found by team {team}")
     if notes:

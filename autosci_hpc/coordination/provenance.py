@@ -57,7 +57,8 @@ def _config_of(snapshot_dir: Path) -> dict[str, Any]:
     return flatten(data) if isinstance(data, dict) else {}
 
 
-def overrides_diff(before: dict[str, Any], after: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> str:
+def overrides_diff(before: dict[str, Any], after: dict[str, Any],
+                   defaults: Optional[dict[str, Any]] = None) -> str:
     """The overridden config keys, before and after, as a unified diff of `key: value` lines; a key only
     one side overrides shows the program's own value (from `defaults`) on the other."""
     defaults = defaults or {}

@@ -198,7 +198,8 @@ def test_every_trial_records_its_diff_against_the_parent_champion(tmp_path: Path
     assert len(trials) == 3 and all(t.parent_champion_id == 1 for t in trials)
     diff = trials[0].diff or ""
     assert "--- a/train.py" in diff and "+import time  # edited by the experimenter" in diff
-    assert "-x: 0.0\n+x: 0.6" in diff and "config.yaml" not in diff  # the program's own value, then the override
+    # The program's own value of the key, then the override.
+    assert "-x: 0.0\n+x: 0.6" in diff and "config.yaml" not in diff
     assert all(t.diff == diff for t in trials)
     champion = world.champions()[-1]
     assert champion.diff == diff
