@@ -59,8 +59,8 @@ from autosci_hpc.report.load import CampaignData, load_campaign  # noqa: E402
 NAME = "search efficiency"
 # Quick: about 8 minutes on 2 cores (diabetes trials take ~2.5 s of CPU each, 2 at a time).
 QUICK = {"task": "tasks/diabetes", "seeds": 5, "trials": 18, "strong_seeds": 2, "strong_trials": 15,
-         "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 4000, "planted_campaigns": 4,
-         "planted_trials": 30}
+         "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 4000, "planted_campaigns": 5,
+         "planted_trials": 40}
 FULL = {"task": "tasks/diabetes", "seeds": 8, "trials": 40, "strong_seeds": 3, "strong_trials": 40,
         "noise_trials": 60, "run_noise": 0.02, "sim_candidates": 20000, "planted_campaigns": 10,
         "planted_trials": 60}
@@ -68,7 +68,7 @@ FULL = {"task": "tasks/diabetes", "seeds": 8, "trials": 40, "strong_seeds": 3, "
 RULES = {"off (1 seed, mean)": {"seeds": 1, "rule": "mean"},
          "mean (3 seeds)": {"seeds": 3, "rule": "mean"},
          "ttest (3 seeds, alpha 0.1)": {"seeds": 3, "rule": "ttest", "alpha": 0.1},
-         "paired (default)": {}}
+         "paired (default)": {"rule": "paired"}}  # named: the campaign config below pins `mean`
 DEFAULT_RULE = "paired (default)"
 CONFIG = bl.ROOT / "configs" / "campaign" / "diabetes_demo.yaml"
 ARMS = ("decentralized", "single", "random")
@@ -263,7 +263,8 @@ def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float) 
     metric = FlatMetric(0.01, run_noise)
     gain = round(2 * metric.sigma, 5)
     overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
-                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}"]
+                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}", "promotion.rule=paired",
+                 "promotion.min_delta=0"]
     datas = _compare(out, ("decentralized",), campaigns, overrides)
     found = []
     for data in datas:
