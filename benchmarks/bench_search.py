@@ -258,12 +258,13 @@ def rule_simulation(candidates: int, run_noise: float, noise: float = 0.01, seed
 
 # ---- a planted improvement, whole campaigns ------------------------------------------------------
 
-def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float) -> dict[str, Any]:
-    """Campaigns (default rule) on the flat task with a 2-sigma gain planted at x >= 0.5."""
+def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float,
+                      rule: str = "paired") -> dict[str, Any]:
+    """Campaigns (the default rule unless told) on the flat task with a 2-sigma gain planted at x >= 0.5."""
     metric = FlatMetric(0.01, run_noise)
     gain = round(2 * metric.sigma, 5)
     overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
-                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}", "promotion.rule=paired",
+                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}", f"promotion.rule={rule}",
                  "promotion.min_delta=0"]
     datas = _compare(out, ("decentralized",), campaigns, overrides)
     found = []
