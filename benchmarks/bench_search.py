@@ -57,10 +57,11 @@ from autosci_hpc.report import metrics  # noqa: E402
 from autosci_hpc.report.load import CampaignData, load_campaign  # noqa: E402
 
 NAME = "search efficiency"
-# Quick: about 8 minutes on 2 cores (diabetes trials take ~2.5 s of CPU each, 2 at a time).
+# Quick: about 8 minutes on 2 cores for parts 1-2 (diabetes trials take ~2.5 s of CPU each, 2 at a time), and
+# 6-12 more for the rules (parts 3-5; `--only-rules` runs just those).
 QUICK = {"task": "tasks/diabetes", "seeds": 5, "trials": 18, "strong_seeds": 2, "strong_trials": 15,
          "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 4000, "planted_campaigns": 5,
-         "planted_trials": 40}
+         "planted_trials": 60}
 FULL = {"task": "tasks/diabetes", "seeds": 8, "trials": 40, "strong_seeds": 3, "strong_trials": 40,
         "noise_trials": 60, "run_noise": 0.02, "sim_candidates": 20000, "planted_campaigns": 10,
         "planted_trials": 60}
