@@ -491,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposal", type=int)
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_log)
-    p = sub.add_parser("show", help="one trial (12), proposal (p3) or team (team-1) with its story")
+    p = sub.add_parser("show", help="one trial (12, with its diff), proposal (p3), team (team-1) or champion "
+                                    "(c2, or 'champion' for the current one: its model card and diff)")
     p.add_argument("ref")
     p.add_argument("--transcript", action="store_true",
                    help="print the model conversations behind the proposal (or the trial's proposal)")

@@ -81,18 +81,36 @@ class CoordinationSection(_Section):
 
 
 class PromotionSection(_Section):
-    #: Seeds a candidate is run on before promotion (seed 0 screens, the rest replicate).
+    #: Seeds a candidate is run on before the first decision (seed 0 screens, the rest replicate).
     seeds: int = Field(default=3, ge=1)
-    rule: Literal["mean", "ttest"] = "mean"
+    #: paired (default): a one-sided test on the paired differences (candidate seed k against the
+    #: champion's seed k) with a minimum effect calibrated from the baseline's replicates, adding seeds
+    #: while the result is inconclusive; mean: the mean difference exceeds `min_delta`; ttest: that and
+    #: a one-sided paired t-test at `alpha`, on the first `seeds` seeds only.
+    rule: Literal["paired", "mean", "ttest"] = "paired"
     #: Minimum improvement of the mean over seeds (in the metric's units).
     min_delta: float = Field(default=0.0, ge=0)
     #: A candidate is replicated only if its first seed beats the champion's by this much.
     screen_delta: float = Field(default=0.0, ge=0)
-    #: Significance level of the `ttest` rule (one-sided paired t-test).
-    alpha: float = Field(default=0.1, gt=0, lt=1)
+    #: Significance level. For `paired` it is the chance, summed over all its looks (Bonferroni), that a
+    #: candidate no better than the champion is promoted; for `ttest` the level of its single test.
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    #: `paired`: the minimum effect, in standard deviations of the baseline's replicates (the larger of
+    #: this and `min_delta` applies).
+    min_effect_sigmas: float = Field(default=0.5, ge=0)
+    #: `paired`: the most seeds a candidate runs on (at least `seeds`); while inconclusive it gets
+    #: `seed_step` more at a time.
+    max_seeds: int = Field(default=11, ge=1)
+    seed_step: int = Field(default=2, ge=1)
+    #: `paired`: stop adding seeds once the gain is below the minimum effect with this one-sided
+    #: confidence (1 - futility); higher stops hopeless candidates sooner.
+    futility: float = Field(default=0.2, gt=0, lt=1)
+    #: Re-run the champion on every seed of each replication, next to the candidate, instead of reusing
+    #: its stored runs: for metrics that depend on time or hardware (a time-budgeted training run).
+    remeasure_champion: bool = False
 
     @model_validator(mode="after")
-    def _ttest_needs_seeds(self) -> "PromotionSection":
+    def _seeds_fit(self) -> "PromotionSection":
         if self.rule == "ttest" and self.seeds < 3:
             raise ValueError("rule 'ttest' needs seeds >= 3")
         return self

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from .agents.views import current_champion
 from .coordination.budget import count_rows
+from .coordination.promotion import interval_text
 from .state import Store
 from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,
                            Trial)
@@ -61,7 +62,8 @@ def render_status(store: Store) -> Group:
         header.append(f"trials {campaign.trials_submitted}/{budget} submitted, {campaign.trials_finished} finished, "
                       f"{failed} failed; proposals rejected before compute: {rejected}; dead ends: {dead}\n")
         if champion is not None:
-            header.append(f"champion #{champion.id}: {_fmt(champion.metric_mean)} ± {_fmt(champion.metric_std)}"
+            shown = interval_text(champion.metric_mean, champion.metric_std, len(champion.seed_metrics))
+            header.append(f"champion #{champion.id}: {shown}"
                           f" (baseline {_fmt(baseline.metric_mean if baseline else None)}, "
                           f"{campaign.promotions} promotion(s))", style="green")
         teams_table = Table(title="teams", expand=False)
@@ -137,19 +139,47 @@ def log_table(store: Store, team: Optional[str] = None, status: Optional[str] = 
 
 
 def show(store: Store, ref: str) -> str:
-    """The story of one trial (`12` or `t12`), proposal (`p3`) or team (`team-1`)."""
+    """The story of one trial (`12` or `t12`, with its diff against its parent champion), proposal
+    (`p3`), team (`team-1`) or champion (`c2`, or `champion` for the current one: its model card)."""
     with store.read() as session:
         if ref.startswith("team-"):
             return _show_team(session, ref)
+        if ref == "champion" or (ref.startswith("c") and ref[1:].isdigit()):
+            return _show_champion(session, None if ref == "champion" else int(ref[1:]))
         if ref.startswith("p"):
             return _show_proposal(session, int(ref[1:]))
-        return _show_trial(session, int(ref.lstrip("t")))
+        return _show_trial(session, int(ref.lstrip("t")), store.folder)
 
 
-def _show_trial(session: Session, trial_id: int) -> str:
+def _show_champion(session: Session, champion_id: Optional[int]) -> str:
+    row = current_champion(session) if champion_id is None else session.get(Champion, champion_id)
+    if row is None:
+        raise KeyError("no champion yet" if champion_id is None else f"no champion {champion_id}")
+    card = row.model_card or f"champion #{row.id}"
+    if row.diff is not None and "implemented diff" not in card:  # a card written before diffs were kept
+        card += "\nimplemented diff against the previous champion:\n" + (row.diff or "(none)")
+    return f"{card}\ntrials {row.trial_ids}"
+
+
+def _trial_diff(session: Session, t: Trial, folder: Any) -> tuple[Optional[int], str]:
+    """The trial's parent champion and diff: as stored, or (a trial still running) from the snapshots."""
+    from .coordination import provenance
+
+    parent_id = t.parent_champion_id
+    if t.diff is not None:
+        return parent_id, t.diff
+    parent = session.get(Champion, parent_id) if parent_id is not None else None
+    if parent is None or t.role in ("baseline", "champion_rerun"):
+        return parent_id, ""
+    return parent_id, provenance.program_diff(folder, parent.snapshot_id, parent.overrides, t.snapshot_id,
+                                              t.overrides)
+
+
+def _show_trial(session: Session, trial_id: int, folder: Any = None) -> str:
     t = session.get(Trial, trial_id)
     if t is None:
         raise KeyError(f"no trial {trial_id}")
+    parent_id, diff = _trial_diff(session, t, folder)
     lines = [f"trial {t.id}: {t.role} of group {t.group}, seed {t.seed}, attempt {t.attempt}",
              f"status {t.status}" + (f" ({t.failure_class}: {t.failure_reason})" if t.failure_class else ""),
              f"metric {_fmt(t.metric)}  test metric {_fmt(t.test_metric)}  Δ champion {_fmt(t.champion_delta)}",
@@ -158,6 +188,10 @@ def _show_trial(session: Session, trial_id: int) -> str:
              f"environment {t.environment}"]
     if t.proposal_id:
         lines.append(f"proposal p{t.proposal_id}")
+    if t.notes:
+        lines.append(f"experimenter's notes: {t.notes}")
+    if parent_id is not None:
+        lines += [f"--- diff against champion #{parent_id} ---", diff.rstrip("\n") or "(no change)"]
     if t.log_tail:
         lines += ["--- log tail ---", t.log_tail]
     events = session.exec(select(Event).where(Event.entity == "trial").where(Event.entity_id == t.id)

@@ -42,6 +42,9 @@ class ProposalDraft(BaseModel):
     rationale: str
     expected_effect: str = ""
     falsification: str = ""
+    #: A coarse direction the change explores, e.g. `arch:depth` or `optim:schedule` (optional): dead
+    #: ends are registered on directions, so a code idea that keeps failing blocks its kind, not one hash.
+    direction: str = ""
 
 
 class CritiqueDraft(BaseModel):

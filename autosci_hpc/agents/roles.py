@@ -7,6 +7,7 @@ write transaction. An agent that dies loses at most the decision it was making.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -122,23 +123,37 @@ def _exhausted(session: Session, agent_id: int, limit: int) -> bool:
 class Analyst(Role):
     def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0,
                       **memory: Any) -> Optional[int]:
-        """Post the policy's next proposal and name its critics; `memory` is stored with it."""
+        """Post the policy's next proposal and name its critics; `memory` is stored with it.
+
+        A code edit is applied to the champion's program right away: the content-addressed snapshot
+        it yields goes into the proposal's configuration signature, the same one its trial will carry,
+        so a program that was already tried (or is proposed and open) is refused as a duplicate before
+        any compute, however its edits were worded; edits that do not apply are refused with why."""
         info, view = self._look()
         draft = self._ask(info, "propose", view, focus)
+        with self.ctx.store.read() as session:
+            champion = current_champion(session)
+            # Scrubbed before anything is built from it: a snapshot must not carry a key either.
+            clean = scrub.for_session(session)
+        if draft is not None:
+            draft = scrub.clean_draft(draft, clean)
+        snapshot = champion.snapshot_id if champion else ""
+        patch_error = ""
+        if draft is not None and draft.edits:
+            try:
+                snapshot = build_snapshot(self.ctx.task, self.ctx.folder, snapshot, list(draft.edits))
+            except PatchError as exc:
+                patch_error = f"the edits do not apply to the champion's program: {exc}"
         with self.ctx.store.write() as session:
             if draft is None:
                 remember(session, self.agent_id, **{**info.memory_update, **memory})
                 return None
-            clean = scrub.for_session(session)
-            draft = scrub.clean_draft(draft, clean)
             scrub.record(session, clean, "agent", self.agent_id, "a proposal")
-            champion = current_champion(session)
             base = champion.overrides if champion else {}
-            unknown = unknown_keys_reason(self.ctx.task.base_config(), draft.overrides)
+            unknown = unknown_keys_reason(self.ctx.task.base_config(), draft.overrides) or patch_error
             effective = {**base, **draft.overrides}
-            snapshot = champion.snapshot_id if champion else ""
-            if draft.edits:
-                snapshot = f"{snapshot}+{change_signature({}, draft.edits)}"
+            tag = re.sub(r"[^A-Za-z0-9_:.\-]", "", draft.direction)[:60]  # model text: clipped to a tag
+            tags = [f"dir:{tag}"] if tag else []
             proposal = Proposal(
                 author_id=self.agent_id, team_id=team_id, focus=draft.focus, title=draft.title,
                 rationale=draft.rationale, expected_effect=draft.expected_effect,
@@ -146,7 +161,7 @@ class Analyst(Role):
                 edits=[e.model_dump() for e in draft.edits],
                 change_signature=change_signature(draft.overrides, draft.edits),
                 config_signature=config_signature(snapshot, effective),
-                directions=directions(self.ctx.task, draft.overrides, draft.edits),
+                directions=directions(self.ctx.task, draft.overrides, draft.edits) + tags,
                 base_champion_id=champion.id if champion else None,
                 discussion_round=discussion_round,
             )
@@ -346,7 +361,8 @@ class Experimenter(Role):
             overrides = {**champion.overrides, **impl.overrides}
             trial = Trial(proposal_id=proposal_id, team_id=proposal.team_id, experimenter_id=self.agent_id,
                           role="candidate", group=f"p{proposal_id}", snapshot_id=snapshot,
-                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0)
+                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0,
+                          parent_champion_id=champion.id, notes=impl.notes[:4000] or None)
             session.add(trial)
             proposal.status = "running"
             proposal.updated_at = utcnow()

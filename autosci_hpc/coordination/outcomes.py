@@ -1,12 +1,21 @@
 """What a result sets in motion, inside the transaction that ingests it.
 
-Replication of a candidate that passes its first-seed screen, the promotion decision, the
+Replication of a candidate that passes its first-seed screen, the promotion decision (with more
+seeds while the `paired` rule finds it inconclusive, and the champion's runs on those seeds: reused
+from the log where they exist, otherwise run in the same batch as `champion_rerun` trials), the
 conclusion of a proposal (team counters, the experimenter freed), the baseline champion, and the
 same-seed retry of a trial lost to the infrastructure. Doing this in the ingest transaction means a
 crash can never leave a result ingested but not acted on.
+
+A candidate is always judged against the champion it was built on. If another champion was
+promoted while it ran, it is concluded as `stale` and never replaces the new champion (whose change
+it does not contain); its idea may be proposed again on the new champion.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 from sqlmodel import Session, col, select
 
@@ -17,8 +26,13 @@ from ..execution.results import FailureClass
 from ..state import emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
 from ..task import TaskSpec
-from . import promotion
+from . import budget, promotion, provenance
 from .modes import first_phase
+
+#: The role of a champion's run on a seed it had no stored result for (or on every seed of a
+#: replication when `promotion.remeasure_champion` is set); its group is the candidate's + this.
+CHAMPION_RERUN = "champion_rerun"
+RERUN_SUFFIX = ":champion"
 
 
 class Outcomes:
@@ -37,9 +51,16 @@ class Outcomes:
         proposal = session.get(Proposal, trial.proposal_id)
         champion = current_champion(session)
         assert proposal is not None and champion is not None
+        if proposal.status == "done":  # concluded already (a late duplicate): nothing more to decide
+            return 0
         rules = self.config.promotion
-        if trial.status == "succeeded" and trial.metric is not None:
-            trial.champion_delta = promotion.screen(self.task, rules, champion, trial.seed, trial.metric)
+        parent = self._parent(session, trial) or champion
+        if trial.role in ("candidate", "replicate"):
+            self._record_provenance(session, trial, parent)
+            if trial.status == "succeeded" and trial.metric is not None:
+                reference = self._reference(session, parent, trial.group)
+                trial.champion_delta = promotion.screen(self.task, rules, parent, trial.seed, trial.metric,
+                                                        reference)
             session.add(trial)
         if trial.role == "candidate":
             if trial.status == "failed":
@@ -49,13 +70,11 @@ class Outcomes:
                      trial_ids=[trial.id or 0])
                 self._conclude(session, proposal, "failed")
                 return 1
+            if parent.id != champion.id:
+                return self._stale(session, proposal, parent, champion, [trial])
             delta = trial.champion_delta or 0.0
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
-                for seed in range(1, rules.seeds):
-                    session.add(Trial(proposal_id=proposal.id, team_id=trial.team_id,
-                                      experimenter_id=trial.experimenter_id, role="replicate", group=trial.group,
-                                      snapshot_id=trial.snapshot_id, overrides=trial.overrides,
-                                      config_signature=trial.config_signature, seed=seed, replicate_of=trial.id))
+                self._add_seeds(session, proposal, trial, champion, list(range(1, rules.seeds)), first=True)
                 proposal.status = "replicating"
                 session.add(proposal)
                 post(session, "result", f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
@@ -65,12 +84,117 @@ class Outcomes:
                 emit(session, "proposal.replicating", "proposal", proposal.id, delta=delta)
                 return 0
             return self._decide(session, proposal, champion, [trial])
-        # A replicate: decide once every seed of the group is in.
-        group = session.exec(select(Trial).where(Trial.group == trial.group)
-                             .where(col(Trial.superseded_by).is_(None))).all()
-        if any(t.status not in ("succeeded", "failed") for t in group):
+        # A replicate or a champion rerun: decide once every seed of the group (both sides) is in.
+        group_name = trial.group.removesuffix(RERUN_SUFFIX)
+        names = [group_name, group_name + RERUN_SUFFIX]
+        everything = session.exec(select(Trial).where(col(Trial.group).in_(names))
+                                  .where(col(Trial.superseded_by).is_(None))).all()
+        if any(t.status not in ("succeeded", "failed") for t in everything):
             return 0
-        return self._decide(session, proposal, champion, list(group))
+        group = sorted((t for t in everything if t.role in ("candidate", "replicate")), key=lambda t: t.seed)
+        if not group:
+            return 0
+        if parent.id != champion.id:
+            return self._stale(session, proposal, parent, champion, group)
+        return self._decide(session, proposal, champion, group)
+
+    # ---- provenance and the champion's side of a paired comparison ---------------------------
+
+    def _parent(self, session: Session, trial: Trial) -> Optional[Champion]:
+        """The champion a trial's program was built on: recorded on it or on the trial it replicates
+        or retries; for a row written without it, the champion current when it was created."""
+        seen: set[int] = set()
+        row: Optional[Trial] = trial
+        while row is not None and row.id not in seen:
+            if row.parent_champion_id is not None:
+                return session.get(Champion, row.parent_champion_id)
+            seen.add(row.id or 0)
+            link = row.replicate_of or row.retry_of
+            row = session.get(Trial, link) if link else None
+        return session.exec(select(Champion).where(Champion.promoted_at <= trial.created_at)
+                            .order_by(col(Champion.id).desc())).first()
+
+    def _record_provenance(self, session: Session, trial: Trial, parent: Champion) -> None:
+        """The trial's parent champion and its diff against it, once (replicates copy the candidate's)."""
+        if trial.parent_champion_id is None:
+            trial.parent_champion_id = parent.id
+        if trial.diff is None:
+            source = session.get(Trial, trial.replicate_of) if trial.replicate_of else None
+            if source is not None and source.diff is not None and source.snapshot_id == trial.snapshot_id:
+                trial.diff = source.diff
+            else:
+                folder = Path(session.exec(select(Campaign)).one().folder)
+                trial.diff = provenance.program_diff(folder, parent.snapshot_id, parent.overrides,
+                                                     trial.snapshot_id, trial.overrides)
+
+    def _reference(self, session: Session, champion: Champion, group: str) -> dict[int, float]:
+        """The champion's metric per seed: its row, then its other stored runs (same program and
+        overrides, any role) on seeds the row lacks; this group's own champion reruns take precedence
+        (they ran next to the candidate)."""
+        reference = promotion.reference_of(champion)
+        runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
+                            .where(Trial.status == "succeeded").where(col(Trial.metric).is_not(None))
+                            .order_by(col(Trial.id))).all()
+        own = group.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
+        for run in runs:
+            if run.group == own or run.seed not in reference:
+                reference[run.seed] = float(run.metric)  # type: ignore[arg-type]
+        return reference
+
+    def _baseline_spread(self, session: Session) -> Optional[tuple[float, int]]:
+        baseline = session.exec(select(Champion).order_by(col(Champion.id))).first()
+        return (baseline.metric_std, len(baseline.seed_metrics)) if baseline is not None else None
+
+    def _room(self, session: Session) -> int:
+        """Trials that may still be created without eating into what running candidates have reserved."""
+        campaign = session.exec(select(Campaign)).one()
+        seeds = self.config.promotion.seeds
+        created = budget.count_rows(session, Trial, Trial.status == "created")
+        screening = budget.count_rows(session, Proposal, Proposal.status == "running")
+        claimed = budget.count_rows(session, Proposal, Proposal.status == "claimed")
+        committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
+        return self.config.budget.trials - committed
+
+    def _add_seeds(self, session: Session, proposal: Proposal, template: Trial, champion: Champion,
+                   seeds: list[int], first: bool = False) -> int:
+        """Replicates of the candidate on `seeds`, and the champion's runs on those of them it has no
+        stored result for (all of them, and seed 0 too on the first round, when the champion is
+        re-measured). Returns how many trials were created (0 if the budget has no room)."""
+        rules = self.config.promotion
+        reference = self._reference(session, champion, template.group)
+        wanted = ([0, *seeds] if first else seeds) if rules.remeasure_champion else seeds
+        missing = [s for s in wanted if rules.remeasure_champion or s not in reference]
+        if not first and len(seeds) + len(missing) > self._room(session):
+            return 0
+        if first and missing and len(missing) > self._room(session):
+            missing = [s for s in missing if s not in reference]  # re-measuring does not fit: reuse
+        for seed in seeds:
+            session.add(Trial(proposal_id=proposal.id, team_id=template.team_id,
+                              experimenter_id=template.experimenter_id, role="replicate",
+                              group=template.group,
+                              snapshot_id=template.snapshot_id, overrides=template.overrides,
+                              config_signature=template.config_signature, seed=seed, replicate_of=template.id,
+                              parent_champion_id=champion.id, diff=template.diff, notes=template.notes))
+        for seed in missing:
+            session.add(Trial(proposal_id=proposal.id, team_id=template.team_id,
+                              experimenter_id=template.experimenter_id, role=CHAMPION_RERUN,
+                              group=template.group + RERUN_SUFFIX, snapshot_id=champion.snapshot_id,
+                              overrides=dict(champion.overrides), config_signature=champion.config_signature,
+                              seed=seed, parent_champion_id=champion.id))
+        if missing:
+            emit(session, "champion.remeasured", "champion", champion.id, proposal=proposal.id, seeds=missing)
+        return len(seeds) + len(missing)
+
+    def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
+               group: list[Trial]) -> int:
+        """A candidate built on an earlier champion: recorded, never promoted over the new one."""
+        post(session, "result", f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
+             f"it was built on champion #{parent.id} and measured against it; promoting it would drop the "
+             f"change of champion #{champion.id}. Propose it again on the new champion to test it there.",
+             team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
+        emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id)
+        self._conclude(session, proposal, "stale")
+        return 1
 
     def _integrity_notice(self, session: Session, trial: Trial) -> None:
         """A trial that changed protected files: a notice of its own, naming the proposal (a failed
@@ -115,7 +239,24 @@ class Outcomes:
             decision = promotion.Decision(False, rules.rule, group[0].champion_delta or 0.0,
                                           {"seeds": 1, "screen_delta": rules.screen_delta})
         else:
-            decision = promotion.decide(self.task, rules, champion, metrics)
+            reference = self._reference(session, champion, group[0].group)
+            spread = self._baseline_spread(session)
+            decision = promotion.decide(self.task, rules, champion, metrics, reference, spread)
+            if decision.more_seeds:
+                start = max(t.seed for t in group) + 1
+                seeds = list(range(start, start + decision.more_seeds))
+                if self._add_seeds(session, proposal, group[0], champion, seeds):
+                    proposal.status = "replicating"
+                    session.add(proposal)
+                    post(session, "result", f"#{proposal.id}: inconclusive on {len(metrics)} seeds, "
+                         f"adding seeds {seeds[0]}..{seeds[-1]}", decision.summary(), team_id=proposal.team_id,
+                         proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
+                    emit(session, "proposal.more_seeds", "proposal", proposal.id, seeds=seeds,
+                         p_value=decision.detail.get("p_value"), delta=decision.delta)
+                    return 0
+                decision = promotion.decide(self.task, rules, champion, metrics, reference, spread,
+                                            final=True)
+                decision.detail["stopped_by"] = "budget"
         ids = [t.id or 0 for t in group]
         if decision.promote:
             self._promote(session, proposal, champion, group, metrics, decision)
@@ -137,11 +278,14 @@ class Outcomes:
                             seed_metrics={str(k): v for k, v in sorted(metrics.items())},
                             trial_ids=[t.id or 0 for t in group], metric_mean=mean, metric_std=std,
                             test_metric_mean=sum(tests) / len(tests) if tests else None,
-                            delta=decision.delta, rule=decision.rule, rule_detail=decision.detail)
+                            delta=decision.delta, rule=decision.rule, rule_detail=decision.detail,
+                            diff=first.diff)
         session.add(champion)
         session.flush()
-        champion.model_card = promotion.model_card(self.task, champion, proposal.change_signature,
-                                                   team.name if team else None, previous)
+        champion.model_card = promotion.model_card(
+            self.task, champion, proposal.change_signature, team.name if team else None, previous,
+            hypothesis=proposal.title, rationale=proposal.rationale, expected=proposal.expected_effect,
+            diff=first.diff, notes=first.notes or "")
         session.add(champion)
         campaign = session.exec(select(Campaign)).one()
         campaign.promotions += 1

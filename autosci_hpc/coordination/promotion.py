@@ -1,13 +1,23 @@
 """Seed replication and promotion: a candidate becomes champion only if it holds over seeds.
 
-Seeds are paired: the champion was run on seeds 0..n-1 and so is every candidate, so each
-comparison is candidate(seed k) against champion(seed k). Seed 0 screens; the remaining seeds
-replicate; the configured rule decides, and the rule with its numbers is recorded on the
-champion row.
+Seeds are paired: each comparison is candidate(seed k) against champion(seed k), so what the two
+runs of a seed share (the data split, the initialisation) cancels out. Seed 0 screens; the remaining
+seeds replicate; the configured rule decides, and the rule with its numbers (mean gain, p-value,
+interval, minimum effect) is recorded on the champion row.
+
+The default rule, `paired`, is what an experimenter would insist on before believing a gain: a
+one-sided test on the paired differences whose variance is pooled with the spread of the baseline's
+replicates (so three lucky seeds with nearly equal differences cannot look certain), a minimum effect
+of `min_effect_sigmas` baseline standard deviations, and adaptive replication: while the result is
+neither significant nor clearly below the minimum effect, the candidate gets `seed_step` more seeds,
+up to `max_seeds`. Its level `alpha` is split evenly over the possible looks (Bonferroni), so the
+chance that a candidate no better than the champion is promoted stays below `alpha` however many
+seeds it took. `mean` and `ttest` are the earlier rules, kept as named options.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -23,35 +33,83 @@ class Decision:
     rule: str
     delta: float  # mean improvement over the champion on the same seeds
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Inconclusive: run this many more seeds, then decide again (only the `paired` rule asks).
+    more_seeds: int = 0
+
+    @property
+    def outcome(self) -> str:
+        return "promote" if self.promote else "more seeds" if self.more_seeds else "keep the champion"
 
     def summary(self) -> str:
-        verdict = "promote" if self.promote else "keep the champion"
-        extra = f", p={self.detail['p_value']:.3g}" if "p_value" in self.detail else ""
-        return f"{verdict}: mean improvement {self.delta:+.4g} over {self.detail.get('seeds', '?')} seeds ({self.rule}{extra})"
+        d = self.detail
+        extra = f", p={d['p_value']:.3g}" if d.get("p_value") is not None else ""
+        if d.get("ci95"):
+            lo, hi = d["ci95"]
+            extra += f", 95% CI [{lo:+.4g}, {hi:+.4g}]"
+        if d.get("min_effect") is not None:
+            extra += f", min effect {d['min_effect']:.3g}"
+        return (f"{self.outcome}: mean improvement {self.delta:+.4g} over {d.get('seeds', '?')} seeds "
+                f"({self.rule}{extra})")
 
 
-def screen(task: TaskSpec, rules: PromotionSection, champion: Champion, seed: int, metric: float) -> float:
+def screen(task: TaskSpec, rules: PromotionSection, champion: Champion, seed: int, metric: float,
+           reference: Optional[dict[int, float]] = None) -> float:
     """Improvement of a first-seed result over the champion's same seed (positive is better)."""
-    reference = champion.seed_metrics.get(str(seed), champion.metric_mean)
-    return task.better(metric, reference)
+    ref = reference if reference is not None else reference_of(champion)
+    return task.better(metric, ref.get(seed, champion.metric_mean))
 
 
 def passes_screen(rules: PromotionSection, delta: float) -> bool:
     return delta > rules.screen_delta
 
 
-def decide(task: TaskSpec, rules: PromotionSection, champion: Champion,
-           candidate: dict[int, float]) -> Decision:
-    seeds = sorted(candidate)
-    deltas = [task.better(candidate[s], champion.seed_metrics.get(str(s), champion.metric_mean)) for s in seeds]
-    mean_delta = statistics.fmean(deltas)
+def reference_of(champion: Champion) -> dict[int, float]:
+    """The champion's per-seed metrics as stored on its row."""
+    out: dict[int, float] = {}
+    for key, value in champion.seed_metrics.items():
+        try:
+            out[int(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def max_seeds(rules: PromotionSection) -> int:
+    """The most seeds a candidate may run on under `rules`."""
+    return max(rules.seeds, rules.max_seeds) if rules.rule == "paired" else rules.seeds
+
+
+def looks(rules: PromotionSection) -> int:
+    """How many decisions the `paired` rule may take on one candidate (its alpha is split over them)."""
+    return 1 + math.ceil((max_seeds(rules) - rules.seeds) / rules.seed_step)
+
+
+def decide(task: TaskSpec, rules: PromotionSection, champion: Champion, candidate: dict[int, float],
+           reference: Optional[dict[int, float]] = None, baseline: Optional[tuple[float, int]] = None,
+           final: bool = False) -> Decision:
+    """The rule's verdict on a candidate's per-seed metrics against the champion's same seeds.
+
+    `reference` holds the champion's per-seed metrics (its row's when None); only seeds both have are
+    compared. `baseline` is (standard deviation, replicates) of the baseline champion, which calibrates
+    the `paired` rule (the champion's own spread when None). `final`: no more seeds can be run.
+    """
+    ref = reference if reference is not None else reference_of(champion)
+    seeds = sorted(s for s in candidate if s in ref)
+    deltas = [task.better(candidate[s], ref[s]) for s in seeds]
+    mean_delta = statistics.fmean(deltas) if deltas else 0.0
     detail: dict[str, Any] = {
         "seeds": len(seeds),
         "candidate": {str(s): candidate[s] for s in seeds},
-        "champion": {str(s): champion.seed_metrics.get(str(s)) for s in seeds},
+        "champion": {str(s): ref[s] for s in seeds},
         "deltas": deltas,
         "min_delta": rules.min_delta,
     }
+    if not deltas:
+        return Decision(False, rules.rule, 0.0, {**detail, "reason": "no seed in common with the champion"})
+    if rules.rule == "paired":
+        sigma, replicates = baseline if baseline is not None else (champion.metric_std, len(ref))
+        return _paired(rules, deltas, mean_delta, sigma, replicates, final, detail)
+    detail["ci95"] = _interval(deltas, 0.975)
     promote = mean_delta > rules.min_delta
     if rules.rule == "ttest":
         p_value = _one_sided_paired_p(deltas)
@@ -59,6 +117,62 @@ def decide(task: TaskSpec, rules: PromotionSection, champion: Champion,
         detail["alpha"] = rules.alpha
         promote = promote and p_value < rules.alpha
     return Decision(promote=promote, rule=rules.rule, delta=mean_delta, detail=detail)
+
+
+def _t_quantile(q: float, df: int) -> float:
+    from scipy import stats  # imported here: a second of start-up that only the tests need
+
+    return float(stats.t.ppf(q, df))
+
+
+def _t_sf(t: float, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.sf(t, df))
+
+
+def _interval(deltas: list[float], q: float) -> Optional[list[float]]:
+    """Two-sided interval of the mean difference (q = 0.975 for 95%) from the differences alone."""
+    if len(deltas) < 2:
+        return None
+    mean = statistics.fmean(deltas)
+    half = _t_quantile(q, len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return [mean - half, mean + half]
+
+
+def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: float, replicates: int,
+            final: bool, detail: dict[str, Any]) -> Decision:
+    n = len(deltas)
+    squares = sum((d - mean) ** 2 for d in deltas)
+    df = n - 1
+    if replicates >= 2 and sigma > 0:
+        # The difference of two runs varies twice as much as one run: pool that prior knowledge
+        # (the baseline's replicates) with the spread the differences show themselves.
+        squares += 2 * (replicates - 1) * sigma ** 2
+        df += replicates - 1
+    sd = math.sqrt(squares / df) if df > 0 else 0.0
+    se = sd / math.sqrt(n)
+    min_effect = max(rules.min_delta, rules.min_effect_sigmas * max(sigma, 0.0))
+    level = rules.alpha / looks(rules)
+    if df == 0:  # one seed and nothing to calibrate against: no test is possible yet
+        p_value, ci, futile = 1.0, None, False
+    elif se <= 1e-12 * max(1.0, abs(mean)):  # no variation at all: the difference is what it is
+        p_value, ci = (0.0 if mean > 0 else 1.0), [mean, mean]
+        futile = mean <= min_effect
+    else:
+        p_value = _t_sf(mean / se, df)
+        half = _t_quantile(0.975, df) * se
+        ci = [mean - half, mean + half]
+        futile = mean + _t_quantile(1 - rules.futility, df) * se < min_effect
+    promote = p_value < level and mean >= min_effect and mean > rules.min_delta
+    at_cap = final or n >= max_seeds(rules)
+    more = 0 if promote or futile or at_cap else min(rules.seed_step, max_seeds(rules) - n)
+    detail.update({"p_value": p_value, "alpha": rules.alpha, "level": level, "looks": looks(rules),
+                   "min_effect": min_effect, "baseline_sd": sigma, "baseline_replicates": replicates,
+                   "pooled_sd": sd, "df": df, "ci95": ci,
+                   "verdict": "promote" if promote else "futile" if futile else "more seeds" if more
+                   else "inconclusive at the cap"})
+    return Decision(promote=promote, rule="paired", delta=mean, detail=detail, more_seeds=more)
 
 
 def _one_sided_paired_p(deltas: list[float]) -> float:
@@ -77,20 +191,83 @@ def summarize(metrics: dict[int, float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom: what the displays use, so
+#: that `autosci status` does not import scipy.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (1.96 beyond 30)."""
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+
+
+def interval_text(mean: float, std: float, n: int) -> str:
+    """`mean ± std (95% CI [lo, hi], n seeds)`: how a champion's number is shown everywhere."""
+    text = f"{mean:.4g} ± {std:.3g}"
+    if n >= 2:
+        half = t975(n - 1) * std / math.sqrt(n)
+        text += f" (95% CI [{mean - half:.4g}, {mean + half:.4g}], {n} seeds)"
+    else:
+        text += f" ({n} seed)"
+    return text
+
+
+def rule_text(rule: str, detail: dict[str, Any]) -> str:
+    """The promotion rule with its numbers, one line."""
+    if rule == "baseline":
+        return "baseline (the starting program, not a comparison)"
+    parts = [rule, f"{detail.get('seeds', '?')} paired seeds"]
+    if detail.get("deltas"):
+        parts.append(f"mean gain {statistics.fmean(detail['deltas']):+.4g}")
+    if detail.get("ci95"):
+        lo, hi = detail["ci95"]
+        parts.append(f"95% CI of the gain [{lo:+.4g}, {hi:+.4g}]")
+    if detail.get("p_value") is not None:
+        level = detail.get("level", detail.get("alpha"))
+        parts.append(f"p={detail['p_value']:.3g} (< {level:.3g})" if level is not None else
+                     f"p={detail['p_value']:.3g}")
+    if detail.get("min_effect") is not None:
+        sd = detail.get("baseline_sd", 0.0)
+        parts.append(f"min effect {detail['min_effect']:.3g} (baseline sd {sd:.3g})")
+    elif detail.get("min_delta"):
+        parts.append(f"min delta {detail['min_delta']:.3g}")
+    return ", ".join(parts)
+
+
 def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[str],
-               previous: Optional[Champion]) -> str:
-    """A short card for the forum and the report. It never carries the held-out test metric."""
-    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in sorted(champion.seed_metrics.items()))
+               previous: Optional[Champion], *, hypothesis: str = "", rationale: str = "",
+               expected: str = "", diff: Optional[str] = None, notes: str = "") -> str:
+    """The champion's card for the forum, the report and `autosci show`: what was believed, what was
+    implemented, what it measured, and by which rule. It never carries the held-out test metric."""
+    ordered = sorted(champion.seed_metrics.items(), key=lambda kv: int(kv[0]))
+    seeds = ", ".join(f"seed {k}: {v:.4g}" for k, v in ordered)
     lines = [
         f"Champion #{champion.id} of task {task.name}",
-        f"{task.metric.name} ({task.metric.direction}): {champion.metric_mean:.4g} ± {champion.metric_std:.3g} "
-        f"over {len(champion.seed_metrics)} seeds ({seeds})",
+        f"{task.metric.name} ({task.metric.direction}): "
+        f"{interval_text(champion.metric_mean, champion.metric_std, len(champion.seed_metrics))}",
+        f"per seed: {seeds}",
         f"change: {change}",
+    ]
+    if hypothesis:
+        lines.append(f"hypothesis: {hypothesis}")
+    if rationale:
+        lines.append(f"rationale: {rationale}")
+    if expected:
+        lines.append(f"expected effect: {expected}")
+    lines += [
         f"program snapshot {champion.snapshot_id}; overrides {champion.overrides}",
-        f"promotion rule: {champion.rule}",
+        f"promotion rule: {rule_text(champion.rule, champion.rule_detail)}",
     ]
     if previous is not None:
-        lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} (delta {champion.delta:+.4g})")
+        lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} "
+                     f"(delta {champion.delta:+.4g})")
     if team:
         lines.append(f"found by team {team}")
+    if notes:
+        lines.append(f"experimenter's notes: {notes}")
+    if diff is not None:
+        lines.append("implemented diff against the previous champion:")
+        lines.append(diff.rstrip("\n") if diff else "(none: the same program and overrides)")
     return "\n".join(lines)

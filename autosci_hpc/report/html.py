@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pandas as pd
 
 from ..coordination.budget import gpus_per_trial
+from ..coordination.promotion import interval_text
 from . import metrics, plots
 from .load import CampaignData, load_campaign
 
@@ -283,9 +284,9 @@ def _champion(data: CampaignData, level: int) -> str:
     c = champions.iloc[-1]
     seeds = ", ".join(f"seed {k}: {float(v):.4g}" for k, v in sorted((c["seed_metrics"] or {}).items()))
     return (_h(level, f"Champion #{int(c['id'])}")
-            + f"<p><b>{_e(data.metric)} {_num(float(c['metric_mean']))} ± "
-            f"{_num(float(c['metric_std']), 3)}</b> "
-            f"({_e(seeds)}), promoted by rule <code>{_e(c['rule'])}</code>; overrides "
+            + f"<p><b>{_e(data.metric)} "
+            f"{_e(interval_text(float(c['metric_mean']), float(c['metric_std']), len(c['seed_metrics'] or {})))}"
+            f"</b> ({_e(seeds)}), promoted by rule <code>{_e(c['rule'])}</code>; overrides "
             f"<code>{_e(c['overrides'])}</code></p>"
             + _h(level + 1, "Model card") + f"<pre>{_e(c['model_card'] or '(none)')}</pre>")
 

@@ -14,8 +14,20 @@ from sqlmodel import Session, select
 from .. import __version__
 from .models import SCHEMA_VERSION, SchemaInfo
 
+
+def _add_provenance(session: Session) -> None:
+    """Version 1 -> 2: nullable provenance columns (a trial's parent champion, diff and notes; a
+    champion's diff). Additive: rows written before keep NULL there."""
+    for table, column, kind in (("trial", "parent_champion_id", "INTEGER REFERENCES champion(id)"),
+                                ("trial", "diff", "TEXT"), ("trial", "notes", "TEXT"),
+                                ("champion", "diff", "TEXT")):
+        present = {row[1] for row in session.connection().exec_driver_sql(f"PRAGMA table_info({table})")}
+        if column not in present:
+            session.connection().exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 #: version -> step that upgrades a database at that version to version + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance}
 
 
 class SchemaError(RuntimeError):

@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 #: Bump when a table changes, and add the step to `state.migrations.MIGRATIONS`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def utcnow() -> datetime:
@@ -123,7 +123,7 @@ class Proposal(SQLModel, table=True):
     # posted -> approved | rejected -> queued -> claimed -> done
     status: str = Field(default="posted", index=True)
     reject_reason: str = ""
-    outcome: str = ""  # promoted | not_promoted | failed
+    outcome: str = ""  # promoted | not_promoted | failed | stale (built on a champion since replaced)
     claimed_by: Optional[int] = Field(default=None, foreign_key="agent.id")
     discussion_round: int = 0
     #: The peers asked to critique it (agent ids), chosen when it is posted.
@@ -146,7 +146,7 @@ class Trial(SQLModel, table=True):
     proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id", index=True)
     team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
     experimenter_id: Optional[int] = Field(default=None, foreign_key="agent.id")
-    role: str  # baseline | candidate | replicate
+    role: str  # baseline | candidate | replicate | champion_rerun
     #: Trials of one configuration over several seeds share a group ("baseline", "p17", ...).
     group: str = Field(index=True)
     snapshot_id: str
@@ -178,6 +178,12 @@ class Trial(SQLModel, table=True):
     submitted_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     duration_s: Optional[float] = None
+    #: Provenance: the champion this trial's program was built on, the unified diff of its program
+    #: and overrides against that champion's (computed on the coordinator's side from the snapshot
+    #: store), and the experimenter's notes on how the proposal was implemented.
+    parent_champion_id: Optional[int] = Field(default=None, foreign_key="champion.id")
+    diff: Optional[str] = None
+    notes: Optional[str] = None
 
 
 class Champion(SQLModel, table=True):
@@ -200,6 +206,8 @@ class Champion(SQLModel, table=True):
     rule_detail: dict[str, Any] = _json(dict)
     model_card: str = ""
     promoted_at: datetime = Field(default_factory=utcnow)
+    #: The implemented change against the previous champion (unified diff of program and overrides).
+    diff: Optional[str] = None
 
 
 class ForumPost(SQLModel, table=True):

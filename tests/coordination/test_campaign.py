@@ -62,8 +62,9 @@ def test_a_real_improvement_is_replicated_then_promoted(tmp_path: Path) -> None:
     assert len(champions) == 2
     new = champions[1]
     assert new.overrides == {"x": 0.6} and sorted(new.seed_metrics) == ["0", "1", "2"]
-    assert new.metric_mean > champions[0].metric_mean and new.rule == "mean"
-    assert new.rule_detail["deltas"] and "test" not in new.model_card.lower()
+    assert new.metric_mean > champions[0].metric_mean and new.rule == "paired"
+    assert new.rule_detail["deltas"] and new.rule_detail["p_value"] < new.rule_detail["level"]
+    assert "test_score" not in new.model_card and "test metric" not in new.model_card.lower()
 
 
 def test_a_stagnating_team_reopens_discussion(tmp_path: Path) -> None:
@@ -92,4 +93,6 @@ def test_the_budget_is_never_exceeded_and_counters_are_stored(tmp_path: Path) ->
     # Every candidate that passed its screen got its full replication inside the budget.
     groups = {t.group for t in trials if t.role == "replicate"}
     for group in groups:
-        assert sorted(t.seed for t in trials if t.group == group) == [0, 1, 2]
+        # Seeds 0-2, and more while the default rule found it inconclusive: never a gap.
+        seeds = sorted(t.seed for t in trials if t.group == group)
+        assert seeds[:3] == [0, 1, 2] and seeds == list(range(len(seeds)))

@@ -74,7 +74,7 @@ def test_central_mode_planner_assigns_to_workers_without_teams_or_critique(tmp_p
     planner = next(a.id for a in agents.values() if a.role == "planner")
     proposals = rows(coordinator, Proposal)
     assert {p.author_id for p in proposals} == {planner}
-    launched = [p for p in proposals if p.status == "done" and p.outcome in ("promoted", "not_promoted")]
+    launched = [p for p in proposals if p.status == "done" and p.outcome in ("promoted", "not_promoted", "stale")]
     assert {agents[p.claimed_by].role for p in launched} == {"worker"}
     assert len({p.claimed_by for p in launched}) == 2, "both workers got work"
     assert rows(coordinator, Team) == [] and rows(coordinator, Critique) == []
@@ -104,7 +104,9 @@ def test_every_mode_keeps_the_same_trial_budget(tmp_path: Path, mode: str) -> No
     # It used the budget: no more than one full replication (3 seeds) short of it.
     assert len(trials) > 14 - 3
     for group in {t.group for t in trials if t.role == "replicate"}:
-        assert sorted(t.seed for t in trials if t.group == group) == [0, 1, 2]
+        # Seeds 0-2, and more while the default rule found it inconclusive: never a gap.
+        seeds = sorted(t.seed for t in trials if t.group == group)
+        assert seeds[:3] == [0, 1, 2] and seeds == list(range(len(seeds)))
 
 
 def test_the_gpu_hour_budget_ends_a_campaign(tmp_path: Path) -> None:

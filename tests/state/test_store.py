@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Column, MetaData, Table
 from sqlalchemy.exc import OperationalError
-from sqlmodel import func, select
+from sqlmodel import SQLModel, func, select
 
 from autosci_hpc.state import Store, emit
-from autosci_hpc.state import migrations
+from autosci_hpc.state import migrations, models
 from autosci_hpc.state.filesystem import journal_mode_for, mount_of, parse_mounts
 from autosci_hpc.state.models import Campaign, Event, SchemaInfo
 from autosci_hpc.state.store import ForkedStoreError
@@ -158,19 +159,45 @@ def test_write_retries_past_a_held_lock_then_gives_up_when_bounded(tmp_path: Pat
 
 def test_schema_version_recorded_migrated_and_newer_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store(tmp_path)
+    current = models.SCHEMA_VERSION
     with store.read() as session:
-        assert session.exec(select(SchemaInfo)).one().version == 1
+        assert session.exec(select(SchemaInfo)).one().version == current
     seen = []
-    monkeypatch.setitem(migrations.MIGRATIONS, 1, lambda session: seen.append("1->2"))
+    monkeypatch.setitem(migrations.MIGRATIONS, current, lambda session: seen.append(f"{current}->{current + 1}"))
     with store.write() as session:
-        assert migrations.migrate(session, target=2) == 1
-    assert seen == ["1->2"]
+        assert migrations.migrate(session, target=current + 1) == current
+    assert seen == [f"{current}->{current + 1}"]
     with store.write() as session:
         info = session.exec(select(SchemaInfo)).one()
         info.version = 99
         session.add(info)
     with pytest.raises(migrations.SchemaError, match="newer"):
         Store(tmp_path)
+
+
+def test_a_version_1_database_gets_the_provenance_columns(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with store.write() as session:
+        # The two tables as version 1 wrote them: without the provenance columns.
+        conn = session.connection()
+        old = MetaData()
+        for name, added in (("trial", {"parent_champion_id", "diff", "notes"}), ("champion", {"diff"})):
+            conn.exec_driver_sql(f"DROP TABLE {name}")
+            Table(name, old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                               for c in SQLModel.metadata.tables[name].columns if c.name not in added])
+        old.create_all(conn)
+        info = session.exec(select(SchemaInfo)).one()
+        info.version = 1
+        session.add(info)
+    reopened = Store(tmp_path)
+    with reopened.write() as session:
+        assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION
+        columns = {row[1] for row in session.connection().exec_driver_sql("PRAGMA table_info(trial)")}
+        session.add(models.Trial(role="candidate", group="p1", snapshot_id="s", config_signature="s|", seed=0,
+                                 diff="--- a\n+++ b\n", notes="n"))
+    assert {"parent_champion_id", "diff", "notes"} <= columns
+    with reopened.read() as session:
+        assert session.exec(select(models.Trial)).one().diff == "--- a\n+++ b\n"
 
 
 def test_a_failed_block_rolls_back_whole(tmp_path: Path) -> None:

@@ -1,0 +1,228 @@
+"""What a result sets in motion under the paired rule, driven result by result through `Outcomes`.
+
+No trial runs here: each test writes the results a trial would report and hands them to
+`Outcomes.react` inside one write transaction, exactly as the coordinator's ingest does. That makes
+the order of events (a champion promoted while a candidate runs, a seed that comes in last) a
+deterministic part of the test, not a race.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from sqlmodel import col, select
+
+from autosci_hpc.coordination.outcomes import CHAMPION_RERUN, Outcomes
+from autosci_hpc.state import Store
+from autosci_hpc.state.models import Agent, Campaign, Champion, Proposal, Trial
+from autosci_hpc.task import Edit, build_snapshot, config_signature, load_task
+
+from helpers import FIXTURE_TASKS, campaign_config
+
+BASE = {0: 0.50, 1: 0.52, 2: 0.48}
+
+
+class World:
+    """A campaign in execution with a baseline champion (sd 0.02 over 3 seeds) and one proposal."""
+
+    def __init__(self, tmp_path: Path, *overrides: str) -> None:
+        self.config = campaign_config(tmp_path, "toy", "budget.trials=40", *overrides)
+        self.task = load_task(FIXTURE_TASKS / "toy")
+        self.folder = self.config.campaign_folder()
+        self.store = Store(self.folder)
+        self.outcomes = Outcomes(self.task, self.config)
+        self.snapshot = build_snapshot(self.task, self.folder)
+        with self.store.write() as session:
+            session.add(Campaign(name="c", folder=str(self.folder), task_name="toy", mode="decentralized",
+                                 status="execution"))
+            session.add(Agent(name="experimenter-1", role="experimenter"))
+            session.add(Champion(group="baseline", snapshot_id=self.snapshot, overrides={},
+                                 config_signature=config_signature(self.snapshot, {}),
+                                 seed_metrics={str(k): v for k, v in BASE.items()}, metric_mean=0.5,
+                                 metric_std=0.02, rule="baseline"))
+
+    def propose(self, overrides: dict, edits: Optional[list[Edit]] = None, parent: int = 1) -> tuple[int, int]:
+        """A claimed proposal and its seed-0 candidate trial (submitted), built on champion `parent`."""
+        with self.store.write() as session:
+            base = session.get(Champion, parent)
+            assert base is not None
+            snapshot = build_snapshot(self.task, self.folder, base.snapshot_id, edits) if edits else base.snapshot_id
+            effective = {**base.overrides, **overrides}
+            proposal = Proposal(author_id=1, title=f"try {overrides}", rationale="because", overrides=overrides,
+                                change_signature=str(overrides), config_signature=str(overrides),
+                                status="running", claimed_by=1, base_champion_id=parent)
+            session.add(proposal)
+            session.flush()
+            trial = Trial(proposal_id=proposal.id, experimenter_id=1, role="candidate", group=f"p{proposal.id}",
+                          snapshot_id=snapshot, overrides=effective,
+                          config_signature=config_signature(snapshot, effective), seed=0, status="submitted",
+                          parent_champion_id=parent, notes="set it by hand")
+            session.add(trial)
+            session.flush()
+            assert proposal.id is not None and trial.id is not None
+            return proposal.id, trial.id
+
+    def report(self, trial_id: int, metric: float) -> None:
+        """The trial's result arrives and is acted on, in one transaction."""
+        with self.store.write() as session:
+            trial = session.get(Trial, trial_id)
+            assert trial is not None
+            trial.status, trial.metric = "succeeded", metric
+            session.add(trial)
+            self.outcomes.react(session, trial)
+
+    def open_trials(self) -> list[Trial]:
+        with self.store.read() as session:
+            return list(session.exec(select(Trial).where(Trial.status != "succeeded").order_by(col(Trial.id))).all())
+
+    def finish(self, candidate: dict[int, float], champion: Optional[dict[int, float]] = None,
+               proposal: Optional[int] = None) -> None:
+        """Report every open trial (of `proposal`, if given): the candidate's seeds from `candidate`,
+        champion reruns from `champion`."""
+        for trial in self.open_trials():
+            if proposal is not None and trial.proposal_id != proposal:
+                continue
+            values = champion if trial.role == CHAMPION_RERUN else candidate
+            assert values is not None and trial.id is not None
+            self.report(trial.id, values[trial.seed])
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        with self.store.read() as session:
+            row = session.get(Proposal, proposal_id)
+            assert row is not None
+            return row
+
+    def champions(self) -> list[Champion]:
+        with self.store.read() as session:
+            return list(session.exec(select(Champion).order_by(col(Champion.id))).all())
+
+
+def test_an_inconclusive_candidate_gets_more_seeds_and_the_champion_is_run_on_them(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.53)  # +0.03 on seed 0: passes the screen
+    assert sorted((t.role, t.seed) for t in world.open_trials()) == [("replicate", 1), ("replicate", 2)]
+    world.finish({1: 0.53, 2: 0.49})  # +0.01, +0.01: a gain too small to tell from the baseline's noise
+    assert world.proposal(pid).status == "replicating"
+    # Two more seeds, and the champion (which has only seeds 0-2) runs on them in the same batch.
+    assert sorted((t.role, t.seed) for t in world.open_trials()) == [
+        (CHAMPION_RERUN, 3), (CHAMPION_RERUN, 4), ("replicate", 3), ("replicate", 4)]
+    assert {t.group for t in world.open_trials() if t.role == CHAMPION_RERUN} == {f"p{pid}:champion"}
+    world.finish({3: 0.60, 4: 0.58, 5: 0.59, 6: 0.61}, champion={3: 0.50, 4: 0.51, 5: 0.49, 6: 0.50})
+    while world.open_trials():  # until the rule decides
+        world.finish({k: 0.58 + 0.01 * (k % 2) for k in range(20)}, champion={k: 0.50 for k in range(20)})
+    proposal = world.proposal(pid)
+    assert proposal.status == "done" and proposal.outcome == "promoted"
+    new = world.champions()[-1]
+    assert new.rule == "paired" and len(new.seed_metrics) == new.rule_detail["seeds"] >= 5
+    assert new.rule_detail["p_value"] < new.rule_detail["level"]
+    assert new.rule_detail["champion"]["3"] == 0.50  # measured by the rerun, paired with seed 3
+
+
+def test_stored_champion_runs_are_reused(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    first, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.53)
+    world.finish({1: 0.53, 2: 0.49})
+    world.finish({3: 0.45, 4: 0.46}, champion={3: 0.50, 4: 0.51})  # clearly worse: stops
+    assert world.proposal(first).outcome == "not_promoted"
+    second, tid = world.propose({"x": 0.4})
+    world.report(tid, 0.53)
+    world.finish({1: 0.53, 2: 0.49})
+    # Seeds 3 and 4 of the champion are in the log already: only the candidate runs.
+    assert sorted((t.role, t.seed) for t in world.open_trials()) == [("replicate", 3), ("replicate", 4)]
+
+
+def test_remeasuring_runs_the_champion_next_to_every_seed(tmp_path: Path) -> None:
+    world = World(tmp_path, "promotion.remeasure_champion=true")
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.60)
+    assert sorted((t.role, t.seed) for t in world.open_trials()) == [
+        (CHAMPION_RERUN, 0), (CHAMPION_RERUN, 1), (CHAMPION_RERUN, 2), ("replicate", 1), ("replicate", 2)]
+    # Measured now, the champion does better than the candidate: against its stored 0.50s it was a gain.
+    world.finish({0: 0.60, 1: 0.61, 2: 0.59}, champion={0: 0.64, 1: 0.65, 2: 0.63})
+    assert world.proposal(pid).outcome == "not_promoted"
+    assert len(world.champions()) == 1
+
+
+def test_no_seeds_past_the_budget(tmp_path: Path) -> None:
+    world = World(tmp_path, "budget.trials=3")  # nothing submitted is counted here: room for 3 trials
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.53)
+    world.finish({1: 0.53, 2: 0.49})  # inconclusive, but 2 replicates + 2 champion reruns do not fit
+    proposal = world.proposal(pid)
+    assert proposal.status == "done" and proposal.outcome == "not_promoted"
+    assert world.open_trials() == []
+
+
+def test_a_candidate_that_finishes_after_a_new_champion_is_stale(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    slow, slow_trial = world.propose({"y": -0.3})  # built on the baseline ...
+    fast, fast_trial = world.propose({"x": 0.6})
+    world.report(fast_trial, 0.9)
+    world.finish({1: 0.91, 2: 0.89}, proposal=fast)  # ... while this one is promoted
+    assert world.proposal(fast).outcome == "promoted" and len(world.champions()) == 2
+    world.report(slow_trial, 0.95)  # better than anything, but measured against the old champion
+    proposal = world.proposal(slow)
+    assert proposal.status == "done" and proposal.outcome == "stale"
+    champions = world.champions()
+    assert len(champions) == 2 and champions[-1].overrides == {"x": 0.6}
+    assert world.open_trials() == []  # no replication spent on it
+
+
+def test_a_replication_that_completes_after_a_new_champion_is_stale(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    slow, slow_trial = world.propose({"y": -0.3})
+    world.report(slow_trial, 0.95)  # passes its screen: replicating on seeds 1, 2
+    fast, fast_trial = world.propose({"x": 0.6})
+    world.report(fast_trial, 0.9)
+    replicates = {t.id: t for t in world.open_trials()}
+    for trial_id, trial in replicates.items():  # the fast one's replicates come in first
+        if trial.proposal_id == fast and trial_id is not None:
+            world.report(trial_id, 0.9)
+    assert world.proposal(fast).outcome == "promoted"
+    world.finish({1: 0.95, 2: 0.95})
+    assert world.proposal(slow).outcome == "stale"
+    assert [c.overrides for c in world.champions()] == [{}, {"x": 0.6}]
+
+
+def test_every_trial_records_its_diff_against_the_parent_champion(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    edit = Edit(path="train.py", search="import time\n", replace="import time  # edited by the experimenter\n")
+    pid, tid = world.propose({"x": 0.6}, edits=[edit])
+    world.report(tid, 0.9)
+    world.finish({1: 0.91, 2: 0.89})
+    with world.store.read() as session:
+        trials = session.exec(select(Trial).where(Trial.proposal_id == pid)).all()
+    assert len(trials) == 3 and all(t.parent_champion_id == 1 for t in trials)
+    diff = trials[0].diff or ""
+    assert "--- a/train.py" in diff and "+import time  # edited by the experimenter" in diff
+    # The program's own value of the key, then the override.
+    assert "-x: 0.0\n+x: 0.6" in diff and "config.yaml" not in diff
+    assert all(t.diff == diff for t in trials)
+    champion = world.champions()[-1]
+    assert champion.diff == diff
+    card = champion.model_card
+    assert "hypothesis: try {'x': 0.6}" in card and "rationale: because" in card
+    assert "experimenter's notes: set it by hand" in card and "+import time  # edited" in card
+    assert "95% CI" in card and "p=" in card and "min effect" in card
+
+
+def test_show_prints_a_trials_and_a_champions_diff_and_card(tmp_path: Path) -> None:
+    from autosci_hpc.status import show
+
+    world = World(tmp_path)
+    edit = Edit(path="train.py", search="import time\n", replace="import time  # edited by the experimenter\n")
+    pid, tid = world.propose({"x": 0.6}, edits=[edit])
+    # Still running: the diff comes from the snapshot store.
+    running = show(world.store, str(tid))
+    assert "--- diff against champion #1 ---" in running and "+import time  # edited" in running
+    assert "experimenter's notes: set it by hand" in running
+    world.report(tid, 0.9)
+    world.finish({1: 0.91, 2: 0.89})
+    card = show(world.store, "champion")
+    assert card.startswith("Champion #2") and "+x: 0.6" in card and "95% CI" in card
+    assert show(world.store, "c2") == card
+    assert "+x: 0.6" in show(world.store, str(tid))
+    assert show(world.store, "c1").lower().startswith("champion #1")
