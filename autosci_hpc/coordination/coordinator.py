@@ -248,13 +248,6 @@ class Coordinator:
 
     # ---- budget and submission ----------------------------------------------------------------
 
-    def _wall_clock_spent(self) -> bool:
-        return budget.wall_clock_spent(self.store.campaign(), self.config, time.monotonic() - self._clock)
-
-    def _may_start_candidate(self) -> bool:
-        with self.store.read() as session:
-            return budget.may_start_candidate(session, self.config, time.monotonic() - self._clock)
-
     def _submit(self) -> None:
         with self.store.read() as session:
             running = session.exec(select(func.count()).select_from(Trial).where(Trial.status == "submitted")).one()
@@ -300,33 +293,40 @@ class Coordinator:
                             data_dir=str(data_dir(self.folder)) if self.task.prepare else "")
 
     def _maybe_finish(self) -> bool:
-        with self.store.read() as session:
+        """Decide, in ONE write transaction, whether the campaign is over, and record it if so.
+
+        `BEGIN IMMEDIATE` serializes the decision against the agents' own transactions: no agent can
+        claim a queued proposal or create a trial between the counts read here and the `finished`
+        written here (an agent that tries afterwards finds the campaign finished and takes nothing).
+        """
+        with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()
             if campaign.status in ("finished", "failed"):
                 return True
-            if campaign.status != "execution":
+            if campaign.status != "execution" or not campaign.accepting_work:
                 return False
-            pending = session.exec(select(func.count()).select_from(Trial)
-                                   .where(col(Trial.status).in_(["created", "submitted"]))).one()
-            open_work = session.exec(select(func.count()).select_from(Proposal).where(
-                col(Proposal.status).in_(["posted", "claimed", "running", "replicating"]))).one()
-        if pending or open_work:
-            self._idle_ticks = 0
-            return False
-        if self._may_start_candidate():
-            self._idle_ticks = self._idle_ticks + 1 if self._idle_search() else 0
-            if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
+            pending = budget.count_rows(session, Trial, col(Trial.status).in_(["created", "submitted"]))
+            open_work = budget.count_rows(session, Proposal, col(Proposal.status).in_(
+                ["posted", "claimed", "running", "replicating"]))
+            if pending or open_work:
+                self._idle_ticks = 0
                 return False
-        with self.store.read() as session:
-            llm_spent = budget.llm_spent(session, self.config)
-            gpu_spent = budget.gpu_hours_spent(session, self.config)
-        reason = ("wall clock spent" if self._wall_clock_spent() else "LLM budget spent" if llm_spent
-                  else "GPU-hour budget spent" if gpu_spent else "trial budget spent")
-        if self._may_start_candidate():
-            reason = "no proposal left to try"
-        with self.store.write() as session:
-            campaign = session.exec(select(Campaign)).one()
+            extra_s = time.monotonic() - self._clock
+            may_start = budget.may_start_candidate(session, self.config, extra_s)
+            if may_start:
+                queued = budget.count_rows(session, Proposal,
+                                           col(Proposal.status).in_(modes.ready_statuses(self.mode)))
+                self._idle_ticks = self._idle_ticks + 1 if queued == 0 else 0
+                if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
+                    return False
+                reason = "no proposal left to try"
+            else:
+                reason = ("wall clock spent" if budget.wall_clock_spent(campaign, self.config, extra_s)
+                          else "LLM budget spent" if budget.llm_spent(session, self.config)
+                          else "GPU-hour budget spent" if budget.gpu_hours_spent(session, self.config)
+                          else "trial budget spent")
             campaign.status = "finished"
+            campaign.accepting_work = False
             campaign.finished_at = utcnow()
             session.add(campaign)
             champion = current_champion(session)
@@ -334,13 +334,6 @@ class Coordinator:
                  champion.model_card if champion else "no champion")
             emit(session, "campaign.finished", "campaign", campaign.id, reason=reason)
         return True
-
-    def _idle_search(self) -> bool:
-        """True when no team has anything queued: the analysts found nothing more to propose."""
-        with self.store.read() as session:
-            queued = session.exec(select(func.count()).select_from(Proposal)
-                                  .where(col(Proposal.status).in_(modes.ready_statuses(self.mode)))).one()
-        return queued == 0
 
     def summary(self) -> Summary:
         with self.store.read() as session:
