@@ -1,13 +1,15 @@
 """The SLURM executor's parsing, classification, polling cadence and environment hygiene.
 
 These run without a cluster: the scheduler's answers are given as text, the way sacct and squeue
-print them. The same executor against the real single-node cluster is in tests/slurm/.
+print them, and submitit finds the fake scheduler's programs on PATH (`fake_slurm.py`) instead of a
+real `srun`. The same executor against the real single-node cluster is in tests/slurm/.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,14 @@ class FakeScheduler:
         return subprocess.CompletedProcess(argv, 0, "MaxArraySize            = 7\n", "")
 
 
+@pytest.fixture(autouse=True)
+def no_real_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the fake scheduler's programs on PATH, ahead of any real Slurm (none is needed)."""
+    from fake_slurm import FakeSlurm
+
+    monkeypatch.setenv("PATH", FakeSlurm(tmp_path / "fake-slurm").path_env())
+
+
 def executor(tmp_path: Path, fake: FakeScheduler, **kw: float) -> SlurmTrialExecutor:
     return SlurmTrialExecutor(tmp_path, {"timeout_min": 5}, job_name="autosci-t", runner=fake, **kw)  # type: ignore[arg-type]
 
@@ -75,7 +85,13 @@ def test_absent_jobs_are_never_finished_and_errors_back_off(tmp_path: Path) -> N
     fake.sacct_rc, fake.sacct_err = 1, "sacct: error: slurm_persist_conn_open: Socket timed out"
     ex._next_poll = 0.0
     assert ex.states(["9_0"])["9_0"].terminal  # last known state stands
-    assert ex._poll_interval > 0 and ex._next_poll > 0  # and the next try waits
+    failed_at = len(fake.calls)
+    assert ex._poll_interval >= 1.0 and ex._next_poll > time.monotonic()  # the next try waits...
+    assert ex.states(["9_0"])["9_0"].terminal and len(fake.calls) == failed_at  # ...no call meanwhile
+    before = ex._poll_interval
+    ex._next_poll = 0.0
+    ex.states(["9_0"])
+    assert ex._poll_interval == min(ex.max_poll_s, before * 2)  # and each error doubles the wait
 
 
 def test_squeue_fallback_when_accounting_is_disabled(tmp_path: Path) -> None:
