@@ -59,12 +59,42 @@ def _load(args: argparse.Namespace) -> Optional[tuple[Any, Any]]:
         return None
 
 
+class _LeaseTaker:
+    """Takes the campaign's coordinator lease when the coordinator opens its store (before anything
+    is written), and keeps it alive with a heartbeat: every command that coordinates holds it."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.lease: Any = None
+        self.beat: Any = None
+
+    def __call__(self, store: Any) -> Any:
+        from .state.lease import CoordinatorLease
+
+        self.lease = CoordinatorLease(store, ttl_s=self.ttl_s)
+        self.lease.acquire()
+        return self.lease
+
+    def start(self) -> None:
+        from .state.lease import Heartbeat
+
+        self.beat = Heartbeat(self.lease, interval_s=max(1.0, self.ttl_s / 4))
+        self.beat.start()
+
+    def release(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        if self.lease is not None:
+            self.lease.release()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
         return 2
     config, task = loaded
     from .coordination.coordinator import Coordinator
+    from .state.lease import LeaseHeld
     from .status import render_status
 
     folder = config.campaign_folder()
@@ -84,7 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(line, highlight=False, markup=False)
             last.update(t=now, line=line)
 
-    coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
+    taker = _LeaseTaker(args.lease_ttl)
+    try:
+        coordinator = Coordinator(config, folder, task=task, on_tick=on_tick, lease=taker)
+    except LeaseHeld as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 3
+    taker.start()
     try:
         if live_view:
             from rich.live import Live
@@ -96,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except TaskError as exc:  # e.g. the task's data could not be prepared
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    finally:
+        taker.release()
     console.print(render_status(coordinator.store))
     console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                   f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)
@@ -108,7 +146,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     import signal as signals
 
     from .coordination.coordinator import Coordinator
-    from .state.lease import CoordinatorLease, Heartbeat, LeaseHeld
+    from .state.lease import LeaseHeld
     from .status import render_status
 
     loaded = _load(args)
@@ -117,21 +155,13 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     config, task = loaded
     # A fixed folder (no timestamp), so that a requeued or restarted coordinator finds its campaign.
     folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
-    holder: dict[str, CoordinatorLease] = {}
-
-    def take(store):  # noqa: ANN001, ANN202
-        holder["lease"] = CoordinatorLease(store, ttl_s=args.lease_ttl)
-        holder["lease"].acquire()
-        return holder["lease"]
-
+    taker = _LeaseTaker(args.lease_ttl)
     try:
-        coordinator = Coordinator(config, folder, task=task, lease=take, agent_processes=not args.inline_agents)
+        coordinator = Coordinator(config, folder, task=task, lease=taker, agent_processes=not args.inline_agents)
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
-    lease = holder["lease"]
-    beat = Heartbeat(lease, interval_s=max(1.0, args.lease_ttl / 4))
-    beat.start()
+    taker.start()
     for name in ("SIGUSR1", "SIGTERM", "SIGINT"):
         signals.signal(getattr(signals, name), lambda signum, _f: coordinator.request_stop(signals.Signals(signum).name))
     console.print(f"coordinator for {folder} ({'resumed' if coordinator.resumed else 'new campaign'})",
@@ -142,8 +172,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
     finally:
-        beat.stop()
-        lease.release()
+        taker.release()
     if summary.status in ("finished", "failed"):
         with open(folder / "report.txt", "w") as handle:
             Console(file=handle, width=140).print(render_status(coordinator.store))
@@ -250,6 +279,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the same task under several coordination modes and seeds, one matched budget, one report."""
     from .compare import run_comparison
+    from .state.lease import LeaseHeld
 
     files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
     overrides = [a for a in args.overrides if a not in files]
@@ -260,6 +290,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except LeaseHeld as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 3
     console.print(f"comparison report: {report}", highlight=False, soft_wrap=True)
     return 0
 
@@ -303,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more YAML files merged in order (e.g. configs/cluster/h100_example.yaml), "
                         "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
+    p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("coordinate", help="the long-lived coordinator of a campaign (resumes its folder)")
     p.add_argument("config", help="campaign YAML")

@@ -266,7 +266,7 @@ class Coordinator:
                 trial = session.get(Trial, job.trial_id)
                 assert trial is not None
                 trial.status = "submitted"
-                trial.folder = str(self._trial_folder(job.trial_id))
+                trial.folder = str(self._trial_folder(job.trial_id, trial.attempt))
                 trial.job_id = job.job_id
                 trial.array_index = job.array_index
                 trial.executor = self.executor.name
@@ -277,14 +277,17 @@ class Coordinator:
             campaign.updated_at = utcnow()
             session.add(campaign)
 
-    def _trial_folder(self, trial_id: int) -> Path:
-        return self.folder / "trials" / f"{trial_id:06d}"
+    def _trial_folder(self, trial_id: int, attempt: int = 0) -> Path:
+        """Each trial row, and each attempt of it, runs in a folder of its own: a retry never
+        shares (nor removes) the folder of the attempt it replaces."""
+        name = f"{trial_id:06d}" if attempt == 0 else f"{trial_id:06d}-attempt{attempt}"
+        return self.folder / "trials" / name
 
     def _request(self, trial: Trial) -> TrialRequest:
         assert trial.id is not None
         # The folder follows from the id, so it is recorded with the submission (one transaction per
         # batch, not one more per trial).
-        folder = self._trial_folder(trial.id)
+        folder = self._trial_folder(trial.id, trial.attempt)
         return TrialRequest(trial_id=trial.id, attempt=trial.attempt, folder=str(folder),
                             snapshot_dir=str(self.folder / "snapshots" / trial.snapshot_id),
                             command=self.task.command, overrides=trial.overrides, seed=trial.seed,
