@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", help="list trials")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.add_argument("--team")
-    p.add_argument("--status", choices=["created", "submitted", "succeeded", "failed"])
+    p.add_argument("--status", choices=["created", "submitting", "submitted", "succeeded", "failed"])
     p.add_argument("--proposal", type=int)
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_log)

@@ -9,8 +9,10 @@ stateless between steps: their memory is in the database.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -23,14 +25,14 @@ from ..agents.roles import Context, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import data_dir, prepare_data
-from ..execution.executors import TrialExecutor, make_executor
+from ..execution.executors import SubmittedJob, TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.results import atomic_write_text
 from ..execution.trial import TrialRequest
 from ..llm import make_policy
 from ..state import Store, emit
-from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
+from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import TaskError, TaskSpec, build_snapshot, config_signature, load_task, unknown_keys
 from . import budget, modes
 from .agents import Supervisor
@@ -60,6 +62,8 @@ class Coordinator:
                  lease: Optional[Callable[[Store], Any]] = None, agent_processes: bool = False) -> None:
         self.config = config
         self.folder = Path(folder).absolute()
+        #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
+        self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
@@ -146,6 +150,7 @@ class Coordinator:
     def run(self, max_ticks: Optional[int] = None) -> Summary:
         if self.resumed:
             self._resume()
+            self._reconcile_submitting()
         self._start_baseline()
         self._set_accepting(True)
         if self.agent_processes:
@@ -249,8 +254,12 @@ class Coordinator:
     # ---- budget and submission ----------------------------------------------------------------
 
     def _submit(self) -> None:
+        """Submit what is ready, in one batch. The batch is first recorded as `submitting` under a key
+        the scheduler keeps (the job name); only then is `sbatch` called; the job ids are recorded in
+        a second transaction. A crash between the two leaves `submitting` trials, which the next
+        coordinator finds at the scheduler (`_reconcile_submitting`) instead of submitting again."""
         with self.store.read() as session:
-            running = session.exec(select(func.count()).select_from(Trial).where(Trial.status == "submitted")).one()
+            running = budget.count_rows(session, Trial, col(Trial.status).in_(["submitting", "submitted"]))
             ready = session.exec(select(Trial).where(Trial.status == "created")
                                  .order_by(col(Trial.role) == "candidate", col(Trial.id))).all()
         room = self.executor.capacity - running
@@ -258,24 +267,78 @@ class Coordinator:
         if not batch:
             return
         requests = [self._request(t) for t in batch]
+        key = f"{self._tag}-{uuid.uuid4().hex[:8]}"
+        with self.store.write() as session:
+            for trial in batch:
+                row = session.get(Trial, trial.id)
+                assert row is not None and row.status == "created"
+                row.status = "submitting"
+                row.folder = str(self._trial_folder(trial.id or 0, trial.attempt))
+                row.executor = self.executor.name
+                session.add(row)
+            emit(session, "trials.submitting", "campaign", 1, key=key, trials=[t.id for t in batch])
         faults.point("submit")
-        jobs = self.executor.submit(requests)
+        try:
+            jobs = self.executor.submit_batch(key, requests)
+        except Exception:
+            self._unsubmit([r.trial_id for r in requests])  # refused: ready again, nothing ran
+            raise
+        faults.point("submitted")  # sbatch returned; its job ids are not recorded yet
+        self._record(jobs)
+
+    def _record(self, jobs: list[SubmittedJob], recovered: bool = False) -> None:
         with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()
+            count = 0
             for job in jobs:
                 trial = session.get(Trial, job.trial_id)
-                assert trial is not None
+                if trial is None or trial.status != "submitting":
+                    continue
                 trial.status = "submitted"
-                trial.folder = str(self._trial_folder(job.trial_id, trial.attempt))
                 trial.job_id = job.job_id
                 trial.array_index = job.array_index
-                trial.executor = self.executor.name
                 trial.submitted_at = utcnow()
                 session.add(trial)
-                emit(session, "trial.submitted", "trial", trial.id, job_id=job.job_id)
-            campaign.trials_submitted += len(jobs)
+                emit(session, "trial.submitted", "trial", trial.id, job_id=job.job_id, recovered=recovered)
+                count += 1
+            campaign.trials_submitted += count
             campaign.updated_at = utcnow()
             session.add(campaign)
+
+    def _unsubmit(self, trial_ids: list[int]) -> None:
+        with self.store.write() as session:
+            for trial_id in trial_ids:
+                trial = session.get(Trial, trial_id)
+                if trial is not None and trial.status == "submitting":
+                    trial.status = "created"
+                    session.add(trial)
+
+    def _reconcile_submitting(self) -> None:
+        """Trials a crashed coordinator left `submitting`: the jobs the scheduler (or the executor's
+        job folders) know under their batch's key are recorded as submitted; the rest never reached
+        the scheduler and are ready again. Nothing is submitted twice, nothing is lost."""
+        with self.store.read() as session:
+            stranded = {t.id: t for t in session.exec(select(Trial).where(Trial.status == "submitting")).all()}
+            batches = session.exec(select(Event).where(Event.kind == "trials.submitting")
+                                   .order_by(col(Event.id).desc())).all()
+        for event in batches:  # newest first; a trial is only ever stranded by its latest batch
+            if not stranded:
+                break
+            key, ids = str(event.data.get("key", "")), [int(i) for i in event.data.get("trials", [])]
+            if not any(i in stranded for i in ids):
+                continue
+            # The batch's requests in the order they were submitted: array index i is request i.
+            requests = [self._request(stranded[i]) for i in ids if i in stranded]
+            jobs = self.executor.recover(key, requests)
+            self._record(jobs, recovered=True)
+            found = {j.trial_id: j.job_id for j in jobs}
+            lost = [i for i in ids if i in stranded and i not in found]
+            self._unsubmit(lost)
+            with self.store.write() as session:
+                emit(session, "trials.reconciled", "campaign", 1, key=key, found=found, ready_again=lost)
+            for i in ids:
+                stranded.pop(i, None)
+        self._unsubmit([i for i in stranded if i is not None])  # no batch on record: never submitted
 
     def _trial_folder(self, trial_id: int, attempt: int = 0) -> Path:
         """Each trial row, and each attempt of it, runs in a folder of its own: a retry never
@@ -308,7 +371,8 @@ class Coordinator:
                 return True
             if campaign.status != "execution" or not campaign.accepting_work:
                 return False
-            pending = budget.count_rows(session, Trial, col(Trial.status).in_(["created", "submitted"]))
+            pending = budget.count_rows(session, Trial, col(Trial.status).in_(["created", "submitting",
+                                                                                "submitted"]))
             open_work = budget.count_rows(session, Proposal, col(Proposal.status).in_(
                 ["posted", "claimed", "running", "replicating"]))
             if pending or open_work:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import os
 import socket
@@ -35,6 +36,15 @@ def coordinate(folder: Path, *extra: str, fault: str = "", marker: str = "",
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
 
 
+def executions(folder: Path) -> dict[int, int]:
+    """Jobs really launched per trial, from the executor's job folders (benchmarks/kill_restart.py)."""
+    spec = importlib.util.spec_from_file_location("kill_restart", ROOT / "benchmarks" / "kill_restart.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.executions(folder)
+
+
 def check_consistent(folder: Path) -> sqlite3.Connection:
     con = sqlite3.connect(folder / "state.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -42,6 +52,10 @@ def check_consistent(folder: Path) -> sqlite3.Connection:
         "select trials_submitted, trials_finished, status from campaign").fetchone()
     rows = con.execute("select count(*) from trial").fetchone()[0]
     assert status == "finished" and submitted == rows == finished
+    # Each trial ran exactly once: counted from the jobs launched, not from rows or events.
+    ran = executions(folder)
+    assert sorted(ran) == [r[0] for r in con.execute("select id from trial order by id")], ran
+    assert set(ran.values()) == {1}, ran
     # Every trial was submitted once and ingested once (one event each), and no (group, seed,
     # attempt) exists twice.
     assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
@@ -53,7 +67,7 @@ def check_consistent(folder: Path) -> sqlite3.Connection:
     return con
 
 
-@pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4"])
+@pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4", "submitted:2"])
 def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path: Path, fault: str) -> None:
     folder = tmp_path / "campaign"
     crashed = coordinate(folder, "--inline-agents", fault=fault)
@@ -67,6 +81,30 @@ def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path:
     if fault.startswith("claimed"):
         released = con.execute("select data from event where kind='campaign.resumed'").fetchone()[0]
         assert '"released_claims": [' in released and '"released_claims": []' not in released
+    if fault.startswith("submit"):  # died with a batch recorded as submitting: matched, not resubmitted
+        found, ready = con.execute("select json_extract(data, '$.found'), json_extract(data, '$.ready_again') "
+                                   "from event where kind='trials.reconciled'").fetchone()
+        if fault.startswith("submitted"):  # sbatch had returned: every job of the batch is found
+            assert found != "{}" and ready == "[]", (found, ready)
+        else:  # it died before submitting: nothing to find, the batch is simply submitted now
+            assert found == "{}" and ready != "[]", (found, ready)
+
+
+def test_a_crash_between_sbatch_and_its_commit_submits_nothing_twice_on_slurm(tmp_path: Path, fake_slurm) -> None:
+    """The same gap on the SLURM executor, against the fake scheduler: the restarted coordinator finds
+    the array by its job name (squeue/sacct) and records it; sbatch ran once per batch, each trial once."""
+    folder = tmp_path / "campaign"
+    slurm = ["executor.kind=slurm", "executor.slurm.time_min=5", "executor.slurm.max_concurrent=4"]
+    crashed = coordinate(folder, *slurm, "--inline-agents", fault="submitted:2")
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    resumed = coordinate(folder, *slurm)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    con = check_consistent(folder)
+    found = con.execute("select json_extract(data, '$.found') from event where kind='trials.reconciled'").fetchone()[0]
+    assert found != "{}"
+    arrays = {row[0].split("_")[0] for row in con.execute("select job_id from trial")}
+    assert len(fake_slurm.submissions()) == len(arrays)  # one sbatch per array, none repeated
+    assert sum(s["tasks"] for s in fake_slurm.submissions()) == con.execute("select count(*) from trial").fetchone()[0]
 
 
 def test_a_second_coordinator_is_refused_naming_the_holder(tmp_path: Path) -> None:

@@ -195,12 +195,12 @@ def _format(template: str, key: str, job: dict[str, Any]) -> str:
     return re.sub(r"%(\w)", lambda m: str(fields.get(m.group(1), "")), template)
 
 
-def _select(data: dict[str, Any], argv: list[str]) -> list[str]:
+def _select(data: dict[str, Any], argv: list[str], name_flags: tuple[str, ...] = ("-n", "--name")) -> list[str]:
     ids = names = None
     for flag in ("-j", "--jobs"):
         if flag in argv:
             ids = argv[argv.index(flag) + 1].split(",")
-    for flag in ("-n", "--name"):
+    for flag in name_flags:
         if flag in argv:
             names = argv[argv.index(flag) + 1].split(",")
     keys = [k for k in data["jobs"] if ids is None or any(k in _expand(data, i) for i in ids)]
@@ -228,7 +228,7 @@ def _sacct(state_file: Path, argv: list[str]) -> int:
         columns = argv[argv.index("-o") + 1].split(",") if "-o" in argv else ["JobID", "State"]
         letters = {"JobID": "i", "State": "T", "JobName": "j", "Comment": "k"}
         template = "|".join(f"%{letters.get(c, '?')}" for c in columns)
-        for key in _select(data, argv):
+        for key in _select(data, argv, ("--name",)):  # sacct's -n is --noheader
             print(_format(template, key, data["jobs"][key]))
     return 0
 
@@ -274,6 +274,9 @@ def _srun(argv: list[str]) -> int:
         return (pattern.replace("%A", job).replace("%a", task).replace("%j", os.environ.get("SLURM_JOB_ID", "0"))
                 .replace("%t", "0"))
 
+    for pattern in (out, err):  # Slurm opens the files on the node; their folder may be new
+        if pattern:
+            Path(fill(pattern)).parent.mkdir(parents=True, exist_ok=True)
     stdout = open(fill(out), "a") if out else None
     stderr = open(fill(err), "a") if err else None
     return subprocess.call(rest, stdout=stdout, stderr=stderr if stderr else stdout)
