@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -233,3 +234,43 @@ def test_a_hung_agent_process_is_killed_and_restarted(tmp_path: Path) -> None:
     whys = [row[0] for row in con.execute("select json_extract(data, '$.why') from event "
                                           "where kind='agent.restarted'")]
     assert any(w.startswith("hung") for w in whys), whys
+
+
+def test_a_walltime_warning_stops_saves_and_requeues_then_the_campaign_resumes(tmp_path: Path, fake_slurm) -> None:
+    """What Slurm's `--signal=B:USR1@300` does to `autosci coordinate` in its job, without a cluster:
+    SIGUSR1 once the campaign is under way; the coordinator stops taking work, saves, releases its
+    lease and requeues its own job with `scontrol requeue` (the fake records it); the next start
+    resumes and finishes with nothing lost or doubled."""
+    folder = tmp_path / "campaign"
+    env = {**os.environ, "SLURM_JOB_ID": "4242"}
+    proc = subprocess.Popen([sys.executable, "-m", "autosci_hpc.cli", "coordinate", str(CONFIG),
+                             f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12",
+                             "coordination.poll_interval_s=0.1", "--inline-agents"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:  # wait for the state it needs: this process coordinates a campaign past its baseline
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        try:
+            con = sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True, timeout=5)
+            status = con.execute("select status from campaign").fetchone()
+            holder = con.execute("select pid from lease where holder != ''").fetchone()
+            con.close()
+        except sqlite3.Error:
+            status = holder = None
+        if status and status[0] == "execution" and holder and holder[0] == proc.pid:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "coordinator stopped (SIGUSR1)" in out and "scontrol requeue 4242: ok" in out
+    assert fake_slurm.state()["requeued"] == ["4242"]
+    con = sqlite3.connect(folder / "state.db")
+    assert con.execute("select holder from lease").fetchone()[0] == ""  # released for the requeued job
+    assert con.execute("select status, accepting_work from campaign").fetchone() == ("execution", 0)
+    kinds = [k for (k,) in con.execute("select kind from event where kind like 'campaign.%' order by id")]
+    assert kinds[-2:] == ["campaign.stopped", "campaign.requeued"]
+    resumed = coordinate(folder)
+    assert resumed.returncode == 0 and "(resumed)" in resumed.stdout, resumed.stdout + resumed.stderr
+    check_consistent(folder)
