@@ -110,6 +110,35 @@ def _refused(exc: Exception, config: Any, folder: Path) -> int:
     return 2
 
 
+class _LeaseTaker:
+    """Takes the campaign's coordinator lease when the coordinator opens its store (before anything
+    is written), and keeps it alive with a heartbeat: every command that coordinates holds it."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.lease: Any = None
+        self.beat: Any = None
+
+    def __call__(self, store: Any) -> Any:
+        from .state.lease import CoordinatorLease
+
+        self.lease = CoordinatorLease(store, ttl_s=self.ttl_s)
+        self.lease.acquire()
+        return self.lease
+
+    def start(self) -> None:
+        from .state.lease import Heartbeat
+
+        self.beat = Heartbeat(self.lease, interval_s=max(1.0, self.ttl_s / 4))
+        self.beat.start()
+
+    def release(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        if self.lease is not None:
+            self.lease.release()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)
     if loaded is None:
@@ -119,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     from .coordination.coordinator import Coordinator
     from .execution.slurm import SubmissionError
+    from .state.lease import LeaseHeld
     from .status import render_status
 
     folder = config.campaign_folder()
@@ -138,11 +168,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(line, highlight=False, markup=False)
             last.update(t=now, line=line)
 
+    taker = _LeaseTaker(args.lease_ttl)
     try:
-        coordinator = Coordinator(config, folder, task=task, on_tick=on_tick)
+        coordinator = Coordinator(config, folder, task=task, on_tick=on_tick, lease=taker)
+    except LeaseHeld as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 3
     except (ConfigError, TaskError) as exc:
+        taker.release()
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    taker.start()
     try:
         with contextlib.redirect_stderr(_WithoutSbatchErrors(sys.stderr)):
             if live_view:
@@ -157,6 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     except SubmissionError as exc:
         return _refused(exc, config, folder)
+    finally:
+        taker.release()
     console.print(render_status(coordinator.store))
     console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                   f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)
@@ -169,7 +207,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     import signal as signals
 
     from .coordination.coordinator import Coordinator
-    from .state.lease import CoordinatorLease, Heartbeat, LeaseHeld
+    from .state.lease import LeaseHeld
     from .status import render_status
 
     loaded = _load(args)
@@ -180,28 +218,20 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
     if not (folder / "state.db").exists() and _launch_problem(config, task):  # a resumed one was checked
         return 2
+    from .execution.served import ServeError
     from .execution.slurm import SubmissionError
 
-    holder: dict[str, CoordinatorLease] = {}
-
-    def take(store):  # noqa: ANN001, ANN202
-        holder["lease"] = CoordinatorLease(store, ttl_s=args.lease_ttl)
-        holder["lease"].acquire()
-        return holder["lease"]
-
-    from .execution.served import ServeError
-
+    taker = _LeaseTaker(args.lease_ttl)
     try:
-        coordinator = Coordinator(config, folder, task=task, lease=take, agent_processes=not args.inline_agents)
+        coordinator = Coordinator(config, folder, task=task, lease=taker, agent_processes=not args.inline_agents)
     except LeaseHeld as exc:
         err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
         return 3
     except (ConfigError, TaskError, ServeError) as exc:
+        taker.release()
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
-    lease = holder["lease"]
-    beat = Heartbeat(lease, interval_s=max(1.0, args.lease_ttl / 4))
-    beat.start()
+    taker.start()
     for name in ("SIGUSR1", "SIGTERM", "SIGINT"):
         signals.signal(getattr(signals, name), lambda signum, _f: coordinator.request_stop(signals.Signals(signum).name))
     console.print(f"coordinator for {folder} ({'resumed' if coordinator.resumed else 'new campaign'})",
@@ -215,8 +245,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     except SubmissionError as exc:
         return _refused(exc, config, folder)
     finally:
-        beat.stop()
-        lease.release()
+        taker.release()
     if summary.status in ("finished", "failed"):
         with open(folder / "report.txt", "w") as handle:
             Console(file=handle, width=140).print(render_status(coordinator.store))
@@ -393,6 +422,7 @@ def _doctor_model(config_file: str, overrides: list[str]) -> bool:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the same task under several coordination modes and seeds, one matched budget, one report."""
     from .compare import run_comparison
+    from .state.lease import LeaseHeld
 
     files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
     overrides = [a for a in args.overrides if a not in files]
@@ -406,6 +436,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except (ConfigError, TaskError) as exc:
         err.print(f"[red]autosci: {exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except LeaseHeld as exc:
+        err.print(f"autosci: {exc}", highlight=False, soft_wrap=True)
+        return 3
     console.print(f"comparison report: {report}", highlight=False, soft_wrap=True)
     return 0
 
@@ -472,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more YAML files merged in order (e.g. configs/cluster/h100_example.yaml), "
                         "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
+    p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("coordinate", help="the long-lived coordinator of a campaign (resumes its folder)")
     p.add_argument("config", help="campaign YAML")
@@ -487,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", help="list trials")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.add_argument("--team")
-    p.add_argument("--status", choices=["created", "submitted", "succeeded", "failed"])
+    p.add_argument("--status", choices=["created", "submitting", "submitted", "succeeded", "failed"])
     p.add_argument("--proposal", type=int)
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_log)

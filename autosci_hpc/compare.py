@@ -76,6 +76,15 @@ def finished(folder: Path) -> bool:
     return store.campaign().status in ("finished", "failed")
 
 
+#: `autosci coordinate`'s exit status when another coordinator holds the campaign's lease.
+LEASE_HELD_EXIT = 3
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.exists() else []
+    return lines[-1].strip() if lines else f"see {log}"
+
+
 def run_one(run: Run, files: Sequence[str], log: Path) -> int:
     """One campaign through `autosci coordinate` in a child process; its output goes to `log`."""
     command = [sys.executable, "-m", "autosci_hpc.cli", "coordinate", *files, *run.overrides,
@@ -106,6 +115,14 @@ def run_comparison(files: Sequence[str], overrides: Sequence[str], arms: Sequenc
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         done = list(pool.map(go, runs))
+    refused = [r for r in done if r.returncode == LEASE_HELD_EXIT]
+    if refused:
+        from .state.lease import LeaseHeld
+
+        # Each campaign's coordinator takes its lease: one that another command coordinates is not
+        # run twice, and the comparison is not reported on half-run arms.
+        lines = [_last_line(out / "logs" / f"{r.folder.name}.log") for r in refused]
+        raise LeaseHeld("; ".join(lines))
     failed = [r for r in done if not (r.folder / "state.db").is_file()]
     if failed:
         names = ", ".join(f"{r.folder.name} (see {out / 'logs' / (r.folder.name + '.log')})" for r in failed)

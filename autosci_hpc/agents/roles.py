@@ -69,6 +69,27 @@ def choose_critics(session: Session, author_id: int, salt: int, k: int) -> list[
     return (peers[start:] + peers[:start])[: min(k, len(peers))]
 
 
+def release(proposal: Proposal) -> None:
+    """A claim whose trial never started goes back to where it waits: its team's queue, or (no
+    team: the baselines) the approved pool its planner assigns from."""
+    proposal.status = "queued" if proposal.team_id is not None else "approved"
+    proposal.claimed_by = None
+    proposal.updated_at = utcnow()
+
+
+def takes_work(session: Session) -> bool:
+    """The campaign is executing and accepting new work. Read inside the write transaction that
+    would claim or launch, so the answer cannot change before that transaction commits."""
+    campaign = session.exec(select(Campaign)).one()
+    return campaign.status == "execution" and campaign.accepting_work
+
+
+def may_claim(session: Session, config: CampaignConfig) -> bool:
+    """A new candidate may be claimed now: the campaign takes work and its budget still admits a
+    whole replication (checked in the claiming transaction, never from an earlier read)."""
+    return takes_work(session) and budget.may_start_candidate(session, config)
+
+
 def post(session: Session, kind: str, title: str, body: str = "", *, author_id: Optional[int] = None,
          team_id: Optional[int] = None, proposal_id: Optional[int] = None,
          trial_ids: Optional[list[int]] = None) -> None:
@@ -304,6 +325,8 @@ class Experimenter(Role):
     def claim(self, team_id: int) -> Optional[int]:
         """Take the head of the team's queue (atomically: two experimenters never share one)."""
         with self.ctx.store.write() as session:
+            if not may_claim(session, self.ctx.config):
+                return None  # finished, stopping or out of budget since this agent looked
             proposal = session.exec(
                 select(Proposal).where(Proposal.team_id == team_id).where(Proposal.status == "queued")
                 .order_by(col(Proposal.id))
@@ -348,6 +371,19 @@ class Experimenter(Role):
             assert proposal is not None
             agent = session.get(Agent, self.agent_id)
             assert agent is not None
+            if proposal.status != "claimed" or proposal.claimed_by != self.agent_id:
+                return None  # released meanwhile (this agent was taken for hung): no longer ours
+            if not takes_work(session):
+                # The campaign finished or is stopping: no trial may be created now. The idea goes
+                # back to its queue untried (a resumed campaign can still run it).
+                release(proposal)
+                session.add(proposal)
+                agent.status = "idle"
+                session.add(agent)
+                emit(session, "proposal.released", "proposal", proposal_id, by=agent.name,
+                     why="the campaign no longer takes work")
+                remember(session, self.agent_id, **info.memory_update)
+                return None
             if error:
                 error = scrub.for_session(session).scrub(error)
                 proposal.status, proposal.outcome, proposal.reject_reason = "done", "failed", error

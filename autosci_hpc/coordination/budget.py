@@ -67,7 +67,8 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
             or gpu_hours_spent(session, config)):
         return False
     seeds = config.promotion.seeds
-    created = count_rows(session, Trial, Trial.status == "created")
+    # Created or being submitted (recorded, sbatch not yet confirmed): both are trials to come.
+    created = count_rows(session, Trial, col(Trial.status).in_(["created", "submitting"]))
     screening = count_rows(session, Proposal, Proposal.status == "running")
     # Assigned but not yet launched (central mode's workers launch in their own step): a whole replication.
     claimed = count_rows(session, Proposal, Proposal.status == "claimed")
@@ -84,5 +85,5 @@ def llm_spent(session: Session, config: CampaignConfig) -> bool:
 
 
 def free_slots(session: Session, config: CampaignConfig) -> int:
-    busy = count_rows(session, Trial, col(Trial.status).in_(["created", "submitted"]))
+    busy = count_rows(session, Trial, col(Trial.status).in_(["created", "submitting", "submitted"]))
     return capacity(config) - busy

@@ -9,13 +9,15 @@ stateless between steps: their memory is in the database.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 
 from .. import faults
 from ..agents.policy import Policy
@@ -23,7 +25,7 @@ from ..agents.roles import Context, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import prepare_data
-from ..execution.executors import TrialExecutor, make_executor
+from ..execution.executors import SubmittedJob, TrialExecutor, make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
@@ -33,7 +35,7 @@ from ..execution.trial import TrialRequest, task_request
 from ..llm import make_policy
 from ..llm.keys import stored_config
 from ..state import Store, emit
-from ..state.models import Agent, Campaign, Champion, Proposal, Trial, utcnow
+from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
                     unknown_keys)
 from . import budget, modes
@@ -64,6 +66,8 @@ class Coordinator:
                  lease: Optional[Callable[[Store], Any]] = None, agent_processes: bool = False) -> None:
         self.config = config
         self.folder = Path(folder).absolute()
+        #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
+        self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
@@ -164,6 +168,7 @@ class Coordinator:
     def run(self, max_ticks: Optional[int] = None) -> Summary:
         if self.resumed:
             self._resume()
+            self._reconcile_submitting()
         self._start_baseline()
         self._set_accepting(True)
         if self.agent_processes:
@@ -300,16 +305,13 @@ class Coordinator:
 
     # ---- budget and submission ----------------------------------------------------------------
 
-    def _wall_clock_spent(self) -> bool:
-        return budget.wall_clock_spent(self.store.campaign(), self.config, time.monotonic() - self._clock)
-
-    def _may_start_candidate(self) -> bool:
-        with self.store.read() as session:
-            return budget.may_start_candidate(session, self.config, time.monotonic() - self._clock)
-
     def _submit(self) -> None:
+        """Submit what is ready, in one batch. The batch is first recorded as `submitting` under a key
+        the scheduler keeps (the job name); only then is `sbatch` called; the job ids are recorded in
+        a second transaction. A crash between the two leaves `submitting` trials, which the next
+        coordinator finds at the scheduler (`_reconcile_submitting`) instead of submitting again."""
         with self.store.read() as session:
-            running = session.exec(select(func.count()).select_from(Trial).where(Trial.status == "submitted")).one()
+            running = budget.count_rows(session, Trial, col(Trial.status).in_(["submitting", "submitted"]))
             ready = session.exec(select(Trial).where(Trial.status == "created")
                                  .order_by(col(Trial.role) == "candidate", col(Trial.id))).all()
         room = self.executor.capacity - running
@@ -317,65 +319,130 @@ class Coordinator:
         if not batch:
             return
         requests = [self._request(t) for t in batch]
+        key = f"{self._tag}-{uuid.uuid4().hex[:8]}"
+        with self.store.write() as session:
+            for trial in batch:
+                row = session.get(Trial, trial.id)
+                assert row is not None and row.status == "created"
+                row.status = "submitting"
+                row.folder = str(self._trial_folder(trial.id or 0, trial.attempt))
+                row.executor = self.executor.name
+                session.add(row)
+            emit(session, "trials.submitting", "campaign", 1, key=key, trials=[t.id for t in batch])
         faults.point("submit")
-        jobs = self.executor.submit(requests)
+        try:
+            jobs = self.executor.submit_batch(key, requests)
+        except Exception:
+            self._unsubmit([r.trial_id for r in requests])  # refused: ready again, nothing ran
+            raise
+        faults.point("submitted")  # sbatch returned; its job ids are not recorded yet
+        self._record(jobs)
+
+    def _record(self, jobs: list[SubmittedJob], recovered: bool = False) -> None:
         with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()
+            count = 0
             for job in jobs:
                 trial = session.get(Trial, job.trial_id)
-                assert trial is not None
+                if trial is None or trial.status != "submitting":
+                    continue
                 trial.status = "submitted"
-                trial.folder = str(self._trial_folder(job.trial_id))
                 trial.job_id = job.job_id
                 trial.array_index = job.array_index
-                trial.executor = self.executor.name
                 trial.submitted_at = utcnow()
                 session.add(trial)
-                emit(session, "trial.submitted", "trial", trial.id, job_id=job.job_id)
-            campaign.trials_submitted += len(jobs)
+                emit(session, "trial.submitted", "trial", trial.id, job_id=job.job_id, recovered=recovered)
+                count += 1
+            campaign.trials_submitted += count
             campaign.updated_at = utcnow()
             session.add(campaign)
 
-    def _trial_folder(self, trial_id: int) -> Path:
-        return self.folder / "trials" / f"{trial_id:06d}"
+    def _unsubmit(self, trial_ids: list[int]) -> None:
+        with self.store.write() as session:
+            for trial_id in trial_ids:
+                trial = session.get(Trial, trial_id)
+                if trial is not None and trial.status == "submitting":
+                    trial.status = "created"
+                    session.add(trial)
+
+    def _reconcile_submitting(self) -> None:
+        """Trials a crashed coordinator left `submitting`: the jobs the scheduler (or the executor's
+        job folders) know under their batch's key are recorded as submitted; the rest never reached
+        the scheduler and are ready again. Nothing is submitted twice, nothing is lost."""
+        with self.store.read() as session:
+            stranded = {t.id: t for t in session.exec(select(Trial).where(Trial.status == "submitting")).all()}
+            batches = session.exec(select(Event).where(Event.kind == "trials.submitting")
+                                   .order_by(col(Event.id).desc())).all()
+        for event in batches:  # newest first; a trial is only ever stranded by its latest batch
+            if not stranded:
+                break
+            key, ids = str(event.data.get("key", "")), [int(i) for i in event.data.get("trials", [])]
+            if not any(i in stranded for i in ids):
+                continue
+            # The batch's requests in the order they were submitted: array index i is request i.
+            requests = [self._request(stranded[i]) for i in ids if i in stranded]
+            jobs = self.executor.recover(key, requests)
+            self._record(jobs, recovered=True)
+            found = {j.trial_id: j.job_id for j in jobs}
+            lost = [i for i in ids if i in stranded and i not in found]
+            self._unsubmit(lost)
+            with self.store.write() as session:
+                emit(session, "trials.reconciled", "campaign", 1, key=key, found=found, ready_again=lost)
+            for i in ids:
+                stranded.pop(i, None)
+        self._unsubmit([i for i in stranded if i is not None])  # no batch on record: never submitted
+
+    def _trial_folder(self, trial_id: int, attempt: int = 0) -> Path:
+        """Each trial row, and each attempt of it, runs in a folder of its own: a retry never
+        shares (nor removes) the folder of the attempt it replaces."""
+        name = f"{trial_id:06d}" if attempt == 0 else f"{trial_id:06d}-attempt{attempt}"
+        return self.folder / "trials" / name
 
     def _request(self, trial: Trial) -> TrialRequest:
         assert trial.id is not None
         # The folder follows from the id, so it is recorded with the submission (one transaction per
         # batch, not one more per trial).
-        folder = self._trial_folder(trial.id)
+        folder = self._trial_folder(trial.id, trial.attempt)
         return task_request(self.task, self.folder, trial_id=trial.id, attempt=trial.attempt, folder=folder,
                             snapshot_dir=self.folder / "snapshots" / trial.snapshot_id, overrides=trial.overrides,
                             seed=trial.seed, time_limit_s=self.time_limit_s, sandbox=self.sandbox)
 
     def _maybe_finish(self) -> bool:
-        with self.store.read() as session:
+        """Decide, in ONE write transaction, whether the campaign is over, and record it if so.
+
+        `BEGIN IMMEDIATE` serializes the decision against the agents' own transactions: no agent can
+        claim a queued proposal or create a trial between the counts read here and the `finished`
+        written here (an agent that tries afterwards finds the campaign finished and takes nothing).
+        """
+        with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()
             if campaign.status in ("finished", "failed"):
                 return True
-            if campaign.status != "execution":
+            if campaign.status != "execution" or not campaign.accepting_work:
                 return False
-            pending = session.exec(select(func.count()).select_from(Trial)
-                                   .where(col(Trial.status).in_(["created", "submitted"]))).one()
-            open_work = session.exec(select(func.count()).select_from(Proposal).where(
-                col(Proposal.status).in_(["posted", "claimed", "running", "replicating"]))).one()
-        if pending or open_work:
-            self._idle_ticks = 0
-            return False
-        if self._may_start_candidate():
-            self._idle_ticks = self._idle_ticks + 1 if self._idle_search() else 0
-            if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
+            pending = budget.count_rows(session, Trial, col(Trial.status).in_(["created", "submitting",
+                                                                                "submitted"]))
+            open_work = budget.count_rows(session, Proposal, col(Proposal.status).in_(
+                ["posted", "claimed", "running", "replicating"]))
+            if pending or open_work:
+                self._idle_ticks = 0
                 return False
-        with self.store.read() as session:
-            llm_spent = budget.llm_spent(session, self.config)
-            gpu_spent = budget.gpu_hours_spent(session, self.config)
-        reason = ("wall clock spent" if self._wall_clock_spent() else "LLM budget spent" if llm_spent
-                  else "GPU-hour budget spent" if gpu_spent else "trial budget spent")
-        if self._may_start_candidate():
-            reason = "no proposal left to try"
-        with self.store.write() as session:
-            campaign = session.exec(select(Campaign)).one()
+            extra_s = time.monotonic() - self._clock
+            may_start = budget.may_start_candidate(session, self.config, extra_s)
+            if may_start:
+                queued = budget.count_rows(session, Proposal,
+                                           col(Proposal.status).in_(modes.ready_statuses(self.mode)))
+                self._idle_ticks = self._idle_ticks + 1 if queued == 0 else 0
+                if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
+                    return False
+                reason = "no proposal left to try"
+            else:
+                reason = ("wall clock spent" if budget.wall_clock_spent(campaign, self.config, extra_s)
+                          else "LLM budget spent" if budget.llm_spent(session, self.config)
+                          else "GPU-hour budget spent" if budget.gpu_hours_spent(session, self.config)
+                          else "trial budget spent")
             campaign.status = "finished"
+            campaign.accepting_work = False
             campaign.finished_at = utcnow()
             session.add(campaign)
             champion = current_champion(session)
@@ -383,13 +450,6 @@ class Coordinator:
                  champion.model_card if champion else "no champion")
             emit(session, "campaign.finished", "campaign", campaign.id, reason=reason)
         return True
-
-    def _idle_search(self) -> bool:
-        """True when no team has anything queued: the analysts found nothing more to propose."""
-        with self.store.read() as session:
-            queued = session.exec(select(func.count()).select_from(Proposal)
-                                  .where(col(Proposal.status).in_(modes.ready_statuses(self.mode)))).one()
-        return queued == 0
 
     def summary(self) -> Summary:
         with self.store.read() as session:

@@ -20,7 +20,8 @@ from typing import Optional, Protocol
 
 from sqlmodel import Session, col, func, select
 
-from ..agents.roles import Analyst, Context, Experimenter, _exhausted
+from ..agents.roles import Analyst, Context, Experimenter, _exhausted, may_claim
+from ..agents.roles import release  # noqa: F401  (re-exported: the supervisor and resume use it)
 from ..config import CampaignConfig
 from ..state import emit
 from ..state.models import Agent, Campaign, Proposal, utcnow
@@ -65,13 +66,6 @@ def ready_statuses(mode: str) -> tuple[str, ...]:
     return ("queued",) if mode == "decentralized" else ("approved",)
 
 
-def release(proposal: Proposal) -> None:
-    """A claim whose trial never started goes back to where it waits: its team's queue, or (no
-    team: the baselines) the approved pool its planner assigns from."""
-    proposal.status = "queued" if proposal.team_id is not None else "approved"
-    proposal.claimed_by = None
-
-
 def make_agent(ctx: Context, agent_id: int, role: str) -> Stepper:
     if role == "analyst":
         return Analyst(ctx, agent_id)
@@ -84,15 +78,21 @@ def make_agent(ctx: Context, agent_id: int, role: str) -> Stepper:
     raise ValueError(f"agent {agent_id} has unknown role {role!r}")
 
 
-def _assign(session: Session, proposal: Proposal, worker_id: int) -> None:
+def _assign(session: Session, config: CampaignConfig, proposal: Proposal, worker_id: int) -> bool:
+    """Give `proposal` to the worker, re-checking in this (write) transaction what the planner read
+    before: the idea still waits, the worker is still idle, the campaign takes work and its budget
+    admits a whole replication. False, and nothing changed, when any of it no longer holds."""
+    worker = session.get(Agent, worker_id)
+    if (worker is None or proposal.status != "approved" or worker.status != "idle"
+            or not may_claim(session, config)):
+        return False
     proposal.status, proposal.claimed_by = "claimed", worker_id
     proposal.updated_at = utcnow()
     session.add(proposal)
-    worker = session.get(Agent, worker_id)
-    assert worker is not None
     worker.status = "busy"
     session.add(worker)
     emit(session, "proposal.assigned", "proposal", proposal.id, to=worker.name)
+    return True
 
 
 class Planner(Analyst):
@@ -130,7 +130,9 @@ class Planner(Analyst):
             with self.ctx.store.write() as session:
                 row = session.get(Proposal, proposal_id)
                 assert row is not None
-                _assign(session, row, worker)
+                assigned = _assign(session, self.ctx.config, row, worker)
+            if not assigned:
+                break  # the campaign changed since the planner looked; try again next step
             did = True
             if solo:
                 self.launch(proposal_id)

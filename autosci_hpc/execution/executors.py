@@ -9,6 +9,8 @@ still alive and, when it is not, how it ended.
 from __future__ import annotations
 
 import abc
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -39,6 +41,23 @@ class TrialExecutor(abc.ABC):
         #: submitit's folder for pickles and job logs (inside the campaign folder).
         self.folder = Path(folder)
         self.submit_calls = 0
+        #: The identity of the batch being submitted (`submit_batch`): what the scheduler keeps.
+        self.batch_key = ""
+
+    def submit_batch(self, key: str, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
+        """Submit under an identity the scheduler keeps (SLURM: the job name), recorded by the
+        coordinator before this call, so that a restart can find the jobs instead of submitting twice."""
+        self.batch_key = key
+        try:
+            return self.submit(requests)
+        finally:
+            self.batch_key = ""
+
+    def recover(self, key: str, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
+        """The jobs a batch submitted under `key` got, for a coordinator that died before recording
+        them. Here: from the executor's own job folders (submitit leaves one per job, holding the
+        request it runs); a scheduler adds what it knows."""
+        return jobs_in_folders(self.folder, requests)
 
     @property
     @abc.abstractmethod
@@ -68,3 +87,24 @@ def make_executor(config: Any, folder: Path, time_limit_s: float) -> TrialExecut
 
     return SlurmTrialExecutor.from_config(folder, config.executor.slurm, job_name=f"autosci-{config.campaign.name}",
                                           time_limit_s=time_limit_s)
+
+
+def jobs_in_folders(folder: Path, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
+    """Jobs found in submitit's job folders (`<folder>/<job id>/<job id>_submitted.pkl`) that run one
+    of `requests` (same trial, same attempt). Unreadable pickles are skipped: such a job is unknown."""
+    wanted = {(r.trial_id, r.attempt) for r in requests}
+    found: dict[int, SubmittedJob] = {}
+    for path in sorted(Path(folder).glob("*/*_submitted.pkl")):
+        try:
+            with open(path, "rb") as handle:
+                delayed = pickle.load(handle)
+            request = delayed.args[0]
+            key = (int(request.trial_id), int(request.attempt))
+        except Exception:  # noqa: BLE001 - a half-written or foreign pickle says nothing
+            continue
+        if key in wanted:
+            job_id = path.parent.name
+            match = re.fullmatch(r"\d+_(\d+)", job_id)
+            found[key[0]] = SubmittedJob(trial_id=key[0], job_id=job_id,
+                                         array_index=int(match.group(1)) if match else None)
+    return list(found.values())

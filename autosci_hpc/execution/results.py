@@ -37,8 +37,12 @@ class FailureClass(str, Enum):
 
     @property
     def is_infrastructure(self) -> bool:
-        """Lost to the machine, not to the idea: retried with the same seed."""
-        return self in (FailureClass.NODE_FAIL, FailureClass.PREEMPTED)
+        """Lost to the machine, not to the idea: retried with the same seed. A cancelled job (an
+        operator's `scancel`), a preempted one, a failed node, and a job that ended without a valid
+        result (its runner was killed: a coordinator crash took it down, the node went away) say
+        nothing about the program it ran."""
+        return self in (FailureClass.NODE_FAIL, FailureClass.PREEMPTED, FailureClass.CANCELLED,
+                        FailureClass.NO_RESULT)
 
     @property
     def is_evidence(self) -> bool:

@@ -7,9 +7,12 @@ What it adds over submitit's own `SlurmExecutor` (see shared/reference/reliabili
 - transient sbatch errors (socket time-outs, an unreachable controller) are retried with backoff;
   policy errors (limits, invalid requests) fail loudly at once;
 - job states come from one `sacct` call for all outstanding jobs (restricted to this campaign's
-  job name), or from `squeue -t all` where accounting is disabled, at a polling interval that ramps
+  job names), or from `squeue -t all` where accounting is disabled, at a polling interval that ramps
   up to a cap and backs off with jitter on errors. A job missing from the answer is never taken as
-  finished: success is only ever decided by the trial's result file.
+  finished: success is only ever decided by the trial's result file;
+- each array is named after its batch (`<campaign job name>-<batch key>.<chunk>`), a name Slurm
+  keeps in `squeue` and `sacct`: a coordinator that died between `sbatch` and recording the job ids
+  finds its jobs by that name on restart (`recover`) instead of submitting them again.
 """
 
 from __future__ import annotations
@@ -163,7 +166,7 @@ class SlurmTrialExecutor(TrialExecutor):
         chunk = max(1, self.max_array_size())
         for start in range(0, len(requests), chunk):
             part = list(requests[start:start + chunk])
-            jobs = self._submit_array(part)
+            jobs = self._submit_array(part, start // chunk)
             for index, (request, job) in enumerate(zip(part, jobs)):
                 job_id = str(job.job_id)
                 array_index = int(job_id.split("_", 1)[1]) if "_" in job_id else None
@@ -173,7 +176,12 @@ class SlurmTrialExecutor(TrialExecutor):
         self._poll_interval = self.min_poll_s
         return out
 
-    def _submit_array(self, part: list[TrialRequest]) -> list[Any]:
+    def chunk_name(self, key: str, chunk: int) -> str:
+        """The job name of one array of a batch: the campaign's name, the batch key, the chunk."""
+        return f"{self.job_name}-{key}.{chunk}" if key else self.job_name
+
+    def _submit_array(self, part: list[TrialRequest], chunk: int = 0) -> list[Any]:
+        self._executor.update_parameters(slurm_job_name=self.chunk_name(self.batch_key, chunk))
         for attempt in range(self.submit_retries + 1):
             try:
                 self.submit_calls += 1
@@ -208,22 +216,61 @@ class SlurmTrialExecutor(TrialExecutor):
                 self._next_poll = now + self._poll_interval
         return {j: self._cache[j] for j in wanted if j in self._cache}
 
+    def _ours(self, text: str) -> str:
+        """`JOBID|STATE|NAME` lines -> `JOBID|STATE` lines of this campaign's jobs only (its job names),
+        so that a job id Slurm reused for someone else's job never answers for a trial."""
+        keep = []
+        for line in text.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 3 and (parts[2] == self.job_name or parts[2].startswith(self.job_name + "-")):
+                keep.append(f"{parts[0]}|{parts[1]}")
+        return "\n".join(keep)
+
     def _query(self, job_ids: list[str]) -> dict[str, JobState]:
         self.state_calls += 1
         ids = ",".join(sorted({j.split("_", 1)[0] for j in job_ids}))
         if self._accounting:
-            result = self._run(["sacct", "-X", "-P", "-n", "-j", ids, "--name", self.job_name,
-                                "-o", "JobID,State"])
+            result = self._run(["sacct", "-X", "-P", "-n", "-j", ids, "-o", "JobID,State,JobName"])
             text = (result.stdout + result.stderr).lower()
             if result.returncode == 0:
-                return {k: to_job_state(v) for k, v in parse_state_lines(result.stdout).items()}
+                return {k: to_job_state(v) for k, v in parse_state_lines(self._ours(result.stdout)).items()}
             if not any(m in text for m in ACCOUNTING_DISABLED):
                 raise RuntimeError(f"sacct failed: {result.stderr.strip()}")
             self._accounting = False
-        result = self._run(["squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T"])
+        result = self._run(["squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T|%j"])
         if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
             raise RuntimeError(f"squeue failed: {result.stderr.strip()}")
-        return {k: to_job_state(v) for k, v in parse_state_lines(result.stdout).items()}
+        return {k: to_job_state(v) for k, v in parse_state_lines(self._ours(result.stdout)).items()}
+
+    # ---- recovery after a crash between sbatch and the commit ------------------------------------
+
+    def recover(self, key: str, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
+        """The jobs Slurm holds under this batch's names (squeue, then sacct, which keeps a job's name
+        after it ended), mapped back to the requests by chunk and array index; then what the job
+        folders show for any request Slurm did not name."""
+        chunk = max(1, self.max_array_size())
+        names = {self.chunk_name(key, c // chunk): c // chunk for c in range(0, len(requests), chunk)}
+        seen: dict[str, str] = {}
+        lines = self._run(["squeue", "-h", "-r", "--name", ",".join(names), "-o", "%i|%j"]).stdout
+        if self._accounting:
+            result = self._run(["sacct", "-X", "-P", "-n", "--starttime", "now-30days", "--name",
+                                ",".join(names), "-o", "JobID,JobName"])
+            lines += "\n" + (result.stdout if result.returncode == 0 else "")
+        for line in lines.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) >= 2 and parts[1] in names and re.fullmatch(r"\d+(_\d+)?", parts[0]):
+                seen[parts[0]] = parts[1]
+        found: dict[int, SubmittedJob] = {}
+        for job_id, name in seen.items():
+            index = int(job_id.split("_", 1)[1]) if "_" in job_id else 0
+            position = names[name] * chunk + index
+            if position < len(requests):
+                request = requests[position]
+                found[request.trial_id] = SubmittedJob(trial_id=request.trial_id, job_id=job_id,
+                                                       array_index=index if "_" in job_id else None)
+        for job in super().recover(key, [r for r in requests if r.trial_id not in found]):
+            found[job.trial_id] = job
+        return list(found.values())
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:

@@ -158,7 +158,8 @@ class Trial(SQLModel, table=True):
     retry_of: Optional[int] = Field(default=None, foreign_key="trial.id")
     #: The attempt that replaced this one after an infrastructure failure (node failure, preemption).
     superseded_by: Optional[int] = Field(default=None, foreign_key="trial.id")
-    # created -> submitted -> succeeded | failed
+    # created -> submitting (recorded before sbatch, under its batch's job name) -> submitted
+    #   -> succeeded | failed
     status: str = Field(default="created", index=True)
     failure_class: str = ""
     failure_reason: str = ""

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,16 @@ def autosci(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
                           cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+#: Planted in the environment of the campaign the read-only tests share: it must never be stored.
+SECRET = "sk-ant-test-DO-NOT-STORE-0987654321"
+
+
 @pytest.fixture(scope="module")
 def toy_campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cli") / "toy"
     result = autosci("run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), f"campaign.folder={folder}",
-                     f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12")
+                     f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12",
+                     env={"ANTHROPIC_API_KEY": SECRET, "OPENAI_API_KEY": SECRET})
     assert result.returncode == 0, result.stderr
     assert f"campaign folder: {folder}" in result.stdout
     return folder
@@ -63,8 +69,78 @@ def test_doctor_reports_without_printing_the_key(tmp_path: Path) -> None:
 
 
 def test_no_api_key_reaches_the_database(toy_campaign: Path) -> None:
-    data = (toy_campaign / "state.db").read_bytes()
-    assert b"sk-ant" not in data and b"ANTHROPIC_API_KEY" not in data
+    """The campaign ran with both keys set (offline agents: nothing needed them); no byte of them is
+    in the database, its journal, or any file the trials and the coordinator wrote."""
+    files = [p for p in toy_campaign.rglob("*") if p.is_file()]
+    assert (toy_campaign / "state.db") in files and any("trials" in p.parts for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert SECRET.encode() not in data and b"0987654321" not in data, path
+    con = sqlite3.connect(toy_campaign / "state.db")
+    environment = con.execute("select environment from trial where status='succeeded' limit 1").fetchone()[0]
+    assert environment and "ANTHROPIC_API_KEY" not in environment
+
+
+def _hold_the_lease(folder: Path, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    """A real `autosci coordinate` on `folder` that takes the lease, creates its baseline, then
+    hangs just before its first submission (a fault point) without writing anything more."""
+    marker = tmp_path / f"{folder.name}.hanging"
+    env = {**os.environ, "AUTOSCI_FAULT": "submit:1:hang", "AUTOSCI_FAULT_MARKER": str(marker)}
+    env.pop("SLURM_JOB_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "autosci_hpc.cli", "coordinate",
+                             str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), f"campaign.folder={folder}",
+                             f"task.path={FIXTURE_TASKS / 'toy'}", *extra, "--inline-agents", "--lease-ttl=600"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # waits for the state it needs, not for a time
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the first coordinator never reached its first submission"
+        time.sleep(0.05)
+    return proc
+
+
+def _dump(folder: Path) -> list[str]:
+    con = sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def test_a_second_coordinating_command_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    folder = tmp_path / "busy"
+    first = _hold_the_lease(folder, tmp_path)
+    try:
+        before = _dump(folder)
+        assert any("INSERT INTO \"trial\"" in line for line in before)  # it got as far as its baseline
+        for command in ("run", "coordinate"):
+            second = autosci(command, str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+                             f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}", "--inline-agents"
+                             if command == "coordinate" else "--quiet", timeout=120)
+            assert second.returncode == 3, second.stdout + second.stderr
+            assert f"pid {first.pid} on" in second.stderr and "refusing" in second.stderr, second.stderr
+            assert _dump(folder) == before  # not one row written by the refused command
+        assert first.poll() is None  # and the holder was left alone
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_comparison_does_not_coordinate_a_campaign_another_command_holds(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    first = _hold_the_lease(out / "single-s0", tmp_path, "coordination.mode=single", "campaign.seed=0",
+                            "campaign.name=single-s0")
+    try:
+        before = _dump(out / "single-s0")
+        result = autosci("compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+                         f"task.path={FIXTURE_TASKS / 'toy'}", "--arms", "single", "--seeds", "1", "--out", str(out),
+                         timeout=300)
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert f"pid {first.pid} on" in result.stderr and not (out / "report.html").exists()
+        assert _dump(out / "single-s0") == before
+    finally:
+        first.kill()
+        first.wait()
 
 
 @pytest.mark.slow
@@ -92,3 +168,36 @@ def test_rerun_reproduces_a_logged_trial_exactly(toy_campaign: Path) -> None:
     assert other.returncode == 0 and "(differs)" in other.stdout
     # The log itself is untouched: a rerun writes files, never rows.
     assert con.execute("select count(*) from trial").fetchone()[0] == rows_before
+
+
+def _rows(folder: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_an_offline_run_is_deterministic(tmp_path: Path) -> None:
+    """The same config, the offline agents, two runs. What the campaign's own timing cannot change is
+    the same: the baseline champion, the ideas of the discussion (posted before any candidate ran),
+    and the metric of every configuration and seed both runs tried. (The order of later ideas follows
+    the order in which results arrive, which the machine's load decides.)"""
+    folders = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        result = autosci("run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), f"campaign.folder={folder}",
+                         f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=15", "--quiet")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        folders.append(folder)
+    baseline = "select overrides, seed_metrics, metric_mean, metric_std from champion where rule = 'baseline'"
+    # The discussion's round: one idea per analyst (toy_smoke: 2 teams x 2 analysts), before any candidate.
+    discussion = "select id, author_id, title, overrides from proposal order by id limit 4"
+    measured = "select config_signature, seed, metric, test_metric from trial where status = 'succeeded'"
+    first, second = folders
+    assert _rows(first, baseline) == _rows(second, baseline) != []
+    assert _rows(first, discussion) == _rows(second, discussion) != []
+    ones, twos = ({(sig, seed): (m, t) for sig, seed, m, t in _rows(f, measured)} for f in folders)
+    common = set(ones) & set(twos)
+    assert len(common) >= 6  # the baseline's seeds and more
+    assert {k: ones[k] for k in common} == {k: twos[k] for k in common}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -35,6 +37,15 @@ def coordinate(folder: Path, *extra: str, fault: str = "", marker: str = "",
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
 
 
+def executions(folder: Path) -> dict[int, int]:
+    """Jobs really launched per trial, from the executor's job folders (benchmarks/kill_restart.py)."""
+    spec = importlib.util.spec_from_file_location("kill_restart", ROOT / "benchmarks" / "kill_restart.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.executions(folder)
+
+
 def check_consistent(folder: Path) -> sqlite3.Connection:
     con = sqlite3.connect(folder / "state.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -42,6 +53,10 @@ def check_consistent(folder: Path) -> sqlite3.Connection:
         "select trials_submitted, trials_finished, status from campaign").fetchone()
     rows = con.execute("select count(*) from trial").fetchone()[0]
     assert status == "finished" and submitted == rows == finished
+    # Each trial ran exactly once: counted from the jobs launched, not from rows or events.
+    ran = executions(folder)
+    assert sorted(ran) == [r[0] for r in con.execute("select id from trial order by id")], ran
+    assert set(ran.values()) == {1}, ran
     # Every trial was submitted once and ingested once (one event each), and no (group, seed,
     # attempt) exists twice.
     assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
@@ -53,7 +68,7 @@ def check_consistent(folder: Path) -> sqlite3.Connection:
     return con
 
 
-@pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4"])
+@pytest.mark.parametrize("fault", ["ingest:3", "claimed:2", "submit:4", "submitted:2"])
 def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path: Path, fault: str) -> None:
     folder = tmp_path / "campaign"
     crashed = coordinate(folder, "--inline-agents", fault=fault)
@@ -67,6 +82,30 @@ def test_kill_9_at_a_fault_point_then_resume_loses_and_doubles_nothing(tmp_path:
     if fault.startswith("claimed"):
         released = con.execute("select data from event where kind='campaign.resumed'").fetchone()[0]
         assert '"released_claims": [' in released and '"released_claims": []' not in released
+    if fault.startswith("submit"):  # died with a batch recorded as submitting: matched, not resubmitted
+        found, ready = con.execute("select json_extract(data, '$.found'), json_extract(data, '$.ready_again') "
+                                   "from event where kind='trials.reconciled'").fetchone()
+        if fault.startswith("submitted"):  # sbatch had returned: every job of the batch is found
+            assert found != "{}" and ready == "[]", (found, ready)
+        else:  # it died before submitting: nothing to find, the batch is simply submitted now
+            assert found == "{}" and ready != "[]", (found, ready)
+
+
+def test_a_crash_between_sbatch_and_its_commit_submits_nothing_twice_on_slurm(tmp_path: Path, fake_slurm) -> None:
+    """The same gap on the SLURM executor, against the fake scheduler: the restarted coordinator finds
+    the array by its job name (squeue/sacct) and records it; sbatch ran once per batch, each trial once."""
+    folder = tmp_path / "campaign"
+    slurm = ["executor.kind=slurm", "executor.slurm.time_min=5", "executor.slurm.max_concurrent=4"]
+    crashed = coordinate(folder, *slurm, "--inline-agents", fault="submitted:2")
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    resumed = coordinate(folder, *slurm)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    con = check_consistent(folder)
+    found = con.execute("select json_extract(data, '$.found') from event where kind='trials.reconciled'").fetchone()[0]
+    assert found != "{}"
+    arrays = {row[0].split("_")[0] for row in con.execute("select job_id from trial")}
+    assert len(fake_slurm.submissions()) == len(arrays)  # one sbatch per array, none repeated
+    assert sum(s["tasks"] for s in fake_slurm.submissions()) == con.execute("select count(*) from trial").fetchone()[0]
 
 
 def test_a_second_coordinator_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -194,3 +233,43 @@ def test_a_hung_agent_process_is_killed_and_restarted(tmp_path: Path) -> None:
     whys = [row[0] for row in con.execute("select json_extract(data, '$.why') from event "
                                           "where kind='agent.restarted'")]
     assert any(w.startswith("hung") for w in whys), whys
+
+
+def test_a_walltime_warning_stops_saves_and_requeues_then_the_campaign_resumes(tmp_path: Path, fake_slurm) -> None:
+    """What Slurm's `--signal=B:USR1@300` does to `autosci coordinate` in its job, without a cluster:
+    SIGUSR1 once the campaign is under way; the coordinator stops taking work, saves, releases its
+    lease and requeues its own job with `scontrol requeue` (the fake records it); the next start
+    resumes and finishes with nothing lost or doubled."""
+    folder = tmp_path / "campaign"
+    env = {**os.environ, "SLURM_JOB_ID": "4242"}
+    proc = subprocess.Popen([sys.executable, "-m", "autosci_hpc.cli", "coordinate", str(CONFIG),
+                             f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}", "budget.trials=12",
+                             "coordination.poll_interval_s=0.1", "--inline-agents"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:  # wait for the state it needs: this process coordinates a campaign past its baseline
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        try:
+            con = sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True, timeout=5)
+            status = con.execute("select status from campaign").fetchone()
+            holder = con.execute("select pid from lease where holder != ''").fetchone()
+            con.close()
+        except sqlite3.Error:
+            status = holder = None
+        if status and status[0] == "execution" and holder and holder[0] == proc.pid:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "coordinator stopped (SIGUSR1)" in out and "scontrol requeue 4242: ok" in out
+    assert fake_slurm.state()["requeued"] == ["4242"]
+    con = sqlite3.connect(folder / "state.db")
+    assert con.execute("select holder from lease").fetchone()[0] == ""  # released for the requeued job
+    assert con.execute("select status, accepting_work from campaign").fetchone() == ("execution", 0)
+    kinds = [k for (k,) in con.execute("select kind from event where kind like 'campaign.%' order by id")]
+    assert kinds[-2:] == ["campaign.stopped", "campaign.requeued"]
+    resumed = coordinate(folder)
+    assert resumed.returncode == 0 and "(resumed)" in resumed.stdout, resumed.stdout + resumed.stderr
+    check_consistent(folder)

@@ -1,13 +1,15 @@
 """The SLURM executor's parsing, classification, polling cadence and environment hygiene.
 
 These run without a cluster: the scheduler's answers are given as text, the way sacct and squeue
-print them. The same executor against the real single-node cluster is in tests/slurm/.
+print them, and submitit finds the fake scheduler's programs on PATH (`fake_slurm.py`) instead of a
+real `srun`. The same executor against the real single-node cluster is in tests/slurm/.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,37 +52,53 @@ class FakeScheduler:
         return subprocess.CompletedProcess(argv, 0, "MaxArraySize            = 7\n", "")
 
 
+@pytest.fixture(autouse=True)
+def no_real_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the fake scheduler's programs on PATH, ahead of any real Slurm (none is needed)."""
+    from fake_slurm import FakeSlurm
+
+    monkeypatch.setenv("PATH", FakeSlurm(tmp_path / "fake-slurm").path_env())
+
+
 def executor(tmp_path: Path, fake: FakeScheduler, **kw: float) -> SlurmTrialExecutor:
     return SlurmTrialExecutor(tmp_path, {"timeout_min": 5}, job_name="autosci-t", runner=fake, **kw)  # type: ignore[arg-type]
 
 
 def test_one_call_for_all_jobs_at_a_capped_rate(tmp_path: Path) -> None:
-    fake = FakeScheduler(sacct="\n".join(f"9_{i}|RUNNING" for i in range(300)))
+    # One job id reused by someone else's job (another name): it never answers for a trial.
+    lines = [f"9_{i}|RUNNING|autosci-t-c1a2b3-5f.0" for i in range(300)] + ["10|COMPLETED|someone-else"]
+    fake = FakeScheduler(sacct="\n".join(lines))
     ex = executor(tmp_path, fake, min_poll_s=0.2, max_poll_s=0.5)
-    ids = [f"9_{i}" for i in range(300)]
+    ids = [f"9_{i}" for i in range(300)] + ["10"]
     states = ex.states(ids)
-    assert len(states) == 300 and len(fake.calls) == 1
-    assert fake.calls[0][:6] == ["sacct", "-X", "-P", "-n", "-j", "9"]
-    assert "--name" in fake.calls[0] and "autosci-t" in fake.calls[0]
+    assert len(states) == 300 and "10" not in states and len(fake.calls) == 1
+    assert fake.calls[0][:6] == ["sacct", "-X", "-P", "-n", "-j", "10,9"]
+    assert fake.calls[0][-1] == "JobID,State,JobName"
     for _ in range(50):  # asked again at once: answered from the last poll, no new call
         ex.states(ids)
     assert len(fake.calls) == 1
 
 
 def test_absent_jobs_are_never_finished_and_errors_back_off(tmp_path: Path) -> None:
-    fake = FakeScheduler(sacct="9_0|COMPLETED\n")
+    fake = FakeScheduler(sacct="9_0|COMPLETED|autosci-t\n")
     ex = executor(tmp_path, fake, min_poll_s=0.0, max_poll_s=60)
     states = ex.states(["9_0", "9_1"])
     assert states["9_0"].terminal and "9_1" not in states  # missing is unknown, not done
     fake.sacct_rc, fake.sacct_err = 1, "sacct: error: slurm_persist_conn_open: Socket timed out"
     ex._next_poll = 0.0
     assert ex.states(["9_0"])["9_0"].terminal  # last known state stands
-    assert ex._poll_interval > 0 and ex._next_poll > 0  # and the next try waits
+    failed_at = len(fake.calls)
+    assert ex._poll_interval >= 1.0 and ex._next_poll > time.monotonic()  # the next try waits...
+    assert ex.states(["9_0"])["9_0"].terminal and len(fake.calls) == failed_at  # ...no call meanwhile
+    before = ex._poll_interval
+    ex._next_poll = 0.0
+    ex.states(["9_0"])
+    assert ex._poll_interval == min(ex.max_poll_s, before * 2)  # and each error doubles the wait
 
 
 def test_squeue_fallback_when_accounting_is_disabled(tmp_path: Path) -> None:
     fake = FakeScheduler(sacct_rc=1, sacct_err="sacct: error: Slurm accounting storage is disabled",
-                         squeue="5_0|RUNNING\n5_1|CANCELLED\n")
+                         squeue="5_0|RUNNING|autosci-t\n5_1|CANCELLED|autosci-t-k.0\n")
     ex = executor(tmp_path, fake, min_poll_s=0.0)
     states = ex.states(["5_0", "5_1"])
     assert not states["5_0"].terminal and states["5_1"].failure_class == "cancelled"

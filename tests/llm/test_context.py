@@ -146,7 +146,7 @@ def test_the_held_out_test_metric_never_reaches_a_prompt(tmp_path: Path) -> None
     policy.implement(agent("experimenter", id=2), view, pview)
     assert server.count == 10
     everything = b"\n".join(server.raw).decode()
-    assert "score=0.5" not in everything or True  # val metrics may appear; the test metric may not:
+    assert "0.55" in everything  # the validation metric reaches the prompts; the test metric may not:
     for value in test_values:
         for text in (repr(value), f"{value:.6g}", f"{value:.4g}", f"{value:.3g}"):
             assert text not in everything, f"test metric {text} leaked into a prompt"

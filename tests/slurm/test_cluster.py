@@ -7,6 +7,7 @@ test here is skipped (or fails, with AUTOSCI_REQUIRE_SLURM=1).
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import time
 import uuid
@@ -114,9 +115,18 @@ def _sacct_rows(job_id: str) -> List[List[str]]:
     return [line.split("|") for line in out.splitlines() if line.strip()]
 
 
+def require_accounting(cluster) -> None:
+    """Skip without slurmdbd, except where the SLURM tests are required (CI): there it is a failure."""
+    if cluster.accounting:
+        return
+    reason = "cluster runs without accounting (no slurmdbd): sacct has no records"
+    if os.environ.get("AUTOSCI_REQUIRE_SLURM") == "1":
+        pytest.fail(f"AUTOSCI_REQUIRE_SLURM=1 but the {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def test_sacct_knows_finished_job(slurm_cluster, tmp_path):
-    if not slurm_cluster.accounting:
-        pytest.skip("cluster runs without accounting (no slurmdbd): sacct has no records")
+    require_accounting(slurm_cluster)
     name = f"autosci-sacct-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run(
         ["sbatch", "--parsable", "--wait", "-J", name, "-p", slurm_cluster.partition,
@@ -144,8 +154,7 @@ def test_sacct_knows_finished_job(slurm_cluster, tmp_path):
 def test_submitit_notices_job_that_died_without_result(slurm_cluster, jobfns, tmp_path):
     """Only sacct can tell submitit that a job ended without writing its
     result; without accounting job.result() would block forever."""
-    if not slurm_cluster.accounting:
-        pytest.skip("cluster runs without accounting (no slurmdbd)")
+    require_accounting(slurm_cluster)
     job = _executor(tmp_path, slurm_cluster.partition).submit(jobfns.die_without_result, 3)
     wait_done([job])  # done only because sacct reports the job as ended
     assert job.state == "FAILED"

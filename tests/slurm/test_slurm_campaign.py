@@ -212,3 +212,81 @@ def test_compare_runs_its_arms_on_the_cluster(tmp_path: Path, slurm_cluster: obj
         assert mode == arm and len(rows) >= 6
         assert all(executor == "slurm" and job_id for executor, job_id, _ in rows)
     assert sbatch_calls(sbatch_log) > 0
+
+
+def _recovery_helpers():  # noqa: ANN202 - tests/coordination/test_recovery.py, as a module
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recovery_helpers",
+                                                  ROOT / "tests" / "coordination" / "test_recovery.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _slow_toy(tmp_path: Path, sleep: float = 4.0) -> Path:
+    task_dir = tmp_path / "slow_toy"
+    shutil.copytree(FIXTURE_TASKS / "toy", task_dir)
+    config_file = task_dir / "program" / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("sleep: 0.0", f"sleep: {sleep}"))
+    return task_dir
+
+
+def test_a_crash_between_sbatch_and_its_commit_submits_nothing_twice(tmp_path: Path, slurm_cluster: object,
+                                                                     sbatch_log: Path) -> None:
+    """The submit gap on the real cluster: `autosci coordinate` dies (kill -9) after sbatch returned and
+    before it recorded the job ids; the next one finds the array by its job name and submits it never
+    again. Counted from the sbatch wrapper's log and the job folders, not from the database."""
+    recovery = _recovery_helpers()
+    check_consistent, coordinate = recovery.check_consistent, recovery.coordinate
+    folder = tmp_path / "campaign"
+    overrides = slurm_overrides(slurm_cluster)
+    crashed = coordinate(folder, *overrides, "--inline-agents", fault="submitted:2", timeout=600)
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    calls_at_crash = sbatch_calls(sbatch_log)
+    resumed = coordinate(folder, *overrides, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    con = check_consistent(folder)
+    found = con.execute("select json_extract(data, '$.found') from event where kind='trials.reconciled'").fetchone()[0]
+    assert found != "{}"  # the stranded batch was matched at the scheduler
+    arrays = {row[0].split("_")[0] for row in con.execute("select job_id from trial")}
+    assert sbatch_calls(sbatch_log) == len(arrays) and calls_at_crash == 2
+
+
+def test_a_scancel_of_a_running_trial_is_retried_and_blames_nothing(tmp_path: Path, slurm_cluster: object) -> None:
+    """An operator cancels one running baseline seed and one running candidate: both are retried on
+    their seed, in a folder of their own; the campaign finishes, and no idea is failed for it."""
+    config = campaign_config(tmp_path, "toy", *slurm_overrides(slurm_cluster, "budget.trials=12",
+                                                                "executor.max_retries=2", "coordination.teams=1"),
+                             f"task.path={_slow_toy(tmp_path)}")
+    cancelled: dict[str, int] = {}
+
+    def cancel_one_of_each(coordinator: Coordinator) -> None:
+        with coordinator.store.read() as session:
+            running = session.exec(select(Trial).where(Trial.status == "submitted")
+                                   .where(Trial.attempt == 0)).all()
+        for trial in running:
+            if trial.role in cancelled or trial.role == "replicate":
+                continue
+            state = subprocess.run(["squeue", "-h", "-j", trial.job_id, "-o", "%T"], capture_output=True,
+                                   text=True).stdout.strip()
+            if state == "RUNNING":  # the state it needs, observed: no timing involved
+                subprocess.run(["scancel", trial.job_id], check=True)
+                cancelled[trial.role] = trial.id or 0
+
+    coordinator = Coordinator(config, config.campaign_folder(), on_tick=cancel_one_of_each)
+    assert coordinator.run().status == "finished"
+    assert set(cancelled) == {"baseline", "candidate"}
+    with coordinator.store.read() as session:
+        for trial_id in cancelled.values():
+            lost = session.get(Trial, trial_id)
+            assert lost is not None and lost.failure_class == "cancelled" and lost.superseded_by
+            retry = session.get(Trial, lost.superseded_by)
+            assert retry is not None and retry.seed == lost.seed and retry.attempt == 1
+            assert retry.folder != lost.folder
+        candidate = session.get(Trial, cancelled["candidate"])
+        assert candidate is not None
+        proposal = session.exec(select(Event).where(Event.kind == "proposal.concluded")
+                                .where(Event.entity_id == candidate.proposal_id)).first()
+    assert proposal is not None and proposal.data["outcome"] != "failed"
