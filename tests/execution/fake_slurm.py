@@ -149,6 +149,15 @@ def _sbatch(state_file: Path, argv: list[str]) -> int:
     while rest and rest[0].startswith("--"):
         key, _, value = rest.pop(0)[2:].partition("=")
         options[key] = value
+    if "test-only" in options:  # asks whether the job would be accepted; submits nothing
+        with _locked(state_file) as data:
+            refusal = data.get("fail_sbatch")
+        if refusal:
+            print(f"sbatch: error: {refusal}", file=sys.stderr)
+            return 1
+        print("sbatch: Job 0 to start at 2026-01-01T00:00:00 using 1 processors on nodes fake in partition fake",
+              file=sys.stderr)
+        return 0
     script_path = Path(rest[0])
     script = script_path.read_text()
     directives = {**_directives(script), **options}
