@@ -116,6 +116,9 @@ class TaskSpec(BaseModel):
     evaluate_time_limit_s: float = Field(default=600, gt=0)
     #: How many visible/sealed splits `prepare` writes; seed s trains on split s % splits.
     splits: int = Field(default=1, ge=1, le=100)
+    #: Whether the metric changes with the seed (the usual case: `autosci task check` then requires two
+    #: seeds to give two metrics). A task whose measurement is deterministic whatever the seed says false.
+    seed_dependent: bool = True
     #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
     prepare: str = ""
     prepare_time_limit_s: float = Field(default=1800, gt=0)

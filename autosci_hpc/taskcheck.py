@@ -300,7 +300,7 @@ def seed_dependent(task: TaskSpec) -> bool:
     """Whether the task says its metric depends on the seed (task.yaml `seed_dependent`, default true:
     a program that ignores --seed then gives every replicate the same number, and promotion's
     seed-to-seed spread is a lie)."""
-    return bool(getattr(task, "seed_dependent", True))
+    return task.seed_dependent
 
 
 def check_second_seed(report: CheckReport, task: TaskSpec, first: Any) -> bool:

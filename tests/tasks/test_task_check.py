@@ -202,6 +202,15 @@ def test_a_program_that_ignores_the_seed_fails(tmp_path):
     assert "FAIL second seed" in out and "ignores --seed" in out and "seed_dependent" in out
 
 
+def test_a_task_that_declares_a_seed_independent_metric_may_give_one_metric(tmp_path):
+    task = edited_toy(tmp_path, '"noise": noise', '"noise": 0.0')
+    spec = task / "task.yaml"
+    spec.write_text(spec.read_text() + "seed_dependent: false\n")
+    report = check_task(task)
+    assert report.ok, render(report)
+    assert "second seed" in [s.name for s in report.steps]
+
+
 def test_a_program_that_silently_ignores_an_unknown_override_fails(tmp_path):
     report = check_task(edited_toy(tmp_path, 'fail(f"unknown override key {key!r}: not in config.yaml")',
                                    "break  # silently ignored"))
