@@ -269,7 +269,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
-    console.print(render_status(_open_read_only(_campaign_folder(args.folder))))
+    console.print(render_status(_open_read_only(_campaign_folder(args.campaign or args.folder))))
     return 0
 
 
@@ -517,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_coordinate)
     p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")
     p.add_argument("folder", nargs="?", help="campaign folder (default: the newest under runs/)")
+    p.add_argument("-C", "--campaign", help="the same, as log, show and rerun take it")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("log", help="list trials")
     p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
