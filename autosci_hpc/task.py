@@ -119,6 +119,8 @@ class TaskSpec(BaseModel):
     #: Whether the metric changes with the seed (the usual case: `autosci task check` then requires two
     #: seeds to give two metrics). A task whose measurement is deterministic whatever the seed says false.
     seed_dependent: bool = True
+    #: Whether trial code needs the network (to download weights, say). Without it, sandboxed trials have none.
+    network: bool = False
     #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
     prepare: str = ""
     prepare_time_limit_s: float = Field(default=1800, gt=0)

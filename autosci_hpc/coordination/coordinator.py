@@ -76,7 +76,7 @@ class Coordinator:
             raise TaskError(f"task.overrides: unknown key(s) {', '.join(unknown)} for task {self.task.name}; "
                             f"known keys: {', '.join(sorted(known))}")
         # Which sandbox the trials run in, decided once (a requested one that does not work is an error).
-        self.sandbox, self.sandbox_reason = campaign_sandbox(config, self.folder)
+        self.sandbox, self.sandbox_reason = campaign_sandbox(config, self.folder, network=self.task.network)
         self.store = Store(self.folder, journal_mode=config.state.journal_mode,
                            busy_timeout_s=config.state.busy_timeout_s)
         # The lease is taken before anything is written: a second coordinator changes nothing.

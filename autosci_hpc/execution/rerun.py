@@ -78,7 +78,7 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
     request = task_request(task, campaign_folder, trial_id=trial_id, attempt=trial.attempt, folder=folder,
                            snapshot_dir=campaign_folder / "snapshots" / trial.snapshot_id,
                            overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
-                           sandbox=campaign_sandbox(config, campaign_folder)[0])
+                           sandbox=campaign_sandbox(config, campaign_folder, network=task.network)[0])
     executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
     result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)
     return Rerun(trial=trial, seed=seed, folder=folder, result=result, failure=failure)

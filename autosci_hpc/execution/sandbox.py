@@ -396,12 +396,13 @@ def trial_policy(mode: str, folder: str, data: str = "", *, network: bool = Fals
 
 
 
-def campaign_sandbox(config: object, campaign_folder: Path) -> tuple[SandboxSettings, str]:
+def campaign_sandbox(config: object, campaign_folder: Path, network: bool = False) -> tuple[SandboxSettings, str]:
     """(the settings every trial of the campaign carries, why): `executor.sandbox` resolved here.
 
     Refused, before anything is created: a sandbox that does not work, and a key file that trial code
     would see (inside the Python environment, the package source or the campaign folder). The key
-    file's path itself never travels with a trial request."""
+    file's path itself never travels with a trial request. `network`: the task declared it needs one
+    (task.yaml `network: true`); without that, trial code has none."""
     executor = getattr(config, "executor")
     llm = getattr(config, "llm")
     folder = Path(campaign_folder).absolute()
@@ -414,4 +415,5 @@ def campaign_sandbox(config: object, campaign_folder: Path) -> tuple[SandboxSett
             raise SandboxError(f"llm.api_key_file: {key_file} lies inside {root}, which trial code can read; "
                                "keep the key file outside the campaign folder and the Python environment "
                                "(for example ~/.config/autosci/key, mode 0600)")
-    return SandboxSettings(mode=mode, image=executor.sandbox_image, forbidden=[str(folder / "state.db")]), why
+    return SandboxSettings(mode=mode, image=executor.sandbox_image, network=network,
+                           forbidden=[str(folder / "state.db")]), why

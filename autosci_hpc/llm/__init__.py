@@ -104,7 +104,8 @@ def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["Tas
     if heartbeat is not None:
         client = BeatingClient(client, heartbeat)
 
-    sandbox, _ = campaign_sandbox(config, store.folder)
-    return LLMPolicy(client, task=task or load_task(config.task.path), llm=config.llm, recorder=StoreRecorder(store),
+    task = task or load_task(config.task.path)
+    sandbox, _ = campaign_sandbox(config, store.folder, network=task.network)
+    return LLMPolicy(client, task=task, llm=config.llm, recorder=StoreRecorder(store),
                      campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key],
                      sleep=sleep, heldout=heldout, sandbox=sandbox)

@@ -142,3 +142,22 @@ def test_doctor_reports_the_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
     assert "sandbox for trial code" in out and "bwrap:" in out and "executor.sandbox=auto uses:" in out
     expected = "bwrap" if shutil.which("bwrap") and sandbox.probe("bwrap")[0] else "none"
     assert f"executor.sandbox=auto uses: {expected}" in out
+
+
+def test_only_a_task_that_declares_the_network_gets_it(tmp_path: Path) -> None:
+    import shutil
+
+    from autosci_hpc.coordination.coordinator import Coordinator
+    from autosci_hpc.execution.sandbox import bwrap_argv
+    from helpers import FIXTURE_TASKS, campaign_config
+
+    skip_without_bwrap()
+    for declared in (False, True):
+        task = tmp_path / f"toy-{declared}"
+        shutil.copytree(FIXTURE_TASKS / "toy", task)
+        if declared:
+            (task / "task.yaml").write_text((task / "task.yaml").read_text() + "network: true\n")
+        config = campaign_config(tmp_path / str(declared), "toy", f"task.path={task}", "executor.sandbox=bwrap")
+        settings = Coordinator(config, config.campaign_folder()).sandbox
+        argv = bwrap_argv(["true"], settings.policy(str(tmp_path)))
+        assert settings.network is declared and ("--share-net" in argv) is declared
