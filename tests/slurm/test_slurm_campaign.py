@@ -290,3 +290,53 @@ def test_a_scancel_of_a_running_trial_is_retried_and_blames_nothing(tmp_path: Pa
         proposal = session.exec(select(Event).where(Event.kind == "proposal.concluded")
                                 .where(Event.entity_id == candidate.proposal_id)).first()
     assert proposal is not None and proposal.data["outcome"] != "failed"
+
+
+def _node_of(job_id: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True).stdout.strip()
+
+
+def test_a_node_set_down_and_back_mid_campaign_loses_and_blames_nothing(tmp_path: Path,
+                                                                        slurm_cluster: object) -> None:
+    """The node a candidate runs on is set DOWN (its jobs are killed, as in a node failure), then
+    RESUMEd: the lost trials come back (requeued by Slurm or retried by the campaign), the campaign
+    finishes, every trial row was submitted once, and no idea is failed for the node's fault."""
+    config = campaign_config(tmp_path, "toy", *slurm_overrides(slurm_cluster, "budget.trials=12",
+                                                                "executor.max_retries=3", "coordination.teams=1"),
+                             f"task.path={_slow_toy(tmp_path)}")
+    downed: dict[str, object] = {}
+
+    def down_then_back(coordinator: Coordinator) -> None:
+        if downed.get("back"):
+            return
+        if "node" in downed:  # the node went down on an earlier tick: its jobs are gone; bring it back
+            subprocess.run(["scontrol", "update", f"nodename={downed['node']}", "state=resume"], check=True)
+            downed["back"] = True
+            return
+        with coordinator.store.read() as session:
+            running = session.exec(select(Trial).where(Trial.status == "submitted")
+                                   .where(Trial.role == "candidate")).all()
+        for trial in running:
+            node = _node_of(trial.job_id)
+            if node:  # observed running on a node: no timing involved
+                subprocess.run(["scontrol", "update", f"nodename={node}", "state=down",
+                                "reason=autosci-test"], check=True)
+                downed.update(node=node, trial=trial.id)
+                return
+
+    coordinator = Coordinator(config, config.campaign_folder(), on_tick=down_then_back)
+    try:
+        assert coordinator.run().status == "finished"
+    finally:
+        if "node" in downed and not downed.get("back"):
+            subprocess.run(["scontrol", "update", f"nodename={downed['node']}", "state=resume"])
+    assert downed.get("back"), "no candidate was ever seen running"
+    con = sqlite3.connect(config.campaign_folder() / "state.db")
+    submitted, finished = con.execute("select trials_submitted, trials_finished from campaign").fetchone()
+    rows = con.execute("select count(*) from trial").fetchone()[0]
+    assert submitted == finished == rows
+    assert con.execute("select count(*) from trial where status not in ('succeeded', 'failed')").fetchone()[0] == 0
+    lost = con.execute("select failure_class, superseded_by from trial where id = ?", (downed["trial"],)).fetchone()
+    assert lost[0] == "" or lost[1] is not None  # it finished after a requeue, or it was retried
+    failed = con.execute("select count(*) from proposal where outcome = 'failed'").fetchone()[0]
+    assert failed == 0  # the node's fault was nobody's idea
