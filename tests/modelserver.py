@@ -57,7 +57,7 @@ class Brain:
         "y_axis": [-0.25, -0.35, -0.2, -0.4, -0.3, -0.15, -0.45, -0.1]})
     #: Read tools an experimenter calls before it submits (each one more model turn).
     implement_reads: int = 1
-    code_edit_posted: bool = False
+    code_edits_posted: int = 0
     discussion_posts: int = 0
     purposes: dict[str, int] = field(default_factory=dict)
 
@@ -79,7 +79,7 @@ class Brain:
             for pid, focus in re.findall(r"^p(\d+) \[[^\]]*\] by \S+ \((x_axis|y_axis)", t.prompt, re.M):
                 ids[focus].append(int(pid))
             teams = [{"focus": f, "hypothesis": f"moving {f[0]} towards its optimum raises the score",
-                      "proposal_ids": ids[f]} for f in ("x_axis", "y_axis")][:n]
+                      "proposal_ids": ids[f]} for f in ("y_axis", "x_axis")][:n]  # y first: its code change
             return self._count("plan_teams", [("write_roster", {"teams": teams})])
         if "register_dead_ends" in names:
             return self._count("review", [("register_dead_ends", {"dead_ends": []})])
@@ -100,8 +100,10 @@ class Brain:
         else:
             focus = ("x_axis", "y_axis")[self.discussion_posts % 2]
             self.discussion_posts += 1
-        if focus == "y_axis" and not self.code_edit_posted and CODE_ANCHOR in t.text:
-            self.code_edit_posted = True
+        # The code change, while the champion program does not have it yet (a try that was overtaken by
+        # another promotion, and concluded stale, is proposed again on the new champion), at most 3 times.
+        if focus == "y_axis" and self.code_edits_posted < 3 and CODE_ANCHOR in t.text:
+            self.code_edits_posted += 1
             return [("post_proposal", {
                 "title": "hold y at its optimum in train.py", "focus": focus, "overrides": {},
                 "edits": [{"path": "train.py", "search": CODE_ANCHOR, "replace": CODE_EDIT}],

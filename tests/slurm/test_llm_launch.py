@@ -44,6 +44,9 @@ def test_llm_agents_over_http_through_sbatch_with_a_requeue_mid_conversation(
                 "executor.kind=slurm", f"executor.slurm.partition={partition}", "executor.slurm.time_min=5",
                 "executor.result_grace_s=5", "coordination.poll_interval_s=0.2",
                 "coordination.agent_processes=true", "coordination.critics_per_proposal=1",
+                # one team (y, the code change's focus) with one experimenter: candidates one after the
+                # other, so the code change is not overtaken by another promotion while it runs (stale)
+                "coordination.teams=1",
                 "llm.backend=openai", f"llm.base_url={server.openai_url()}", "llm.model=stand-in",
                 "llm.prices.stand-in.input=1", "llm.prices.stand-in.output=1", "llm.smoke_run=false"]
         job = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip().split(";")[0]

@@ -31,7 +31,9 @@ def sbatch_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slurm_cluster: o
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log = tmp_path / "sbatch.log"
-    (bindir / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {real} "$@"\n')
+    # `sbatch --test-only` (the launch check) submits nothing: not a submission.
+    (bindir / "sbatch").write_text(f'#!/bin/sh\ncase "$*" in *--test-only*) ;; *) echo "$@" >> {log} ;; esac\n'
+                                   f'exec {real} "$@"\n')
     (bindir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     return log
