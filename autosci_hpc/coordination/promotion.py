@@ -108,7 +108,7 @@ def decide(task: TaskSpec, rules: PromotionSection, champion: Champion, candidat
         return Decision(False, rules.rule, 0.0, {**detail, "reason": "no seed in common with the champion"})
     if rules.rule == "paired":
         sigma, replicates = baseline if baseline is not None else (champion.metric_std, len(ref))
-        return _paired(rules, deltas, mean_delta, sigma, replicates, final, detail)
+        return _paired(rules, deltas, mean_delta, sigma, replicates, final, detail, splits=task.splits)
     detail["ci95"] = _interval(deltas, 0.975)
     promote = mean_delta > rules.min_delta
     if rules.rule == "ttest":
@@ -141,7 +141,7 @@ def _interval(deltas: list[float], q: float) -> Optional[list[float]]:
 
 
 def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: float, replicates: int,
-            final: bool, detail: dict[str, Any]) -> Decision:
+            final: bool, detail: dict[str, Any], splits: int = 1) -> Decision:
     n = len(deltas)
     squares = sum((d - mean) ** 2 for d in deltas)
     df = n - 1
@@ -165,8 +165,12 @@ def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: fl
         ci = [mean - half, mean + half]
         futile = mean + _t_quantile(1 - rules.futility, df) * se < min_effect
     promote = p_value < level and mean >= min_effect and mean > rules.min_delta
-    at_cap = final or n >= max_seeds(rules)
-    more = 0 if promote or futile or at_cap else min(rules.seed_step, max_seeds(rules) - n)
+    # A task whose seed picks one of `splits` fixed data splits measures seed s and s + splits on the same
+    # split: beyond that many seeds a deterministic program repeats its numbers, and counting them as new
+    # evidence would make the test overconfident. So more seeds stop at the number of splits.
+    cap = max_seeds(rules) if splits <= 1 else min(max_seeds(rules), max(rules.seeds, splits))
+    at_cap = final or n >= cap
+    more = 0 if promote or futile or at_cap else min(rules.seed_step, cap - n)
     detail.update({"p_value": p_value, "alpha": rules.alpha, "level": level, "looks": looks(rules),
                    "min_effect": min_effect, "baseline_sd": sigma, "baseline_replicates": replicates,
                    "pooled_sd": sd, "df": df, "ci95": ci,

@@ -144,3 +144,16 @@ def test_the_screen_follows_the_direction() -> None:
     ref: Optional[dict[int, float]] = None
     assert promotion.screen(task_of("maximize"), rules("paired"), champ, 0, 0.60, ref) == pytest.approx(0.10)
     assert promotion.screen(task_of("minimize"), rules("paired"), champ, 0, 0.60, ref) == pytest.approx(-0.10)
+
+
+def test_no_more_seeds_than_the_task_has_data_splits() -> None:
+    """Seed s and s + splits train and score on the same split: a deterministic program repeats its number,
+    so the paired rule asks for more seeds only up to the number of splits (more would be false evidence)."""
+    task = task_of("maximize")
+    champ = champion(0.01, seeds=3)
+    reference = {k: CHAMPION[k] for k in range(3)}
+    for splits, more in ((1, 2), (3, 0), (4, 1)):
+        split_task = task.model_copy(update={"splits": splits})
+        verdict = promotion.decide(split_task, rules("paired"), champ, candidate(split_task, MIXED), reference,
+                                   baseline=(0.01, 3))
+        assert not verdict.promote and verdict.more_seeds == more, (splits, verdict.detail)
