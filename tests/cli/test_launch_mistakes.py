@@ -58,7 +58,9 @@ def fake_bin(tmp_path: Path, sinfo: str = FAKE_SINFO_UP, test_only_ok: bool = Fa
     folder.mkdir()
     sbatch = FAKE_SBATCH.replace('case " $* " in *--constraint=*)', 'case " $* " in *--never-matches=*)') \
         if test_only_ok else FAKE_SBATCH
-    for name, text in (("sinfo", sinfo), ("sbatch", sbatch), ("scontrol", FAKE_SCONTROL)):
+    # srun only has to exist: submitit looks for it to decide that it is on a cluster (never run here)
+    for name, text in (("sinfo", sinfo), ("sbatch", sbatch), ("scontrol", FAKE_SCONTROL),
+                       ("srun", "#!/bin/sh\nexit 1\n")):
         (folder / name).write_text(text)
         (folder / name).chmod(0o755)
     return folder
