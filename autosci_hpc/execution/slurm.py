@@ -1,6 +1,6 @@
 """The SLURM executor: every batch of trials is one array job submitted through submitit.
 
-What it adds over submitit's own `SlurmExecutor` (see shared/reference/reliability.md):
+What it adds over submitit's own `SlurmExecutor`, for clusters that are busy and sometimes unreachable:
 - arrays larger than the cluster's `MaxArraySize` are split into chunks, each indexed from 0;
 - nested submission (from inside the coordinator's own job) runs with the inherited `SLURM_*`,
   `SBATCH_*`, `SRUN_*` and `SUBMITIT_*` variables removed, `SLURM_CONF` kept;

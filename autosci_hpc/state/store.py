@@ -1,6 +1,6 @@
 """The `Store`: one SQLite database per campaign, written in short `BEGIN IMMEDIATE` transactions.
 
-Why these choices (see shared/reference/reliability.md):
+Why these choices (SQLite on cluster filesystems, whose locks and fsync differ from a laptop's):
 - `isolation_level=None` on the DBAPI connection and an explicit `BEGIN IMMEDIATE` on every write
   transaction: the write lock is taken up front, so a transaction never fails half-way on the
   non-retriable "upgrade a read lock to a write lock" path.
