@@ -34,6 +34,22 @@ def wait_for(what: str, check, timeout: float = 240.0) -> None:  # noqa: ANN001
         time.sleep(1.0)
 
 
+def requeued_and_consistent(folder: Path, out: Path) -> tuple[sqlite3.Connection, int]:
+    """The coordinator caught the warning and resumed; the database is whole, every trial row was
+    submitted once and finished. The open database and its trial count, for more checks."""
+    log = out.read_text()
+    assert "caught USR1" in log and "(resumed)" in log, log[-3000:]
+    con = sqlite3.connect(folder / "state.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    restarts, submitted, finished = con.execute(
+        "select restarts, trials_submitted, trials_finished from campaign").fetchone()
+    rows = con.execute("select count(*) from trial").fetchone()[0]
+    assert restarts >= 1 and submitted == finished == rows
+    assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
+                       "group by entity_id)").fetchone()[0] == 1  # no trial submitted twice
+    return con, rows
+
+
 def test_the_coordinator_job_is_requeued_and_the_campaign_completes(tmp_path: Path, slurm_cluster: object) -> None:
     task_dir = tmp_path / "slow_toy"
     shutil.copytree(FIXTURE_TASKS / "toy", task_dir)
@@ -60,16 +76,8 @@ def test_the_coordinator_job_is_requeued_and_the_campaign_completes(tmp_path: Pa
                                                           text=True).stdout.strip() == "", 60)
     finally:
         subprocess.run(["scancel", job], capture_output=True)
-    log = out.read_text()
-    assert "caught USR1" in log and "(resumed)" in log, log[-3000:]
-    con = sqlite3.connect(folder / "state.db")
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    restarts, submitted, finished = con.execute(
-        "select restarts, trials_submitted, trials_finished from campaign").fetchone()
-    rows = con.execute("select count(*) from trial").fetchone()[0]
-    assert restarts >= 1 and submitted == finished == rows >= 10
-    assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
-                       "group by entity_id)").fetchone()[0] == 1  # no trial submitted twice
+    con, rows = requeued_and_consistent(folder, out)
+    assert rows >= 10
     assert con.execute("select count(*) from trial where status not in ('succeeded','failed')").fetchone()[0] == 0
     assert con.execute("select holder from lease").fetchone()[0] == ""  # released at the end
     resumed = con.execute("select data from event where kind='campaign.resumed'").fetchone()[0]

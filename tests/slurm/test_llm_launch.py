@@ -7,7 +7,6 @@ of a request, with nothing lost or doubled and that conversation's spend account
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from helpers import FIXTURE_TASKS, ROOT
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modelserver import Brain, ModelServer, Turn  # noqa: E402
-from test_launch import query, wait_for  # noqa: E402
+from test_launch import query, requeued_and_consistent, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -62,16 +61,7 @@ def test_llm_agents_over_http_through_sbatch_with_a_requeue_mid_conversation(
         finally:
             server.release.set()
             subprocess.run(["scancel", job], capture_output=True)
-    log = out.read_text()
-    assert "caught USR1" in log and "(resumed)" in log, log[-3000:]
-    con = sqlite3.connect(folder / "state.db")
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    restarts, submitted, finished = con.execute(
-        "select restarts, trials_submitted, trials_finished from campaign").fetchone()
-    rows = con.execute("select count(*) from trial").fetchone()[0]
-    assert restarts >= 1 and submitted == finished == rows
-    assert con.execute("select max(n) from (select count(*) n from event where kind='trial.submitted' "
-                       "group by entity_id)").fetchone()[0] == 1
+    con, rows = requeued_and_consistent(folder, out)
     assert con.execute("select count(*) from proposal where status='claimed'").fetchone()[0] == 0
     # Every trial ran as a Slurm job, batches as array jobs (ids <array>_<index>).
     assert con.execute("select count(*) from trial where job_id != ''").fetchone()[0] == rows
