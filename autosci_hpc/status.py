@@ -15,7 +15,7 @@ from rich.text import Text
 from sqlmodel import Session, col, select
 
 from .agents.views import current_champion
-from .coordination.budget import count_rows
+from .state.budget import count_rows
 from .coordination.promotion import interval_text
 from .state import Store
 from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,

@@ -136,7 +136,7 @@ def run_loop(tmp: Path, p: dict[str, Any], trials: int) -> Utilization:
     from autosci_hpc.execution.local import LocalTrialExecutor
     from autosci_hpc.execution.results import read_result
     from autosci_hpc.execution.trial import task_request
-    from autosci_hpc.llm.random_search import PacedPolicy
+    from autosci_hpc.policies.random_search import PacedPolicy
     from autosci_hpc.task import load_task
 
     task = load_task(bl.toy_task(tmp / "task-loop", p["trial_s"]))

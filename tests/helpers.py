@@ -8,7 +8,7 @@ from typing import Any, Optional
 from autosci_hpc.agents.policy import AgentInfo, ProposalDraft
 from autosci_hpc.agents.views import StateView
 from autosci_hpc.config import CampaignConfig, load_config
-from autosci_hpc.llm.offline import OfflinePolicy
+from autosci_hpc.policies.offline import OfflinePolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_TASKS = ROOT / "tests" / "fixtures" / "tasks"

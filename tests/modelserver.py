@@ -8,7 +8,7 @@ the request offers (its tools) and says (its prompt), as a model would:
 
 - analysts read the log once, then propose: a move of x or y towards the optimum, and one proposal
   that edits the program's code (`train.py`: y fixed at its optimum);
-- critics approve unless the evidence checks found something; the team planner forms one team
+- critics approve unless the evidence checks found something; the convening analyst forms one team
   per focus; reviewers register no dead end;
 - experimenters list the files, smoke-test, and submit.
 
@@ -72,7 +72,7 @@ class Brain:
                                                               "reasons": "a new direction; nothing argues against it"})])
             return self._count("critique", [("critique", {"verdict": "reject",
                                                           "reasons": findings.splitlines()[0][:200]})])
-        if "write_roster" in names:
+        if "write_team_plan" in names:
             m = re.search(r"plan at most (\d+) team", t.prompt)
             n = int(m.group(1)) if m else 2
             ids: dict[str, list[int]] = {"x_axis": [], "y_axis": []}
@@ -80,7 +80,7 @@ class Brain:
                 ids[focus].append(int(pid))
             teams = [{"focus": f, "hypothesis": f"moving {f[0]} towards its optimum raises the score",
                       "proposal_ids": ids[f]} for f in ("y_axis", "x_axis")][:n]  # y first: its code change
-            return self._count("plan_teams", [("write_roster", {"teams": teams})])
+            return self._count("plan_teams", [("write_team_plan", {"teams": teams})])
         if "register_dead_ends" in names:
             return self._count("review", [("register_dead_ends", {"dead_ends": []})])
         if "submit" in names:

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, func, select
 
 from .. import faults, scrub
 from ..config import CampaignConfig
-from ..coordination import budget
+from ..state import budget
 from ..state import Store, emit
 from ..state.models import Agent, Campaign, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
@@ -28,12 +28,18 @@ from .views import build_view, current_champion, proposal_view
 
 @dataclass
 class Context:
-    """What every agent works with: the store, the task, the policy, the campaign config."""
+    """What every agent works with: the store, the task, the policy, the campaign config, and the
+    executor's capacity (trials outstanding at once: the executor's own figure, handed down by the
+    coordinator, so that agents and coordinator count slots against the same number)."""
 
     store: Store
     task: TaskSpec
     policy: Policy
     config: CampaignConfig
+    capacity: int
+    #: Asked for a team plan when `policy` fails on it (the coordinator gives the model-free
+    #: policy), so a team is never left without a focus. Injected: the roles name no policy.
+    fallback: Optional[Policy] = None
 
     @property
     def folder(self) -> Path:
@@ -311,7 +317,7 @@ class Experimenter(Role):
             team = session.get(Team, agent.team_id) if agent.team_id else None
             ready = (campaign.status == "execution" and campaign.accepting_work and agent.status == "idle"
                      and team is not None and team.status == "active"
-                     and budget.free_slots(session, self.ctx.config) > 0
+                     and budget.free_slots(session, self.ctx.capacity) > 0
                      and budget.may_start_candidate(session, self.ctx.config))
         if not ready or team is None or team.id is None:
             return False

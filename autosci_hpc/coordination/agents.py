@@ -38,16 +38,18 @@ def _die_with_parent() -> None:
         pass
 
 
-def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coordinator_pid: int) -> None:
+def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coordinator_pid: int,
+               capacity: int) -> None:
     """The whole life of one agent process. It ends with its coordinator: through the parent-death
-    signal, and — should the coordinator have died before that was armed — by checking its parent."""
+    signal, and — should the coordinator have died before that was armed — by checking its parent.
+    `capacity` is the coordinator's executor's: the agent counts free slots against the same figure."""
     _die_with_parent()
     if os.getppid() != coordinator_pid:
         return
     from ..agents.roles import Context
     from ..config import CampaignConfig
     from ..execution.rerun import TASK_SPEC_FILE
-    from ..llm import make_policy
+    from ..policies import fallback_policy, make_policy
     from ..task import TaskSpec
 
     config = CampaignConfig.model_validate_json(config_json)
@@ -62,7 +64,8 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
                 session.add(row)
 
     # The policy beats around every model request too: a long conversation is alive while it talks.
-    ctx = Context(store, task, make_policy(config, store, task=task, heartbeat=beat), config)
+    ctx = Context(store, task, make_policy(config, store, task=task, heartbeat=beat), config, capacity,
+                  fallback=fallback_policy(config))
     with store.read() as session:
         row = session.get(Agent, agent_id)
         assert row is not None
@@ -87,6 +90,8 @@ class Supervisor:
     store: Store
     config_json: str
     agent_ids: list[int]
+    #: The executor's capacity, handed to every agent process (`agent_main`).
+    capacity: int
     poll_s: float = 0.2
     #: A heartbeat older than this means a hung agent (an LLM call can take minutes).
     timeout_s: float = 600.0
@@ -98,7 +103,8 @@ class Supervisor:
 
     def _spawn(self, agent_id: int) -> None:
         proc = mp.get_context("spawn").Process(
-            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s, os.getpid()),
+            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s, os.getpid(),
+                                     self.capacity),
             name=f"autosci-agent-{agent_id}", daemon=False)
         proc.start()
         self.processes[agent_id] = proc

@@ -25,20 +25,21 @@ from ..agents.roles import Context, post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import prepare_data
-from ..execution.executors import SubmittedJob, TrialExecutor, make_executor
+from ..execution.executors import SubmittedJob, TrialExecutor
+from ..execution.registry import make_executor
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
 from ..execution.results import atomic_write_text
 from ..execution.sandbox import campaign_sandbox
 from ..execution.trial import TrialRequest, task_request
-from ..llm import make_policy
+from ..policies import fallback_policy, make_policy
 from ..llm.keys import stored_config
-from ..state import Store, emit
+from ..state import Store, budget, emit
 from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
                     unknown_keys)
-from . import budget, modes
+from . import modes
 from .agents import Supervisor
 from .discussion import advance_discussion, conclude_reopened, reopen_stagnating, settle
 from .outcomes import Outcomes
@@ -89,9 +90,9 @@ class Coordinator:
             self.served = ServedModel(config.llm, self.folder)
             self._point_agents_at(self.served.ensure())
         self._own_policy = policy is None
-        self.ctx = Context(self.store, self.task, policy or make_policy(self.config, self.store, task=self.task),
-                           self.config)
         self.executor = executor or make_executor(self.config, self.folder / "jobs", self.time_limit_s)
+        self.ctx = Context(self.store, self.task, policy or make_policy(self.config, self.store, task=self.task),
+                           self.config, self.executor.capacity, fallback=fallback_policy(self.config))
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
         self.outcomes = Outcomes(self.task, config)
         self.on_tick = on_tick
@@ -117,7 +118,7 @@ class Coordinator:
             cfg = self.config
             session.add(Campaign(name=cfg.campaign.name, folder=str(self.folder), task_name=self.task.name,
                                  mode=cfg.coordination.mode, config=stored_config(cfg)))
-            for name, role in modes.roster(cfg):
+            for name, role in modes.starting_agents(cfg):
                 session.add(Agent(name=name, role=role))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
         with self.store.write() as session:  # on every start: a resumed campaign may run on another machine
@@ -135,8 +136,8 @@ class Coordinator:
         if campaign.mode != self.mode:
             raise ValueError(f"{self.folder} is a '{campaign.mode}' campaign; its coordination.mode cannot "
                              f"change to '{self.mode}' (start a new campaign folder)")
-        # In id order, which is the roster's: proposers first, so in a tick ideas are posted before
-        # anyone claims.
+        # In id order, which is that of `modes.starting_agents`: proposers first, so in a tick ideas
+        # are posted before anyone claims.
         return [modes.make_agent(self.ctx, a.id, a.role) for a in rows if a.id is not None]
 
     def _start_baseline(self) -> None:
@@ -173,7 +174,7 @@ class Coordinator:
         self._set_accepting(True)
         if self.agent_processes:
             self.supervisor = Supervisor(self.store, self.config.model_dump_json(),
-                                         [a.agent_id for a in self.agents],
+                                         [a.agent_id for a in self.agents], self.executor.capacity,
                                          poll_s=self.config.coordination.poll_interval_s,
                                          timeout_s=self.config.coordination.agent_timeout_s)
             self.supervisor.start()
@@ -311,10 +312,9 @@ class Coordinator:
         a second transaction. A crash between the two leaves `submitting` trials, which the next
         coordinator finds at the scheduler (`_reconcile_submitting`) instead of submitting again."""
         with self.store.read() as session:
-            running = budget.count_rows(session, Trial, col(Trial.status).in_(["submitting", "submitted"]))
+            room = budget.submit_room(session, self.executor.capacity)
             ready = session.exec(select(Trial).where(Trial.status == "created")
                                  .order_by(col(Trial.role) == "candidate", col(Trial.id))).all()
-        room = self.executor.capacity - running
         batch = list(ready[: max(0, room)])
         if not batch:
             return

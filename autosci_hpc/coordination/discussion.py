@@ -20,21 +20,25 @@ from ..agents.evidence import assess, blocking
 from ..agents.policy import PolicyError
 from ..agents.roles import Context, agent_info, post, remember
 from ..agents.views import build_view, proposal_view
-from ..llm.offline import OfflinePolicy
 from ..state import emit
 from ..state.models import Agent, Campaign, Critique, Proposal, Team, utcnow
 
 
-def _plan(ctx: Context, info: Any, view: Any, views: list[Any], n_teams: int) -> list[Any]:
-    """The planner's hypotheses; if its policy fails, the offline ranking of the same proposals
-    (most-supported first), so a team is never left without a focus."""
+def _team_plan(ctx: Context, info: Any, view: Any, views: list[Any], n_teams: int) -> list[Any]:
+    """The hypotheses the convening analyst chooses; if its policy fails, the context's fallback
+    policy's plan from the same proposals (the coordinator gives the offline ranking, most-supported
+    first), so a team is never left without a focus."""
     try:
         drafts = ctx.policy.plan_teams(info, view, views, n_teams)
     except PolicyError as exc:
         with ctx.store.write() as session:
             emit(session, "agent.policy_error", "agent", info.id, decision="plan_teams", error=str(exc)[:500])
         drafts = []
-    return drafts or OfflinePolicy().plan_teams(info, view, views, n_teams)
+    if drafts:
+        return drafts
+    if ctx.fallback is None:
+        raise RuntimeError("no team plan: the policy gave none and the context has no fallback policy")
+    return ctx.fallback.plan_teams(info, view, views, n_teams)
 
 
 def settle(ctx: Context) -> int:
@@ -98,8 +102,10 @@ def form_teams(ctx: Context) -> list[int]:
         agents = session.exec(select(Agent).order_by(col(Agent.id))).all()
         analysts = [a for a in agents if a.role == "analyst"]
         experimenters = [a for a in agents if a.role == "experimenter"]
-        planner = analysts[0]
-        info = agent_info(session, planner)
+        # The first analyst convenes the teams (writes the plan in its name); in central mode the
+        # word "planner" means that mode's one agent, not this one.
+        convener = analysts[0]
+        info = agent_info(session, convener)
         view = build_view(session, ctx.task)
         names = {a.id: a.name for a in agents if a.id is not None}
         rows = session.exec(select(Proposal).where(Proposal.status == "approved")
@@ -107,7 +113,7 @@ def form_teams(ctx: Context) -> list[int]:
         approved = [p.id for p in rows if p.id is not None]
         views = [proposal_view(p, names) for p in rows]
         author_focus = {p.author_id: p.focus for p in rows}
-    drafts = _plan(ctx, info, view, views, cfg.teams)
+    drafts = _team_plan(ctx, info, view, views, cfg.teams)
     with ctx.store.write() as session:
         teams: list[Team] = []
         for i, draft in enumerate(drafts):
@@ -147,14 +153,14 @@ def form_teams(ctx: Context) -> list[int]:
                 session.add(proposal)
             post(session, "roster", f"{team.name} formed around '{team.focus}'",
                  f"hypothesis: {team.hypothesis}\nroster: {', '.join(team.roster)}",
-                 author_id=planner.id, team_id=team.id)
+                 author_id=convener.id, team_id=team.id)
             emit(session, "team.formed", "team", team.id, focus=team.focus, roster=team.roster)
         campaign = session.exec(select(Campaign)).one()
         campaign.status = "execution"
         session.add(campaign)
         emit(session, "campaign.execution", "campaign", campaign.id, approved=len(approved))
-        assert planner.id is not None
-        remember(session, planner.id)
+        assert convener.id is not None
+        remember(session, convener.id)
         return [t.id for t in teams if t.id is not None]
 
 
@@ -201,7 +207,7 @@ def conclude_reopened(ctx: Context) -> list[str]:
             view = build_view(session, ctx.task)
         if info is None:
             continue
-        drafts = _plan(ctx, info, view, views, len(ctx.task.groups()))
+        drafts = _team_plan(ctx, info, view, views, len(ctx.task.groups()))
         taken = {f for i, f in others.items() if i != team.id}
         choice = ([d for d in drafts if d.focus not in taken] or drafts)[0]
         with ctx.store.write() as session:

@@ -23,9 +23,8 @@ from sqlmodel import Session, col, func, select
 from ..agents.roles import Analyst, Context, Experimenter, _exhausted, may_claim
 from ..agents.roles import release  # noqa: F401  (re-exported: the supervisor and resume use it)
 from ..config import CampaignConfig
-from ..state import emit
+from ..state import budget, emit
 from ..state.models import Agent, Campaign, Proposal, utcnow
-from . import budget
 from .discussion import settle
 
 MODES = ("decentralized", "single", "central")
@@ -38,8 +37,9 @@ class Stepper(Protocol):
         """One turn of the agent's loop; True when it did anything."""
 
 
-def roster(config: CampaignConfig) -> list[tuple[str, str]]:
-    """(name, role) of the agents a campaign starts with, by mode. Central mode gets as many workers
+def starting_agents(config: CampaignConfig) -> list[tuple[str, str]]:
+    """(name, role) of the agents a campaign starts with, by mode (a team's roster is another thing:
+    its members, decided when it forms). Central mode gets as many workers
     as decentralized mode has experimenters, so both keep the same number of candidates in flight."""
     c = config.coordination
     if c.mode == "single":
@@ -95,9 +95,19 @@ def _assign(session: Session, config: CampaignConfig, proposal: Proposal, worker
     return True
 
 
-class Planner(Analyst):
+class Planner:
     """The one mind of the baselines. In `central` it keeps every idle worker supplied; in `single`
-    (role `solo`) it is its own only worker: it proposes, launches, and waits for the verdict."""
+    (role `solo`) it is its own only worker: it proposes, launches, and waits for the verdict.
+
+    It is composed of the roles' behaviour, not a kind of them: it proposes and reviews as an analyst
+    does and (solo) launches as an experimenter does, each in its own name, and decides itself only
+    who gets which idea and when."""
+
+    def __init__(self, ctx: Context, agent_id: int) -> None:
+        self.ctx = ctx
+        self.agent_id = agent_id
+        self.analyst = Analyst(ctx, agent_id)
+        self.experimenter = Experimenter(ctx, agent_id)
 
     def step(self) -> bool:
         with self.ctx.store.read() as session:
@@ -110,7 +120,7 @@ class Planner(Analyst):
         did = False
         if not solo and concluded > reviewed:
             # The central planner reads every outcome; the dead ends it registers bind everyone.
-            self.review(reviewed_upto=concluded)
+            self.analyst.review(reviewed_upto=concluded)
             did = True
         # Keep every idle worker supplied: assign an approved idea, or think of a new one.
         for _ in range(worker_count(self.ctx.config)):
@@ -121,7 +131,7 @@ class Planner(Analyst):
             if proposal_id is None:
                 if self._ideas_spent():
                     break
-                posted = self.post_proposal(None, None)
+                posted = self.analyst.post_proposal(None, None)
                 did = True
                 if posted is None:
                     continue  # refused before compute (unknown key) or nothing to propose
@@ -135,7 +145,7 @@ class Planner(Analyst):
                 break  # the campaign changed since the planner looked; try again next step
             did = True
             if solo:
-                self.launch(proposal_id)
+                self.experimenter.launch(proposal_id)
                 break
         return did
 
@@ -145,7 +155,7 @@ class Planner(Analyst):
             campaign = session.exec(select(Campaign)).one()
             if not (campaign.status == "execution" and campaign.accepting_work
                     and budget.may_start_candidate(session, self.ctx.config)
-                    and budget.free_slots(session, self.ctx.config) > 0):
+                    and budget.free_slots(session, self.ctx.capacity) > 0):
                 return None
             me = session.get(Agent, self.agent_id)
             assert me is not None
@@ -165,12 +175,16 @@ class Planner(Analyst):
         with self.ctx.store.read() as session:
             return _exhausted(session, self.agent_id, self.ctx.config.coordination.max_rejections_in_a_row)
 
-    def launch(self, proposal_id: int) -> Optional[int]:
-        return Experimenter(self.ctx, self.agent_id).launch(proposal_id)
 
 
-class Worker(Experimenter):
-    """A central-mode worker: it launches what the planner assigned to it, nothing else."""
+class Worker:
+    """A central-mode worker: it launches what the planner assigned to it, nothing else (an
+    experimenter's launch, without its own claiming)."""
+
+    def __init__(self, ctx: Context, agent_id: int) -> None:
+        self.ctx = ctx
+        self.agent_id = agent_id
+        self.experimenter = Experimenter(ctx, agent_id)
 
     def step(self) -> bool:
         with self.ctx.store.read() as session:
@@ -179,5 +193,5 @@ class Worker(Experimenter):
                                     .where(Proposal.status == "claimed").order_by(col(Proposal.id))).first()
         if assigned is None or assigned.id is None or campaign.status != "execution":
             return False
-        self.launch(assigned.id)
+        self.experimenter.launch(assigned.id)
         return True

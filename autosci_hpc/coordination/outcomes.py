@@ -23,10 +23,10 @@ from ..agents.roles import post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..execution.results import FailureClass
-from ..state import emit
+from ..state import budget, emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
 from ..task import TaskSpec
-from . import budget, promotion, provenance
+from . import promotion, provenance
 from .modes import first_phase
 
 #: The role of a champion's run on a seed it had no stored result for (or on every seed of a

@@ -4,6 +4,9 @@ The interface is small on purpose (hydra's launchers): submit a batch of request
 states of many jobs in one call, cancel. The coordinator never blocks on a job: success is decided
 by the trial's own result file (see `monitor.py`), and the executor only says whether a job is
 still alive and, when it is not, how it ended.
+
+This module holds the interface only; `registry.py` knows the implementations (`local.py`,
+`slurm.py`), which import this one, so no implementation is ever imported from here.
 """
 
 from __future__ import annotations
@@ -74,19 +77,6 @@ class TrialExecutor(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None: ...
-
-
-def make_executor(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
-    """The executor a campaign config asks for."""
-    kind = config.executor.kind
-    if kind == "local":
-        from .local import LocalTrialExecutor
-
-        return LocalTrialExecutor(folder, config.executor.local.max_concurrent, timeout_min=time_limit_s / 60 + 1)
-    from .slurm import SlurmTrialExecutor
-
-    return SlurmTrialExecutor.from_config(folder, config.executor.slurm, job_name=f"autosci-{config.campaign.name}",
-                                          time_limit_s=time_limit_s)
 
 
 def jobs_in_folders(folder: Path, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:

@@ -18,7 +18,8 @@ from ..config import CampaignConfig
 from ..state import Store
 from ..state.models import Campaign, Trial
 from ..task import TaskSpec
-from .executors import TrialExecutor, make_executor
+from .executors import TrialExecutor
+from .registry import make_executor
 from .results import ResultFileError, TrialResult, read_result
 from .sandbox import campaign_sandbox
 from .trial import TrialRequest, task_request

@@ -1,5 +1,6 @@
-"""Agent backends behind the `Policy` interface: the offline policy, and LLM agents (Claude through
-the anthropic SDK, or a model behind an OpenAI-compatible server) in `llm.policy`."""
+"""LLM agents behind the `Policy` interface: Claude through the anthropic SDK, or a model behind an
+OpenAI-compatible server (`llm.policy`). The policies that use no model live in `autosci_hpc.policies`,
+whose `make_policy` is where a campaign's `llm.backend` is turned into a policy."""
 
 from __future__ import annotations
 
@@ -63,23 +64,16 @@ class BeatingClient:
         return f"BeatingClient({self.client!r})"
 
 
-def make_policy(config: "CampaignConfig", store: "Store", *, task: Optional["TaskSpec"] = None,
-                http_client: Any = None, sleep: Callable[[float], None] = time.sleep,
-                heartbeat: Optional[Callable[[], None]] = None) -> "Policy":
-    """The policy a campaign config asks for. `store` is for accounting (llm_call rows) only.
+def make_llm_policy(config: "CampaignConfig", store: "Store", *, task: Optional["TaskSpec"] = None,
+                    http_client: Any = None, sleep: Callable[[float], None] = time.sleep,
+                    heartbeat: Optional[Callable[[], None]] = None) -> "Policy":
+    """The LLM policy `llm.backend` names. `store` is for accounting (llm_call rows) only.
 
-    LLM policies record every request attempt through a `StoreRecorder` (one short write
-    transaction each) and refuse a request that would take the committed cost past
-    `budget.llm_dollars`. The API key comes from `llm.api_key_file` or the environment and lives only
-    in the client. `heartbeat`, when given, is called around every model request (`BeatingClient`).
+    It records every request attempt through a `StoreRecorder` (one short write transaction each)
+    and refuses a request that would take the committed cost past `budget.llm_dollars`. The API key
+    comes from `llm.api_key_file` or the environment and lives only in the client. `heartbeat`, when
+    given, is called around every model request (`BeatingClient`).
     """
-    if config.llm.backend in ("offline", "random"):
-        from .offline import OfflinePolicy
-        from .random_search import PacedPolicy, RandomSearchPolicy
-
-        kind = RandomSearchPolicy if config.llm.backend == "random" else OfflinePolicy
-        policy: Policy = kind(seed=config.campaign.seed, dead_end_after=config.coordination.dead_end_after)
-        return PacedPolicy(policy, config.llm.offline_latency_s) if config.llm.offline_latency_s else policy
     from ..task import load_task
     from .accounting import StoreRecorder
     from .keys import resolve_api_key

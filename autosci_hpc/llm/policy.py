@@ -42,7 +42,7 @@ from ..execution.sandbox import SandboxSettings
 from ..scrub import Scrubber
 from .keys import redact
 from .tools import (DeadEnds, Done, EditFiles, ListFiles, NoProposal, ReadDeadEnds, ReadFile, ReadForum, ReadLog,
-                    ReadProposals, Roster, SetOverrides, SmokeTest, Submit, Tool, ToolRefused, UpdateMemory,
+                    ReadProposals, TeamPlan, SetOverrides, SmokeTest, Submit, Tool, ToolRefused, UpdateMemory,
                     format_validation)
 from .workspace import Workspace, WorkspaceError, check_edits, read_program
 
@@ -74,7 +74,7 @@ specific reasons otherwise. The evidence checks' findings are given; take them s
 Final tool: critique.""",
     "plan_teams": """You are the ANALYST who plans the teams: choose the hypotheses (each one focus — a
 hypothesis family — and a one-paragraph hypothesis) that teams will form around, best supported
-first, from the proposals that survived discussion. Final tool: write_roster.""",
+first, from the proposals that survived discussion. Final tool: write_team_plan.""",
     "review": """You are an ANALYST reviewing outcomes: register as dead ends the directions that the log
 shows do not help, so that nobody proposes them again. Only directions listed in the evidence can be
 registered; register none if the evidence is thin. Final tool: register_dead_ends.""",
@@ -86,7 +86,7 @@ smoke_test (a few seconds with tiny settings: it catches crashes before any GPU 
 submit. Keep to the proposal's idea; do not touch the evaluation or the held-out data.""",
 }
 
-FINAL_NAMES = {"propose": "post_proposal or no_proposal", "critique": "critique", "plan_teams": "write_roster",
+FINAL_NAMES = {"propose": "post_proposal or no_proposal", "critique": "critique", "plan_teams": "write_team_plan",
                "review": "register_dead_ends", "implement": "submit"}
 
 
@@ -163,11 +163,11 @@ class LLMPolicy:
         ask = (f"# Your task: plan at most {n_teams} team(s)\nEach team explores one focus. Allowed focuses: "
                f"{', '.join(allowed) or '(any)'}.\n## Proposals that survived discussion\n"
                + listing([proposal_line(p) for p in approved], 40)
-               + "\n\nFinish with write_roster: the teams, best-supported hypothesis first, each with the ids of "
+               + "\n\nFinish with write_team_plan: the teams, best-supported hypothesis first, each with the ids of "
                  "the approved proposals that support it.")
         approved_ids = {p.id for p in approved}
 
-        def roster(value: Roster) -> Done:
+        def accept_plan(value: TeamPlan) -> Done:
             problems = []
             if len(value.teams) > n_teams:
                 problems.append(f"at most {n_teams} team(s), got {len(value.teams)}")
@@ -185,7 +185,7 @@ class LLMPolicy:
             return Done([self._clip_texts(t) for t in value.teams])
 
         tools = self._read_tools(view, agent) + [
-            Tool("write_roster", "The teams to form, best-supported first (final).", Roster, roster, final=True)]
+            Tool("write_team_plan", "The teams to form, best-supported first (final).", TeamPlan, accept_plan, final=True)]
         return self._converse(agent, "plan_teams", view, ask, tools)
 
     def review(self, agent: AgentInfo, view: StateView, evidence: dict[str, list[int]]) -> list[DeadEndDraft]:

@@ -71,7 +71,8 @@ class NoProposal(_Input):
     reason: str
 
 
-class Roster(_Input):
+# The teams to form: a plan. Each team's roster (its members) is decided when it forms.
+class TeamPlan(_Input):
     teams: list[TeamDraft] = Field(min_length=1)
 
 

@@ -26,7 +26,7 @@ FOLDER = "transcripts"
 #: Characters kept of each text in a transcript (system prompt, message, tool result, reply).
 CLIP = 6000
 FINAL_TOOLS = {"post_proposal": "propose", "no_proposal": "propose", "critique": "critique",
-               "write_roster": "plan_teams", "register_dead_ends": "review", "submit": "implement"}
+               "write_team_plan": "plan_teams", "register_dead_ends": "review", "submit": "implement"}
 
 
 def _clip(text: str, limit: int = CLIP) -> str:
@@ -35,7 +35,7 @@ def _clip(text: str, limit: int = CLIP) -> str:
 
 def purpose_of(request: ChatRequest) -> str:
     for tool in request.tools:
-        if tool.name in ("post_proposal", "critique", "write_roster", "register_dead_ends", "submit"):
+        if tool.name in ("post_proposal", "critique", "write_team_plan", "register_dead_ends", "submit"):
             return FINAL_TOOLS[tool.name]
     return "other"
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
-from ..coordination.budget import gpus_per_trial
+from ..state.budget import gpus_per_trial
 from ..coordination.promotion import interval_text
 from . import metrics, plots
 from .load import CampaignData, load_campaign

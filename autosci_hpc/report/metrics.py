@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from ..coordination.budget import device_hours_of, gpus_per_trial
+from ..state.budget import device_hours_of, gpus_per_trial
 from .load import CampaignData, ReportError
 
 FINISHED = ("succeeded", "failed")

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..coordination.budget import gpus_per_trial
+from ..state.budget import gpus_per_trial
 from . import metrics
 from .load import CampaignData
 

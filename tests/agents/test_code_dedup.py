@@ -55,7 +55,7 @@ def setting(tmp_path: Path, drafts: list[ProposalDraft]) -> tuple[Context, list[
         session.add(Trial(role="candidate", group="p0", snapshot_id=edited, overrides={},
                           config_signature=config_signature(edited, {}), seed=0, status="succeeded", metric=0.5))
         session.add(DeadEnd(signature="dir:arch:depth", description="deeper networks", reason="3 got worse"))
-    ctx = Context(store, task, Drafts(drafts), config)
+    ctx = Context(store, task, Drafts(drafts), config, capacity=1)  # analysts only: no trial runs
     with store.read() as session:
         ids = [a.id for a in session.exec(select(Agent).order_by(col(Agent.id))).all() if a.id is not None]
     return ctx, [Analyst(ctx, i) for i in ids], edited

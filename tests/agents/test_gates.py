@@ -38,7 +38,7 @@ def state_with_history(tmp_path: Path, script: list[dict]) -> tuple[Context, lis
                           metric=0.9, test_metric=SECRET_TEST_METRIC))
         session.add(DeadEnd(signature="x~bin0/6", description="x near -1", reason="3 experiments got worse",
                             evidence_trial_ids=[1]))
-    ctx = Context(store, task, ScriptedPolicy(script), config)
+    ctx = Context(store, task, ScriptedPolicy(script), config, capacity=1)  # analysts only: no trial runs
     with store.read() as session:
         ids = [a.id for a in session.exec(select(Agent)).all()]
     return ctx, [Analyst(ctx, i) for i in ids if i is not None]

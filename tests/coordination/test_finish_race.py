@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from autosci_hpc.agents.roles import Context, Experimenter
-from autosci_hpc.coordination import budget
+from autosci_hpc.state import budget
 from autosci_hpc.coordination.coordinator import Coordinator
-from autosci_hpc.llm import make_policy
+from autosci_hpc.policies import make_policy
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Agent, Campaign, Proposal, Trial
 from helpers import campaign_config
@@ -54,7 +54,7 @@ def _experimenter_with_work(coordinator: Coordinator, *, busy_timeout_s: float =
     store = Store(coordinator.folder, busy_timeout_s=busy_timeout_s, create=False)
     store.max_retries = max_retries
     ctx = Context(store, coordinator.task, make_policy(coordinator.config, store, task=coordinator.task),
-                  coordinator.config)
+                  coordinator.config, coordinator.executor.capacity)
     with store.read() as session:
         team_id = session.exec(select(Proposal.team_id).where(Proposal.status == "queued")).first()
         agent = session.exec(select(Agent).where(Agent.role == "experimenter")

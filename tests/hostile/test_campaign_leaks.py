@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import col, select
 
 from autosci_hpc.coordination.coordinator import Coordinator
-from autosci_hpc.llm import make_policy
+from autosci_hpc.policies import make_policy
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Champion, Event, ForumPost, Trial
 

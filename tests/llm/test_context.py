@@ -38,9 +38,9 @@ def requests_for(tmp_path: Path, n: int) -> list[dict]:
 
     def respond(body: dict) -> dict:
         names = [t["name"] for t in body["tools"]]
-        final = next(x for x in ("no_proposal", "critique", "write_roster", "register_dead_ends") if x in names)
+        final = next(x for x in ("no_proposal", "critique", "write_team_plan", "register_dead_ends") if x in names)
         data = {"no_proposal": {"reason": "none"}, "critique": {"verdict": "approve", "reasons": "ok"},
-                "write_roster": {"teams": [{"focus": "x_axis", "hypothesis": "h"}]},
+                "write_team_plan": {"teams": [{"focus": "x_axis", "hypothesis": "h"}]},
                 "register_dead_ends": {"dead_ends": []}}[final]
         return tool_use((final, data))
 
@@ -128,11 +128,11 @@ def test_the_held_out_test_metric_never_reaches_a_prompt(tmp_path: Path) -> None
             if "list_files" in names:
                 reads += [("list_files", {}), ("read_file", {"path": "train.py"}), ("smoke_test", {})]
             return tool_use(*reads)
-        final = next(x for x in ("post_proposal", "critique", "write_roster", "register_dead_ends", "submit")
+        final = next(x for x in ("post_proposal", "critique", "write_team_plan", "register_dead_ends", "submit")
                      if x in names)
         data = {"post_proposal": {"title": "t", "focus": "x_axis", "overrides": {"x": 0.61}, "rationale": "r"},
                 "critique": {"verdict": "approve", "reasons": "ok"},
-                "write_roster": {"teams": [{"focus": "x_axis", "hypothesis": "h"}]},
+                "write_team_plan": {"teams": [{"focus": "x_axis", "hypothesis": "h"}]},
                 "register_dead_ends": {"dead_ends": []}, "submit": {"notes": ""}}[final]
         return tool_use((final, data))
 

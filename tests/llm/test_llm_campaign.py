@@ -13,7 +13,7 @@ from rich.console import Console
 from sqlmodel import col, select
 
 from autosci_hpc.coordination.coordinator import Coordinator
-from autosci_hpc.llm import make_policy
+from autosci_hpc.policies import make_policy
 from autosci_hpc.llm.accounting import committed_cost, spend_by_role_and_team
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Champion, Critique, ForumPost, LLMCall, Proposal, Trial
@@ -53,7 +53,7 @@ class ScriptedClaude:
                 return tool_use(("critique", {"verdict": "approve", "reasons": "new direction, no evidence against"}),
                                 use=cached)
             return tool_use(("critique", {"verdict": "reject", "reasons": findings.splitlines()[0][:200]}), use=cached)
-        if "write_roster" in names:
+        if "write_team_plan" in names:
             self.purposes["plan_teams"] += 1
             n = int(re.search(r"plan at most (\d+) team", prompt).group(1))
             ids: dict[str, list[int]] = {"x_axis": [], "y_axis": []}
@@ -61,7 +61,7 @@ class ScriptedClaude:
                 ids[focus].append(int(pid))
             teams = [{"focus": f, "hypothesis": f"moving {f[0]} towards its optimum improves score",
                       "proposal_ids": ids[f]} for f in ("x_axis", "y_axis")][:n]
-            return tool_use(("write_roster", {"teams": teams}), use=cached)
+            return tool_use(("write_team_plan", {"teams": teams}), use=cached)
         if "register_dead_ends" in names:
             self.purposes["review"] += 1
             evidence = re.findall(r"^(\S+): trials ([\d, ]+)$", prompt, re.M)

@@ -1,25 +1,24 @@
-"""Budget and capacity checks, shared by the coordinator and the agents (in or out of process).
+"""Budget and slot checks, shared by the coordinator and the agents (in or out of process).
 
 All of it reads stored counters, never recounts derived data: trials submitted, the wall-clock
-seconds summed over coordinator runs.
+seconds summed over coordinator runs. It needs only the config and the stored records, so it sits
+with them, below the roles that ask it. How many trials may be outstanding at once is the
+executor's figure (`TrialExecutor.capacity`): callers pass it in, nothing here recomputes it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 from sqlmodel import Session, col, func, select
 
 from ..config import CampaignConfig
-from ..state.models import Campaign, LLMCall, Proposal, Trial
+from .models import Campaign, LLMCall, Proposal, Trial
 
-
-def capacity(config: CampaignConfig) -> int:
-    """Trials that may be outstanding at once."""
-    if config.executor.kind == "slurm":
-        return config.executor.slurm.max_concurrent
-    return config.executor.local.max_concurrent or (os.cpu_count() or 1)
+#: Trials that hold an executor slot: being sent to the scheduler, or there.
+AT_EXECUTOR = ("submitting", "submitted")
+#: Trials created and waiting for the coordinator's next batch: each will take a slot.
+WAITING = ("created",)
 
 
 def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float = 0.0) -> bool:
@@ -84,6 +83,13 @@ def llm_spent(session: Session, config: CampaignConfig) -> bool:
     return float(spent) >= config.budget.llm_dollars
 
 
-def free_slots(session: Session, config: CampaignConfig) -> int:
-    busy = count_rows(session, Trial, col(Trial.status).in_(["created", "submitting", "submitted"]))
-    return capacity(config) - busy
+def free_slots(session: Session, capacity: int) -> int:
+    """Slots of the executor's `capacity` that no trial holds or waits to take: whether an agent may
+    create one more trial. A created trial counts, since the coordinator's next batch sends it."""
+    return capacity - count_rows(session, Trial, col(Trial.status).in_([*WAITING, *AT_EXECUTOR]))
+
+
+def submit_room(session: Session, capacity: int) -> int:
+    """How many created trials the coordinator may send now: the slots no trial at the executor holds.
+    The same count as `free_slots`, seen from the other side (the created trials are what it sends)."""
+    return capacity - count_rows(session, Trial, col(Trial.status).in_(AT_EXECUTOR))
