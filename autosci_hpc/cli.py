@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 from rich.console import Console
 
 from .config import ConfigError, load_config
+from .layout import CampaignLayout
 from .task import TaskError, load_task
 
 # Piped output (CI logs, `make run | tee`) gets a wide console instead of rich's 80 columns.
@@ -36,7 +37,7 @@ def _latest_campaign(root: Path = Path("runs")) -> Optional[Path]:
 def _campaign_folder(arg: Optional[str]) -> Path:
     folder = Path(arg) if arg else (Path(os.environ["AUTOSCI_CAMPAIGN"]) if "AUTOSCI_CAMPAIGN" in os.environ
                                     else _latest_campaign())
-    if folder is None or not (folder / "state.db").is_file():
+    if folder is None or not CampaignLayout(folder).database.is_file():
         raise SystemExit(f"autosci: no campaign database in {folder or 'runs/'} "
                          "(pass the campaign folder, or set AUTOSCI_CAMPAIGN)")
     return folder
@@ -216,9 +217,9 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     config, task = loaded
     # A fixed folder (no timestamp), so that a requeued or restarted coordinator finds its campaign.
     folder = Path(config.campaign.folder) if config.campaign.folder else Path(config.campaign.root) / config.campaign.name
-    if not (folder / "state.db").exists() and _launch_problem(config, task):  # a resumed one was checked
+    if not CampaignLayout(folder).database.exists() and _launch_problem(config, task):  # a resumed one was checked
         return 2
-    from .execution.served import ServeError
+    from .llm.served import ServeError
     from .execution.slurm import SubmissionError
 
     taker = _LeaseTaker(args.lease_ttl)
@@ -247,7 +248,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
     finally:
         taker.release()
     if summary.status in ("finished", "failed"):
-        with open(folder / "report.txt", "w") as handle:
+        with open(CampaignLayout(folder).report_text, "w") as handle:
             Console(file=handle, width=140).print(render_status(coordinator.store))
         console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                       f"report in {folder / 'report.txt'}", highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from .config import CampaignConfig, ConfigError, load_config
+from .layout import CampaignLayout
 
 #: An arm is a coordination mode, or a named baseline that is a mode plus a policy.
 ARMS: dict[str, list[str]] = {
@@ -68,7 +69,7 @@ def _check_llm_matched(config: CampaignConfig, arm: str) -> None:
 
 def finished(folder: Path) -> bool:
     """Whether the campaign in `folder` reached its end (then it is not run again)."""
-    if not (folder / "state.db").is_file():
+    if not CampaignLayout(folder).database.is_file():
         return False
     from .state import Store
 
@@ -123,7 +124,7 @@ def run_comparison(files: Sequence[str], overrides: Sequence[str], arms: Sequenc
         # run twice, and the comparison is not reported on half-run arms.
         lines = [_last_line(out / "logs" / f"{r.folder.name}.log") for r in refused]
         raise LeaseHeld("; ".join(lines))
-    failed = [r for r in done if not (r.folder / "state.db").is_file()]
+    failed = [r for r in done if not CampaignLayout(r.folder).database.is_file()]
     if failed:
         names = ", ".join(f"{r.folder.name} (see {out / 'logs' / (r.folder.name + '.log')})" for r in failed)
         raise RuntimeError(f"no campaign state for {names}")

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .execution.results import atomic_write_text
+from .files import atomic_write_text
+from .layout import CampaignLayout, sealed_data, visible_data
 from .task import TaskError, TaskSpec
 
 MANIFEST = "manifest.json"
@@ -27,10 +28,6 @@ MANIFEST = "manifest.json"
 
 class DataError(TaskError):
     pass
-
-
-def data_dir(campaign_folder: Path) -> Path:
-    return Path(campaign_folder) / "data"
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -43,14 +40,12 @@ def checksums(folder: Path) -> dict[str, str]:
 
 def visible_dirs(task: TaskSpec, folder: Path) -> list[Path]:
     """The folders a training step may be given: one per split."""
-    if task.splits > 1:
-        return [folder / "visible" / f"split-{k}" for k in range(task.splits)]
-    return [folder / "visible"]
+    return [visible_data(folder, k, task.splits) for k in range(task.splits)]
 
 
 def layout_problem(task: TaskSpec, folder: Path) -> str:
     """Why a prepared data folder does not have the contract's visible/sealed layout; "" if it does."""
-    missing = [p.relative_to(folder).as_posix() for p in [*visible_dirs(task, folder), folder / "sealed"]
+    missing = [p.relative_to(folder).as_posix() for p in [*visible_dirs(task, folder), sealed_data(folder)]
                if not p.is_dir()]
     if missing:
         return (f"wrote no {', '.join(missing)}: prepared data comes in a visible part (for training) and a "
@@ -60,7 +55,7 @@ def layout_problem(task: TaskSpec, folder: Path) -> str:
 
 def prepare_data(task: TaskSpec, campaign_folder: Path) -> dict[str, Any]:
     """Prepare the task's data into the campaign folder (once); returns the manifest."""
-    target = data_dir(campaign_folder)
+    target = CampaignLayout(campaign_folder).data
     manifest_path = target / MANIFEST
     if manifest_path.is_file():
         return json.loads(manifest_path.read_text())

@@ -23,7 +23,8 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .execution.results import atomic_write_text
+from .files import atomic_write_text
+from .layout import CampaignLayout
 
 
 class TaskError(ValueError):
@@ -367,10 +368,6 @@ def hash_changes(before: Mapping[str, str], after: Mapping[str, str], label: str
     return out
 
 
-EVALUATOR_FOLDER = "evaluator"
-EVALUATOR_MANIFEST = "evaluator.sha256.json"
-
-
 def _copy_tree(source: Path, target: Path) -> None:
     """The regular files of `source` as `target`, replacing it (write beside, then rename)."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -392,9 +389,9 @@ def freeze_evaluator(task: TaskSpec, campaign_folder: Path) -> dict[str, str]:
     changed, when the task's own evaluator still matches the recorded hashes: one hostile trial
     fails, the campaign goes on. Returns {relative path: sha256}.
     """
-    campaign_folder = Path(campaign_folder)
-    manifest_path = campaign_folder / EVALUATOR_MANIFEST
-    target = campaign_folder / EVALUATOR_FOLDER
+    layout = CampaignLayout(campaign_folder)
+    manifest_path = layout.evaluator_manifest
+    target = layout.evaluator
     if manifest_path.is_file():
         recorded = dict(json.loads(manifest_path.read_text()))
         if file_hashes(target) != recorded and file_hashes(task.evaluator_dir, skip_pycache=True) == recorded:
@@ -439,7 +436,7 @@ def build_snapshot(task: TaskSpec, campaign_folder: Path, base_snapshot: str = "
     The base is the task's program or an existing snapshot (a champion with code edits).
     Writing is idempotent: a snapshot that exists is complete (it is renamed into place).
     """
-    root = campaign_folder / "snapshots"
+    root = CampaignLayout(campaign_folder).snapshots
     base_dir = root / base_snapshot if base_snapshot else task.program_dir
     if not base_dir.is_dir():
         raise TaskError(f"base snapshot {base_snapshot!r} not found under {root}")

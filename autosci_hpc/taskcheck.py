@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .layout import CampaignLayout
 from .task import TaskError, TaskSpec, load_task
 
 REQUIRED_PLACEHOLDERS = ("{overrides}", "{seed}", "{artifacts}")
@@ -208,10 +209,11 @@ def check_task(path: Union[str, Path], *, seed: int = 0, folder: Optional[Path] 
 
 def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
                 time_limit_s: Optional[float]) -> None:
-    from .data import DataError, data_dir, prepare_data
+    from .data import DataError, prepare_data
     from .execution.trial import task_request
     from .task import build_snapshot
 
+    layout = CampaignLayout(campaign)
     t0 = time.monotonic()
     if task.prepare:
         try:
@@ -223,7 +225,7 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
         missing = [k for k in ("source", "license", "citation") if not provenance.get(k)]
         if missing:
             report.warnings.append(f"provenance.json lacks {', '.join(missing)}")
-        report.steps.append(Step("data", True, f"{len(manifest.get('sha256', {}))} files in {data_dir(campaign)}"
+        report.steps.append(Step("data", True, f"{len(manifest.get('sha256', {}))} files in {layout.data}"
                                  + (f"; source: {provenance['source']}" if provenance.get("source") else ""),
                                  time.monotonic() - t0))
 
@@ -233,9 +235,8 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
     except (TaskError, OSError) as exc:
         report.fail("snapshot", str(exc), 2, time.monotonic() - t0)
         return
-    trial_folder = campaign / "trials" / "check-0"
-    request = task_request(task, campaign, trial_id=0, folder=trial_folder,
-                           snapshot_dir=campaign / "snapshots" / snapshot, overrides={}, seed=seed,
+    request = task_request(task, campaign, trial_id=0, folder=layout.trials / "check-0",
+                           snapshot_dir=layout.snapshot(snapshot), overrides={}, seed=seed,
                            time_limit_s=time_limit_s or task.time_limit_s)
     leak_errors, leak_warnings = heldout_leaks(request)
     report.warnings += leak_warnings

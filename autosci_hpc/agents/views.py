@@ -12,6 +12,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
+from ..layout import CampaignLayout
 from ..state.models import Agent, Champion, DeadEnd, ForumPost, Proposal, Team, Trial
 from ..task import Axis, TaskSpec
 
@@ -126,7 +127,8 @@ def champion_view(row: Optional[Champion], folder: Optional[Path] = None) -> Opt
                         seed_metrics=row.seed_metrics, overrides=row.overrides,
                         snapshot_id=row.snapshot_id, config_signature=row.config_signature,
                         model_card=row.model_card,
-                        snapshot_dir=str(Path(folder) / "snapshots" / row.snapshot_id) if folder else None)
+                        snapshot_dir=(str(CampaignLayout(folder).snapshot(row.snapshot_id))
+                                      if folder else None))
 
 
 def proposal_view(row: Proposal, authors: dict[int, str]) -> ProposalView:

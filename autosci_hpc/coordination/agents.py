@@ -48,14 +48,14 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
         return
     from ..agents.roles import Context
     from ..config import CampaignConfig
-    from ..execution.rerun import TASK_SPEC_FILE
+    from ..layout import CampaignLayout
     from ..policies import fallback_policy, make_policy
     from ..task import TaskSpec
 
     config = CampaignConfig.model_validate_json(config_json)
     store = Store(folder, journal_mode=config.state.journal_mode, busy_timeout_s=config.state.busy_timeout_s,
                   create=False)
-    task = TaskSpec.model_validate_json((Path(folder) / TASK_SPEC_FILE).read_text())
+    task = TaskSpec.model_validate_json(CampaignLayout(Path(folder)).task_spec.read_text())
     def beat() -> None:
         with store.write() as session:
             row = session.get(Agent, agent_id)
@@ -103,8 +103,8 @@ class Supervisor:
 
     def _spawn(self, agent_id: int) -> None:
         proc = mp.get_context("spawn").Process(
-            target=agent_main, args=(str(self.store.folder), self.config_json, agent_id, self.poll_s, os.getpid(),
-                                     self.capacity),
+            target=agent_main,
+            args=(str(self.store.folder), self.config_json, agent_id, self.poll_s, os.getpid(), self.capacity),
             name=f"autosci-agent-{agent_id}", daemon=False)
         proc.start()
         self.processes[agent_id] = proc

@@ -26,15 +26,15 @@ from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import prepare_data
 from ..execution.executors import SubmittedJob, TrialExecutor
-from ..execution.registry import make_executor
 from ..execution.monitor import Monitor, ingest
-from ..execution.rerun import TASK_SPEC_FILE
-from ..execution.served import ServedModel, ServeError
-from ..execution.results import atomic_write_text
+from ..execution.registry import make_executor
 from ..execution.sandbox import campaign_sandbox
-from ..execution.trial import TrialRequest, task_request
-from ..policies import fallback_policy, make_policy
+from ..execution.trial import TrialRequest, trial_request
+from ..files import atomic_write_text
+from ..layout import CampaignLayout
 from ..llm.keys import stored_config
+from ..llm.served import ServedModel, ServeError
+from ..policies import fallback_policy, make_policy
 from ..state import Store, budget, emit
 from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
@@ -67,6 +67,7 @@ class Coordinator:
                  lease: Optional[Callable[[Store], Any]] = None, agent_processes: bool = False) -> None:
         self.config = config
         self.folder = Path(folder).absolute()
+        self.layout = CampaignLayout(self.folder)
         #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
         self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
@@ -90,7 +91,7 @@ class Coordinator:
             self.served = ServedModel(config.llm, self.folder)
             self._point_agents_at(self.served.ensure())
         self._own_policy = policy is None
-        self.executor = executor or make_executor(self.config, self.folder / "jobs", self.time_limit_s)
+        self.executor = executor or make_executor(self.config, self.layout.jobs, self.time_limit_s)
         self.ctx = Context(self.store, self.task, policy or make_policy(self.config, self.store, task=self.task),
                            self.config, self.executor.capacity, fallback=fallback_policy(self.config))
         self.monitor = Monitor(self.store, self.executor, grace_s=config.executor.result_grace_s)
@@ -125,7 +126,7 @@ class Coordinator:
             emit(session, "campaign.sandbox", "campaign", 1, sandbox=self.sandbox.mode,
                  requested=self.config.executor.sandbox, reason=self.sandbox_reason)
         # The task as it was when the campaign began: what `autosci rerun` and analysis read back.
-        spec = self.folder / TASK_SPEC_FILE
+        spec = self.layout.task_spec
         if not spec.exists():
             atomic_write_text(spec, self.task.model_dump_json(indent=1))
 
@@ -325,7 +326,7 @@ class Coordinator:
                 row = session.get(Trial, trial.id)
                 assert row is not None and row.status == "created"
                 row.status = "submitting"
-                row.folder = str(self._trial_folder(trial.id or 0, trial.attempt))
+                row.folder = str(self.layout.trial(trial.id or 0, trial.attempt))
                 row.executor = self.executor.name
                 session.add(row)
             emit(session, "trials.submitting", "campaign", 1, key=key, trials=[t.id for t in batch])
@@ -392,20 +393,11 @@ class Coordinator:
                 stranded.pop(i, None)
         self._unsubmit([i for i in stranded if i is not None])  # no batch on record: never submitted
 
-    def _trial_folder(self, trial_id: int, attempt: int = 0) -> Path:
-        """Each trial row, and each attempt of it, runs in a folder of its own: a retry never
-        shares (nor removes) the folder of the attempt it replaces."""
-        name = f"{trial_id:06d}" if attempt == 0 else f"{trial_id:06d}-attempt{attempt}"
-        return self.folder / "trials" / name
-
     def _request(self, trial: Trial) -> TrialRequest:
-        assert trial.id is not None
-        # The folder follows from the id, so it is recorded with the submission (one transaction per
-        # batch, not one more per trial).
-        folder = self._trial_folder(trial.id, trial.attempt)
-        return task_request(self.task, self.folder, trial_id=trial.id, attempt=trial.attempt, folder=folder,
-                            snapshot_dir=self.folder / "snapshots" / trial.snapshot_id, overrides=trial.overrides,
-                            seed=trial.seed, time_limit_s=self.time_limit_s, sandbox=self.sandbox)
+        # The folder follows from the id (the layout's), so it is recorded with the submission (one
+        # transaction per batch, not one more per trial).
+        return trial_request(self.task, self.folder, trial, time_limit_s=self.time_limit_s,
+                             sandbox=self.sandbox)
 
     def _maybe_finish(self) -> bool:
         """Decide, in ONE write transaction, whether the campaign is over, and record it if so.

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ..layout import CampaignLayout
 from ..task import flatten
 
 #: A diff longer than this is cut (the rest is counted): the record stays readable and small.
@@ -90,7 +91,7 @@ def snapshot_diff(snapshots: Path, before: str, after: str) -> str:
 def program_diff(campaign_folder: Path, base_snapshot: str, base_overrides: dict[str, Any], snapshot: str,
                  overrides: dict[str, Any]) -> str:
     """What a trial changed against its parent champion: code first, then config overrides."""
-    snapshots = Path(campaign_folder) / "snapshots"
+    snapshots = CampaignLayout(campaign_folder).snapshots
     text = snapshot_diff(snapshots, base_snapshot, snapshot)
     text += overrides_diff(base_overrides, overrides, _config_of(snapshots / base_snapshot))
     if len(text) > MAX_DIFF_CHARS:

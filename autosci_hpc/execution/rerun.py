@@ -15,6 +15,7 @@ from typing import Optional
 from sqlmodel import select
 
 from ..config import CampaignConfig
+from ..layout import CampaignLayout
 from ..state import Store
 from ..state.models import Campaign, Trial
 from ..task import TaskSpec
@@ -22,9 +23,7 @@ from .executors import TrialExecutor
 from .registry import make_executor
 from .results import ResultFileError, TrialResult, read_result
 from .sandbox import campaign_sandbox
-from .trial import TrialRequest, task_request
-
-TASK_SPEC_FILE = "task.json"
+from .trial import TrialRequest, trial_request
 
 
 @dataclass
@@ -71,16 +70,15 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
     config = CampaignConfig.model_validate(campaign.config)
     if executor_kind:
         config.executor.kind = executor_kind  # type: ignore[assignment]
-    task = TaskSpec.model_validate_json((campaign_folder / TASK_SPEC_FILE).read_text())
+    layout = CampaignLayout(campaign_folder)
+    task = TaskSpec.model_validate_json(layout.task_spec.read_text())
     seed = trial.seed if seed is None else seed
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    folder = campaign_folder / "reruns" / f"{trial_id:06d}-seed{seed}-{stamp}"
+    folder = layout.rerun(trial_id, seed, stamp)
     time_limit = config.task.time_limit_s or task.time_limit_s
-    request = task_request(task, campaign_folder, trial_id=trial_id, attempt=trial.attempt, folder=folder,
-                           snapshot_dir=campaign_folder / "snapshots" / trial.snapshot_id,
-                           overrides=trial.overrides, seed=seed, time_limit_s=time_limit,
-                           sandbox=campaign_sandbox(config, campaign_folder, network=task.network)[0])
-    executor = make_executor(config, campaign_folder / "reruns" / "jobs", time_limit)
+    request = trial_request(task, campaign_folder, trial, folder=folder, seed=seed, time_limit_s=time_limit,
+                            sandbox=campaign_sandbox(config, campaign_folder, network=task.network)[0])
+    executor = make_executor(config, layout.rerun_jobs, time_limit)
     result, failure = wait_for(executor, request, timeout_s, config.executor.result_grace_s)
     return Rerun(trial=trial, seed=seed, folder=folder, result=result, failure=failure)
 

@@ -39,6 +39,7 @@ from typing import Iterable, Literal, Optional, Sequence
 from pydantic import BaseModel, Field
 
 from ..config import ConfigError
+from ..layout import CampaignLayout
 
 Mode = Literal["auto", "bwrap", "apptainer", "none"]
 MODES: tuple[str, ...] = ("auto", "bwrap", "apptainer", "none")
@@ -416,4 +417,4 @@ def campaign_sandbox(config: object, campaign_folder: Path, network: bool = Fals
                                "keep the key file outside the campaign folder and the Python environment "
                                "(for example ~/.config/autosci/key, mode 0600)")
     return SandboxSettings(mode=mode, image=executor.sandbox_image, network=network,
-                           forbidden=[str(folder / "state.db")]), why
+                           forbidden=[str(CampaignLayout(folder).database)]), why

@@ -26,13 +26,13 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Protocol
 
 from pydantic import BaseModel
 
+from ..layout import CampaignLayout
 from ..procs import kill_group
-from ..task import (EVALUATOR_FOLDER, TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes,
-                    regular_files)
+from ..task import TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes, regular_files
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
@@ -86,25 +86,46 @@ def task_request(task: TaskSpec, campaign_folder: Path, *, trial_id: int, folder
     Freezes the task's evaluator into the campaign on first use (idempotent), and hands the
     training step only the visible part of the seed's split.
     """
-    from ..data import data_dir as campaign_data
-
-    campaign_folder = Path(campaign_folder)
-    hashes = freeze_evaluator(task, campaign_folder)
+    layout = CampaignLayout(campaign_folder)
+    hashes = freeze_evaluator(task, layout.root)
     split = task.split_of(seed)
     visible = sealed = root = ""
     if task.prepare:
-        data = campaign_data(campaign_folder)
-        root = str(data)
-        visible = str(data / "visible" / f"split-{split}") if task.splits > 1 else str(data / "visible")
-        sealed = str(data / "sealed")
+        root = str(layout.data)
+        visible = str(layout.data_visible(split, task.splits))
+        sealed = str(layout.data_sealed)
     return TrialRequest(
         trial_id=trial_id, attempt=attempt, folder=str(folder), snapshot_dir=str(snapshot_dir),
         command=task.command, overrides=overrides, seed=seed,
         time_limit_s=time_limit_s or task.time_limit_s, metric=task.metric.name, test_metric=task.test_metric,
         data_dir=visible, sealed_dir=sealed, data_root=root, split=split, evaluate=task.evaluate,
-        evaluator_dir=str(campaign_folder / EVALUATOR_FOLDER), evaluator_sha256=hashes,
+        evaluator_dir=str(layout.evaluator), evaluator_sha256=hashes,
         evaluate_time_limit_s=task.evaluate_time_limit_s, editable=list(task.editable),
         sandbox=sandbox or sandboxing.SandboxSettings())
+
+
+class StoredTrial(Protocol):
+    """What `trial_request` reads of a trial row (`state.models.Trial`; not imported: this module runs
+    on the compute node, which never opens the database)."""
+
+    id: Optional[int]
+    attempt: int
+    snapshot_id: str
+    overrides: dict[str, Any]
+    seed: int
+
+
+def trial_request(task: TaskSpec, campaign_folder: Path, trial: StoredTrial, *, folder: Optional[Path] = None,
+                  seed: Optional[int] = None, time_limit_s: Optional[float] = None,
+                  sandbox: Optional[sandboxing.SandboxSettings] = None) -> TrialRequest:
+    """The request for a stored trial: its snapshot and (unless `folder` is given: a rerun) its
+    folder where the campaign's layout puts them; `seed` replaces the trial's own (a rerun)."""
+    assert trial.id is not None
+    layout = CampaignLayout(campaign_folder)
+    return task_request(task, layout.root, trial_id=trial.id, attempt=trial.attempt,
+                        folder=folder or layout.trial(trial.id, trial.attempt),
+                        snapshot_dir=layout.snapshot(trial.snapshot_id), overrides=trial.overrides,
+                        seed=trial.seed if seed is None else seed, time_limit_s=time_limit_s, sandbox=sandbox)
 
 
 class TrialFailed(RuntimeError):

@@ -31,6 +31,7 @@ from ..agents.policy import (AgentInfo, CritiqueDraft, DeadEndDraft, Implementat
                              TeamDraft)
 from ..agents.views import ProposalView, StateView
 from ..config import LLMSection, ModelPrice, price_of
+from ..layout import CampaignLayout
 from ..task import (Edit, PatchError, TaskSpec, apply_edits, change_signature, directions,
                     unknown_keys_reason)
 from .accounting import CallRecord, MemoryRecorder, Recorder, cost_usd
@@ -218,7 +219,8 @@ class LLMPolicy:
         if view.champion is None:
             raise LLMPolicyError(f"{agent.name}: implement: there is no champion to build on")
         source = self._snapshot_dir(view)
-        parent = (self.campaign_folder / "scratch") if self.campaign_folder else Path(tempfile.gettempdir())
+        parent = (CampaignLayout(self.campaign_folder).scratch if self.campaign_folder
+                  else Path(tempfile.gettempdir()))
         try:
             ws = Workspace.create(self.task, source, parent, name=agent.name,
                                   base_overrides=view.champion.overrides, secrets=self.secrets,
@@ -255,7 +257,8 @@ class LLMPolicy:
                 report.append("the proposal's code edits:\n" + text)
         if not report:
             report.append("the proposal changes nothing yet")
-        data_dir = str(self.campaign_folder / "data") if self.campaign_folder and self.task.prepare else ""
+        data_dir = (str(CampaignLayout(self.campaign_folder).data)
+                    if self.campaign_folder and self.task.prepare else "")
         ask = ("# Your task: implement this proposal\n" + self._proposal_detail(proposal)
                + "\n\n## Scratch workspace (a copy of the champion program)\n" + "\n".join(report)
                + f"\nFiles:\n{ws.list_files()}\n\nFinish with submit.")
@@ -320,7 +323,7 @@ class LLMPolicy:
             return Path(view.champion.snapshot_dir)
         if self.campaign_folder is None:
             raise LLMPolicyError("the champion's snapshot folder is unknown (no campaign folder given)")
-        return self.campaign_folder / "snapshots" / view.champion.snapshot_id
+        return CampaignLayout(self.campaign_folder).snapshot(view.champion.snapshot_id)
 
     # ---- analysts' checks --------------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from ..layout import CampaignLayout
 from .chat import ChatRequest, ChatResponse, Text, ToolCall, ToolResult
 
-FOLDER = "transcripts"
 #: Characters kept of each text in a transcript (system prompt, message, tool result, reply).
 CLIP = 6000
 FINAL_TOOLS = {"post_proposal": "propose", "no_proposal": "propose", "critique": "critique",
@@ -59,7 +59,7 @@ class TranscriptClient:
         self.client = client
         self.model = client.model
         self.name = client.name
-        self.folder = Path(campaign_folder) / FOLDER
+        self.folder = CampaignLayout(campaign_folder).transcripts
         #: Returns the scrubber as it stands (the held-out values known so far grow during a campaign).
         self.scrub = scrub
         self._scrub: Callable[[str], str] = str
@@ -103,7 +103,7 @@ class TranscriptClient:
 # ---- reading them back ------------------------------------------------------------------------------
 
 def conversations(campaign_folder: Path) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
-    for path in sorted((Path(campaign_folder) / FOLDER).glob("*.jsonl")):
+    for path in sorted(CampaignLayout(campaign_folder).transcripts.glob("*.jsonl")):
         records = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:

@@ -27,6 +27,7 @@ from ..procs import kill_group
 from ..config import LLMSection
 from ..execution import sandbox as sandboxing
 from ..execution.trial import LOG_FILE
+from ..layout import visible_data
 from ..scrub import Scrubber
 from ..task import Edit, TaskSpec, flatten, unknown_keys_reason
 
@@ -243,8 +244,7 @@ class Workspace:
         artifacts.mkdir()
         (run_dir / "evaluation").mkdir()  # a trial's folder has its evaluator's scratch folder too
         if data_dir:  # the training step's share of the data only (task contract 2): split 0's visible part
-            visible = Path(data_dir) / "visible"
-            data_dir = str(visible / "split-0" if self.task.splits > 1 else visible)
+            data_dir = str(visible_data(Path(data_dir), 0, self.task.splits))
         argv = shlex.split(self.task.command.format(
             python=shlex.quote(sys.executable), overrides=shlex.quote(str(overrides_path)),
             metrics=shlex.quote(str(metrics_path)), seed=0, data=shlex.quote(data_dir),

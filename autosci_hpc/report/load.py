@@ -22,10 +22,9 @@ from sqlalchemy import JSON, Boolean, DateTime, Integer
 from sqlmodel import SQLModel
 
 from ..config import CampaignConfig
-from ..execution.rerun import TASK_SPEC_FILE
+from ..layout import CampaignLayout
 from ..state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, LLMCall, Proposal,
                             Team, Trial)
-from ..state.store import DB_NAME
 from ..task import TaskError, TaskSpec, flatten, load_task
 
 
@@ -105,9 +104,9 @@ def load_campaign(folder: Union[str, Path]) -> CampaignData:
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder}: no such campaign folder")
-    db = folder / DB_NAME
+    db = folder / CampaignLayout.DATABASE
     if not db.is_file():
-        raise ReportError(f"{folder} is not a campaign folder: it has no {DB_NAME}")
+        raise ReportError(f"{folder} is not a campaign folder: it has no {CampaignLayout.DATABASE}")
     try:
         with _connect_read_only(db) as conn:
             conn.execute("BEGIN")  # one read transaction: every table from the same snapshot
@@ -117,9 +116,9 @@ def load_campaign(folder: Union[str, Path]) -> CampaignData:
             finally:
                 conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{folder}: cannot read {DB_NAME} read-only ({exc})") from exc
+        raise ReportError(f"{folder}: cannot read {CampaignLayout.DATABASE} read-only ({exc})") from exc
     if row is None:
-        raise ReportError(f"{folder} is not a campaign folder: {DB_NAME} holds no campaign")
+        raise ReportError(f"{folder} is not a campaign folder: {CampaignLayout.DATABASE} holds no campaign")
     config = row.get("config") or {}
     task = _task_spec(folder, config)
     data = CampaignData(
@@ -225,13 +224,14 @@ def _decode_json(value: Any) -> Any:
 def _task_spec(folder: Path, config: dict[str, Any]) -> TaskSpec:
     """The task as the campaign began (`task.json`); a campaign from before that file existed falls
     back to the task folder its config names. The metric's direction comes from here."""
-    spec = folder / TASK_SPEC_FILE
+    spec = folder / CampaignLayout.TASK_SPEC
     if spec.is_file():
         try:
             return TaskSpec.model_validate_json(spec.read_text())
         except ValidationError as exc:
             reason = exc.errors()[0]["msg"]
-            raise ReportError(f"{folder}: {TASK_SPEC_FILE} is not a valid task spec ({reason})") from exc
+            raise ReportError(f"{folder}: {CampaignLayout.TASK_SPEC} is not a valid task spec "
+                              f"({reason})") from exc
     path = str((config.get("task") or {}).get("path", ""))
     # A relative task path was relative to where the campaign was started: the working directory,
     # or the repository holding `runs/` (the campaign folder's grandparent by default).
@@ -243,12 +243,12 @@ def _task_spec(folder: Path, config: dict[str, Any]) -> TaskSpec:
                 return load_task(candidate)
             except TaskError:
                 continue
-    raise ReportError(f"{folder}: no {TASK_SPEC_FILE} and the task folder '{path}' is not found, so the "
-                      "metric and its direction are unknown")
+    raise ReportError(f"{folder}: no {CampaignLayout.TASK_SPEC} and the task folder '{path}' is not found, "
+                      "so the metric and its direction are unknown")
 
 
 def _snapshot_config(folder: Path, snapshot_id: str) -> dict[str, Any]:
-    path = folder / "snapshots" / snapshot_id / "config.yaml"
+    path = CampaignLayout(folder).snapshot(snapshot_id) / "config.yaml"
     try:
         loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):

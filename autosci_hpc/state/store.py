@@ -25,11 +25,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, create_engine, select
 
+from ..layout import CampaignLayout
 from . import models
 from .filesystem import journal_mode_for
 from .migrations import migrate
-
-DB_NAME = "state.db"
 
 
 class StoreError(RuntimeError):
@@ -67,7 +66,7 @@ class Store:
         create: bool = True,
     ) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / DB_NAME
+        self.path = CampaignLayout(self.folder).database
         if not create and not self.path.exists():
             raise StoreError(f"no campaign database at {self.path}")
         self.read_only = read_only

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from autosci_hpc.execution.rerun import TASK_SPEC_FILE
+from autosci_hpc.layout import CampaignLayout
 from autosci_hpc.report import load_campaign
 from autosci_hpc.report.html import _sandbox
 from autosci_hpc.state import Store, emit
@@ -31,7 +31,7 @@ def test_status_and_report_name_the_sandbox(tmp_path: Path, mode: str) -> None:
         session.add(Campaign(name="c", folder=str(tmp_path / "c"), task_name="toy", mode="decentralized"))
         if mode is not None:
             emit(session, "campaign.sandbox", "campaign", 1, sandbox=mode, requested="auto", reason="test")
-    (tmp_path / "c" / TASK_SPEC_FILE).write_text(load_task(TOY).model_dump_json())
+    (tmp_path / "c" / CampaignLayout.TASK_SPEC).write_text(load_task(TOY).model_dump_json())
     text = status_text(store)
     report = _sandbox(load_campaign(tmp_path / "c"))
     if mode == "bwrap":

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from autosci_hpc.execution.rerun import TASK_SPEC_FILE
+from autosci_hpc.layout import CampaignLayout
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import (Agent, Campaign, Champion, Critique, DeadEnd, ForumPost, LLMCall,
                                       Proposal, Team, Trial)
@@ -139,7 +139,7 @@ def build_campaign(folder: Path, trials: list[T], champions: list[C], *, mode: s
     task = load_task(FIXTURE_TASKS / "toy")
     if direction != task.metric.direction:
         task.metric.direction = direction  # type: ignore[assignment]
-    (folder / TASK_SPEC_FILE).write_text(task.model_dump_json(indent=1))
+    (folder / CampaignLayout.TASK_SPEC).write_text(task.model_dump_json(indent=1))
     # The champions' program snapshot: the toy program's config (x: 0.0), where old values are read.
     (folder / "snapshots" / "s").mkdir(parents=True)
     (folder / "snapshots" / "s" / "config.yaml").write_text((task.program_dir / "config.yaml").read_text())

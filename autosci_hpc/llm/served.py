@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import LLMSection, ServeSection
-from .slurm import clean_slurm_env
+from ..execution.slurm import clean_slurm_env
+from ..layout import CampaignLayout
 
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUED")
-FOLDER = "served"
 
 
 class ServeError(RuntimeError):
@@ -50,7 +50,7 @@ class ServedModel:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
         self.llm = llm
         self.serve = llm.serve
-        self.folder = Path(campaign_folder) / FOLDER
+        self.folder = CampaignLayout(campaign_folder).served
         self.name = name
         self._run = run
         self._answers = answers or self._probe
@@ -123,7 +123,7 @@ class ServedModel:
     # ---- the endpoint -----------------------------------------------------------------------------
 
     def _probe(self, url: str) -> bool:
-        from ..llm.probe import probe
+        from .probe import probe
 
         return probe(self.llm.model_copy(update={"base_url": url, "backend": "openai"}), None,
                      timeout_s=5.0).ok

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autosci_hpc.config import LLMSection
-from autosci_hpc.execution.served import ServedModel, ServeError, job_script
+from autosci_hpc.llm.served import ServedModel, ServeError, job_script
 
 
 class FakeSlurm:
