@@ -449,7 +449,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import ReportError, export_log, load_campaign, write_report
 
     folders = [Path(f) for f in args.campaigns]
-    out = Path(args.out) if args.out else folders[0] / "report.html"
+    out = Path(args.out) if args.out else CampaignLayout(folders[0]).report_html
     written: list[Path] = []
     created = [p for p in ([Path(args.export)] if args.export else []) if not p.exists()]
     # The report and the log hold the held-out metrics: owner-only, like the campaign folder, unless

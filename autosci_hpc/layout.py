@@ -16,6 +16,7 @@ is spelled once and a reader of this module sees the whole folder:
     transcripts/             every model conversation, for audit
     served/                  the model served on the cluster (job script, endpoint, restarts)
     report.txt               `autosci run`'s closing report
+    report.html              `autosci report`'s one-file report (unless told to write it elsewhere)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class CampaignLayout:
     TRANSCRIPTS: ClassVar[str] = "transcripts"
     SERVED: ClassVar[str] = "served"
     REPORT_TEXT: ClassVar[str] = "report.txt"
+    REPORT_HTML: ClassVar[str] = "report.html"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -134,3 +136,7 @@ class CampaignLayout:
     @property
     def report_text(self) -> Path:
         return self.root / self.REPORT_TEXT
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / self.REPORT_HTML

@@ -38,9 +38,9 @@ class Stepper(Protocol):
 
 
 def starting_agents(config: CampaignConfig) -> list[tuple[str, str]]:
-    """(name, role) of the agents a campaign starts with, by mode (a team's roster is another thing:
-    its members, decided when it forms). Central mode gets as many workers
-    as decentralized mode has experimenters, so both keep the same number of candidates in flight."""
+    """(name, role) of the agents a campaign starts with, by mode (not a roster: that word is kept for a
+    team's members, decided when the team forms). Central mode gets as many workers as decentralized
+    mode has experimenters, so both keep the same number of candidates in flight."""
     c = config.coordination
     if c.mode == "single":
         return [("agent-1", "solo")]
@@ -174,7 +174,6 @@ class Planner:
     def _ideas_spent(self) -> bool:
         with self.ctx.store.read() as session:
             return _exhausted(session, self.agent_id, self.ctx.config.coordination.max_rejections_in_a_row)
-
 
 
 class Worker:

@@ -17,10 +17,9 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from autosci_hpc.agents.roles import Context, Experimenter
-from autosci_hpc.state import budget
 from autosci_hpc.coordination.coordinator import Coordinator
 from autosci_hpc.policies import make_policy
-from autosci_hpc.state import Store
+from autosci_hpc.state import Store, budget
 from autosci_hpc.state.models import Agent, Campaign, Proposal, Trial
 from helpers import campaign_config
 

@@ -192,6 +192,7 @@ def test_disk_full_while_writing_a_result_fails_clearly_and_corrupts_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
+    from autosci_hpc import files
     from autosci_hpc.execution import results
     from autosci_hpc.execution.trial import run_trial, task_request
     from autosci_hpc.task import load_task
@@ -203,7 +204,7 @@ def test_disk_full_while_writing_a_result_fails_clearly_and_corrupts_nothing(
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(OSError, match="could not write .*result.json: No space left"):
         run_trial(request)
     folder = Path(request.folder)

@@ -1,0 +1,35 @@
+"""How many trials may be outstanding is the executor's figure alone: the coordinator and every agent
+count slots against the capacity of the executor the campaign runs on, never a figure recomputed
+from the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autosci_hpc.coordination.coordinator import Coordinator
+from autosci_hpc.execution.local import LocalTrialExecutor
+from autosci_hpc.state import Store, budget
+from autosci_hpc.state.models import Campaign, Trial
+from helpers import campaign_config
+
+
+def test_the_agents_count_against_the_executors_capacity_not_the_configs(tmp_path: Path) -> None:
+    config = campaign_config(tmp_path, "toy", "executor.local.max_concurrent=4")
+    executor = LocalTrialExecutor(tmp_path / "jobs", max_concurrent=1)
+    coordinator = Coordinator(config, config.campaign_folder(), executor=executor)
+    assert coordinator.ctx.capacity == executor.capacity == 1
+    assert all(agent.ctx.capacity == 1 for agent in coordinator.agents)  # type: ignore[attr-defined]
+
+
+def test_free_slots_and_the_room_to_submit_are_one_count_seen_from_two_sides(tmp_path: Path) -> None:
+    """An agent counts a created trial as taking a slot (the next batch sends it); the coordinator
+    sends created trials into the slots no trial at the executor holds."""
+    store = Store(tmp_path / "campaign")
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="toy", mode="decentralized"))
+        for i, status in enumerate(["created", "created", "submitting", "submitted", "succeeded"]):
+            session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                              status=status))
+    with store.read() as session:
+        assert budget.free_slots(session, 5) == 1  # 5 - (2 created + 1 submitting + 1 submitted)
+        assert budget.submit_room(session, 5) == 3  # 5 - (1 submitting + 1 submitted)
