@@ -117,7 +117,6 @@ class SlurmTrialExecutor(TrialExecutor):
         self._cache: dict[str, JobState] = {}
         self._accounting = True
         self._run = runner
-        self.state_calls = 0
         self._executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="slurm")
         self._executor.update_parameters(**self.parameters)
 
@@ -227,7 +226,6 @@ class SlurmTrialExecutor(TrialExecutor):
         return "\n".join(keep)
 
     def _query(self, job_ids: list[str]) -> dict[str, JobState]:
-        self.state_calls += 1
         ids = ",".join(sorted({j.split("_", 1)[0] for j in job_ids}))
         if self._accounting:
             result = self._run(["sacct", "-X", "-P", "-n", "-j", ids, "-o", "JobID,State,JobName"])
