@@ -569,7 +569,8 @@ FOLDER_RULE = ("FOLDER: a campaign folder, given first or as -C FOLDER; default:
 def _help_epilog() -> str:
     width = max(len(form) for _, form, _ in COMMANDS)
     lines = [f"  {form:<{width}}  {line}" for _, form, line in COMMANDS]
-    return "commands:\n" + "\n".join(lines) + "\n\n" + FOLDER_RULE + "\n'autosci COMMAND --help' for a command's options."
+    return ("commands:\n" + "\n".join(lines) + "\n\n" + FOLDER_RULE
+            + "\n'autosci COMMAND --help' for a command's options.")
 
 
 def _reads_a_campaign(p: argparse.ArgumentParser, command: str) -> None:
