@@ -9,6 +9,7 @@ same folder) find the jobs an earlier one submitted, follow them to their end, a
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -94,11 +95,12 @@ def test_capacity_trials_run_at_once_and_cancel_stops_each(executor: TrialExecut
 def test_a_restarted_coordinator_finds_follows_and_cancels_the_jobs_of_the_last(new_executor: Factory,
                                                                                 tmp_path: Path) -> None:
     store, requests = make_trials(tmp_path, [{"x": 0.3}, {"behaviour": "crash"}, {"behaviour": "hang"}])
+    key = f"b-{uuid.uuid4().hex[:8]}"  # a batch key is unique to its batch, as the coordinator makes them
     first = new_executor()
-    submitted = {j.trial_id: j.job_id for j in first.submit_batch("b1", requests)}
+    submitted = {j.trial_id: j.job_id for j in first.submit_batch(key, requests)}
     # The coordinator dies before it records the job ids; its successor builds a new executor.
     second = new_executor()
-    found = {j.trial_id: j.job_id for j in second.recover("b1", requests)}
+    found = {j.trial_id: j.job_id for j in second.recover(key, requests)}
     assert found == submitted
     with store.write() as session:  # what the successor records, as the coordinator's reconcile does
         for trial_id, job_id in found.items():
@@ -107,7 +109,8 @@ def test_a_restarted_coordinator_finds_follows_and_cancels_the_jobs_of_the_last(
             trial.job_id = job_id
             session.add(trial)
     hang = found[requests[2].trial_id]
-    assert second.states([hang])[hang].terminal is False  # a live job of the last coordinator is waited for
+    state = second.states([hang]).get(hang)  # absent: not known yet (the scheduler's accounting lags)
+    assert state is None or not state.terminal  # a live job of the last coordinator is waited for
     second.cancel([hang])
     trials = drain(store, second)
     assert [(trials[r.trial_id].status, trials[r.trial_id].failure_class) for r in requests] == \
