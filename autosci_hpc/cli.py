@@ -1,4 +1,11 @@
-"""The `autosci` command: run, coordinate, status, log, show, rerun, doctor."""
+"""The `autosci` command.
+
+Every command that reads a campaign (status, log, show, rerun, report) takes its folder the same way:
+as a positional folder before anything else it takes, or as `-C FOLDER`, or, given neither, the newest
+campaign under runs/ ($AUTOSCI_CAMPAIGN when set). `show` and `rerun` take one more positional, what to
+show or which trial to rerun, always last: `autosci show runs/X 3` and `autosci show -C runs/X 3` are
+the same. A form the grammar does not take is answered with one line saying what to type (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from rich.console import Console
 
@@ -41,6 +48,64 @@ def _campaign_folder(arg: Optional[str]) -> Path:
         raise SystemExit(f"autosci: no campaign database in {folder or 'runs/'} "
                          "(pass the campaign folder, or set AUTOSCI_CAMPAIGN)")
     return folder
+
+
+class Misuse(Exception):
+    """A command line the grammar does not take; the message says what to type instead."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line that shows the command's form instead of a bare complaint."""
+
+    def error(self, message: str) -> NoReturn:
+        if self.prog == "autosci":  # no command, or one that does not exist
+            names = ", ".join(name for name, _, _ in COMMANDS)
+            self.exit(2, f"autosci: {message}; type autosci COMMAND, one of: {names} (autosci --help)\n")
+        usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
+        self.exit(2, f"{self.prog}: {message}; type: {usage}\n")
+
+
+#: The commands that read a campaign -> what each takes after its folder (shown in the one-line hints).
+READS_A_CAMPAIGN = {"status": "", "log": "", "show": "REF", "rerun": "TRIAL", "report": ""}
+#: What the one-line hints say a REF or TRIAL can be.
+EXAMPLES = {"REF": "a trial (12), proposal (p3), team (team-1) or champion (c2, champion)",
+            "TRIAL": "a trial number, as `autosci log` lists it"}
+
+
+def _looks_like_folder(word: str) -> bool:
+    return os.sep in word or (Path(word) / "state.db").is_file()
+
+
+def _place_folder(command: str, words: list[str], option_folders: list[str]) -> tuple[list[str], Optional[str]]:
+    """The campaign folders and the one further word (show's REF, rerun's TRIAL) of a command line, from
+    its positional words and its -C options; raises `Misuse` naming the form to type instead."""
+    wants = READS_A_CAMPAIGN[command]
+    if wants:
+        if not words:
+            raise Misuse(f"say which {wants}: autosci {command} [FOLDER] {wants}, {wants} being {EXAMPLES[wants]}")
+        *given, last = words
+        if not given and _looks_like_folder(last):
+            raise Misuse(f"say which {wants} in {last}: autosci {command} {last} {wants}, {wants} being "
+                         f"{EXAMPLES[wants]}")
+        if len(given) == 1 and _looks_like_folder(last) and not _looks_like_folder(given[0]):
+            raise Misuse(f"the folder comes first: autosci {command} {last} {given[0]}")
+    else:
+        given, last = words, None
+    if command != "report" and len(given) > 1:
+        raise Misuse(f"one campaign folder at a time: autosci {command} {given[0]}" + (f" {last}" if last else ""))
+    folders = list(dict.fromkeys(given + option_folders))
+    if command != "report" and len(folders) > 1:
+        raise Misuse(f"two campaign folders given ({folders[0]}, {folders[1]}): give one, as "
+                     f"autosci {command} {folders[0]}" + (f" {last}" if last else ""))
+    return folders, last
+
+
+def _trial_number(word: str, folder: Optional[str]) -> int:
+    try:
+        return int(word.lstrip("t"))
+    except ValueError:
+        where = f"{folder} " if folder else ""
+        raise Misuse(f"a trial is rerun by its number, as `autosci log` lists it: autosci rerun {where}12") from None
 
 
 def _open_read_only(folder: Path):  # noqa: ANN202 - Store, imported lazily to keep start-up fast
@@ -270,14 +335,14 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
-    console.print(render_status(_open_read_only(_campaign_folder(args.campaign or args.folder))))
+    console.print(render_status(_open_read_only(_campaign_folder(args.folder))))
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     from .status import log_table
 
-    store = _open_read_only(_campaign_folder(args.campaign))
+    store = _open_read_only(_campaign_folder(args.folder))
     console.print(log_table(store, team=args.team, status=args.status, proposal=args.proposal, limit=args.limit))
     return 0
 
@@ -285,7 +350,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .status import show
 
-    folder = _campaign_folder(args.campaign)
+    folder = _campaign_folder(args.folder)
     store = _open_read_only(folder)
     try:
         if args.transcript:
@@ -327,7 +392,7 @@ def _show_transcripts(store: Any, folder: Path, ref: str) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from .execution.rerun import rerun
 
-    folder = _campaign_folder(args.campaign).resolve()
+    folder = _campaign_folder(args.folder).resolve()
     try:
         done = rerun(folder, args.trial, seed=args.seed, executor_kind=args.executor, timeout_s=args.timeout)
     except KeyError as exc:
@@ -448,7 +513,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """One self-contained HTML report of one or several campaigns (read-only), and the log as CSV."""
     from .report import ReportError, export_log, load_campaign, write_report
 
-    folders = [Path(f) for f in args.campaigns]
+    folders = [Path(f) for f in args.folders] or [_campaign_folder(None)]
     out = Path(args.out) if args.out else CampaignLayout(folders[0]).report_html
     written: list[Path] = []
     created = [p for p in ([Path(args.export)] if args.export else []) if not p.exists()]
@@ -484,9 +549,47 @@ def _make_private(paths: Sequence[Path]) -> None:
             os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
+#: `autosci --help`: every command, with its form and one line (sub-commands written out in full).
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "run CONFIG [MORE.yaml] [KEY=VALUE]", "run a campaign to its budget on this machine, with a live view"),
+    ("coordinate", "coordinate CONFIG [...]", "the long-lived coordinator of a campaign (what sbatch runs; resumes)"),
+    ("status", "status [FOLDER]", "the campaign's picture: champion, teams, budget, spend (read-only)"),
+    ("log", "log [FOLDER] [--team T --status S]", "the experiment log: one line per trial"),
+    ("show", "show [FOLDER] REF", "one trial (12), proposal (p3), team (team-1) or champion (c2, champion)"),
+    ("rerun", "rerun [FOLDER] TRIAL", "re-run one trial from the log in a fresh folder"),
+    ("report", "report [FOLDER ...]", "one self-contained HTML report of one or several campaigns"),
+    ("compare", "compare CONFIG --out DIR", "the same task under several modes and seeds, matched budget"),
+    ("task check", "task check TASK", "validate a task folder and run its champion once"),
+    ("doctor", "doctor [--config CONFIG]", "check packages, SLURM, the filesystem, the sandbox and API keys"),
+)
+
+FOLDER_RULE = ("FOLDER: a campaign folder, given first or as -C FOLDER; default: the newest under runs/ "
+               "($AUTOSCI_CAMPAIGN when set)")
+
+
+def _help_epilog() -> str:
+    width = max(len(form) for _, form, _ in COMMANDS)
+    lines = [f"  {form:<{width}}  {line}" for _, form, line in COMMANDS]
+    return ("commands:\n" + "\n".join(lines) + "\n\n" + FOLDER_RULE
+            + "\n'autosci COMMAND --help' for a command's options.")
+
+
+def _reads_a_campaign(p: argparse.ArgumentParser, command: str) -> None:
+    """The one way every campaign-reading command takes its folder(s)."""
+    wants = READS_A_CAMPAIGN[command]
+    p.add_argument("words", nargs="*", metavar="FOLDER" if not wants else f"[FOLDER] {wants}",
+                   help="campaign folder" + (f", then {wants}" if wants else "") + " (folder default: the newest "
+                        "under runs/)")
+    p.add_argument("-C", "--campaign", action="append", default=[], metavar="FOLDER",
+                   help="the campaign folder, as an option" + (" (repeatable)" if command == "report" else ""))
+    p.set_defaults(strays="words", reads=command)
+
+
 def add_report_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="one self-contained HTML report of one or several campaigns (read-only)")
-    p.add_argument("campaigns", nargs="+", metavar="CAMPAIGN", help="campaign folder(s); several are compared")
+    p = sub.add_parser("report", help="one self-contained HTML report of one or several campaigns (read-only)",
+                       usage="autosci report [FOLDER ...] [-C FOLDER] [--out FILE] [--target T] [--export DIR] "
+                             "[--shared]")
+    _reads_a_campaign(p, "report")
     p.add_argument("--out", help="the HTML file (default: <first campaign>/report.html)")
     p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way from the "
                                                  "baseline to the best final champion)")
@@ -498,8 +601,13 @@ def add_report_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autosci", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="autosci", usage="autosci COMMAND ...", epilog=_help_epilog(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Research campaigns of agents improving a program against a metric, "
+                                 "on this machine or a SLURM cluster.")
+    parser.add_argument("--version", action="version", version=f"autosci {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS,
+                                prog="autosci")
     p = sub.add_parser("run", help="run a campaign to its budget, with a live view")
     p.add_argument("config", help="campaign YAML (configs/campaign/*.yaml)")
     p.add_argument("overrides", nargs="*",
@@ -507,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
     p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, strays="overrides")
     p = sub.add_parser("coordinate", help="the long-lived coordinator of a campaign (resumes its folder)")
     p.add_argument("config", help="campaign YAML")
     p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides")
@@ -515,36 +623,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-requeue", action="store_true", help="on a stop signal, do not requeue the Slurm job")
     p.add_argument("--inline-agents", action="store_true",
                    help="run the agents inside the coordinator process instead of one process each")
-    p.set_defaults(func=cmd_coordinate)
-    p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs")
-    p.add_argument("folder", nargs="?", help="campaign folder (default: the newest under runs/)")
-    p.add_argument("-C", "--campaign", help="the same, as log, show and rerun take it")
+    p.set_defaults(func=cmd_coordinate, strays="overrides")
+    p = sub.add_parser("status", help="the campaign's picture, read-only, while it runs",
+                       usage="autosci status [FOLDER] [-C FOLDER]")
+    _reads_a_campaign(p, "status")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("log", help="list trials")
-    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
+    p = sub.add_parser("log", help="list trials", usage="autosci log [FOLDER] [-C FOLDER] [--team TEAM] "
+                       "[--status STATUS] [--proposal N] [--limit N]")
+    _reads_a_campaign(p, "log")
     p.add_argument("--team")
     p.add_argument("--status", choices=["created", "submitting", "submitted", "succeeded", "failed"])
     p.add_argument("--proposal", type=int)
     p.add_argument("--limit", type=int, default=200)
     p.set_defaults(func=cmd_log)
     p = sub.add_parser("show", help="one trial (12, with its diff), proposal (p3), team (team-1) or champion "
-                                    "(c2, or 'champion' for the current one: its model card and diff)")
-    p.add_argument("ref")
+                                    "(c2, or 'champion' for the current one: its model card and diff)",
+                       usage="autosci show [FOLDER] REF [-C FOLDER] [--transcript]")
+    _reads_a_campaign(p, "show")
     p.add_argument("--transcript", action="store_true",
                    help="print the model conversations behind the proposal (or the trial's proposal)")
-    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("rerun", help="re-run one trial from the log in a fresh folder",
+                       usage="autosci rerun [FOLDER] TRIAL [-C FOLDER] [--seed N] [--executor {local,slurm}] "
+                             "[--timeout S]",
                        description="Re-run one trial from the log in a fresh folder under "
                                    "<campaign>/reruns (works from any directory). Exit status: 0 the "
                                    "rerun ran and printed its metric, 'identical' or 'differs' from the "
                                    "logged one; 1 it produced no metric (the reason is printed) or no "
                                    "campaign database was found; 2 no such trial.")
-    p.add_argument("trial", type=int)
+    _reads_a_campaign(p, "rerun")
     p.add_argument("--seed", type=int, help="another seed (default: the logged one)")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the campaign's")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
-    p.add_argument("-C", "--campaign", help="campaign folder (default: the newest under runs/)")
     p.set_defaults(func=cmd_rerun)
     p = sub.add_parser("compare", help="the same task under several modes and seeds, matched budget, one report")
     p.add_argument("config", help="campaign YAML: its budget is every arm's budget")
@@ -556,14 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=1, help="campaigns run at once (default: %(default)s)")
     p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way "
                                                   "from the baseline to the best champion found)")
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=cmd_compare, strays="overrides")
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.add_argument("--config", help="a campaign config: also check that its model endpoint answers from here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override of that config (repeatable)")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("task", help="task authoring: `autosci task check tasks/NAME`")
-    task_sub = p.add_subparsers(dest="task_command", required=True)
+    task_sub = p.add_subparsers(dest="task_command", required=True, metavar="check", prog="autosci task")
     p = task_sub.add_parser("check", help="validate a task folder and run its champion once (seed 0)")
     p.add_argument("task", help="the task folder (with task.yaml)")
     p.add_argument("--seed", type=int, default=0)
@@ -575,8 +685,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("autosci-hpc")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line, in the one grammar: positional words may stand before or after options
+    (argparse alone leaves those after an option unrecognized), and a campaign-reading command gets
+    `args.folder` (None: the newest) plus, for show and rerun, `args.ref` / `args.trial`."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [word for word in extra if word.startswith("-") and len(word) > 1]
+    strays = getattr(args, "strays", None)
+    if unknown or (extra and strays is None):
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        getattr(args, strays).extend(extra)
+    command = getattr(args, "reads", None)
+    if command is None:
+        return args
+    try:
+        folders, last = _place_folder(command, list(args.words), list(args.campaign))
+        args.folders, args.folder = folders, (folders[0] if folders else None)
+        if command == "show":
+            args.ref = last
+        elif command == "rerun":
+            args.trial = _trial_number(str(last), args.folder)
+    except Misuse as exc:
+        parser.exit(2, f"autosci {command}: {exc}\n")
+    return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The sub-parser that parsed `args` (its usage is the form the one-line error shows)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:  # noqa: SLF001
+        chosen = getattr(action, "choices", {}).get(args.command)
+        if chosen is not None and args.command == "task":
+            return chosen._subparsers._group_actions[0].choices[args.task_command]  # noqa: SLF001
+        if chosen is not None:
+            return chosen
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     return int(args.func(args))
 
 

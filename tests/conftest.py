@@ -14,6 +14,7 @@ from helpers import campaign_config
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture, for tests in any folder)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "execution"))  # fake_slurm, for every folder
+sys.path.insert(0, str(Path(__file__).resolve().parent / "llm"))  # llm_fakes, for every folder
 
 #: Test folders whose skips (a task's package missing) become failures where that switch is "1".
 REQUIRED_WHEN = {"AUTOSCI_REQUIRE_TASKS": "tests/tasks/"}

@@ -15,6 +15,11 @@ the request offers (its tools) and says (its prompt), as a model would:
 Replies can be slowed (`delay_s`), and requests can be failed on demand (`fail` maps a request
 number to an HTTP status), so tests can exercise slow models and retries. Every request body is
 kept (`requests`, and one JSON line per request in `log_path`), so a test can grep what was sent.
+
+Instead of the scripted model, a test can give a `script`: raw replies sent in order whatever the
+request (bytes, status and headers exactly as given: invalid UTF-8, absurd JSON, a 429 with a
+retry-after), the last one repeating once the script is spent; a reply may be a function of the
+request body. A request body that is not JSON is then kept as `{"unparsable": ...}` and still answered.
 """
 
 from __future__ import annotations
@@ -29,11 +34,31 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 #: The line of the toy program that the code-editing proposal rewrites.
 CODE_ANCHOR = 'x, y = float(cfg["x"]), float(cfg["y"])'
 CODE_EDIT = 'x, y = float(cfg["x"]), -0.3  # y held at its optimum (a code change)'
+
+
+@dataclass
+class Raw:
+    """One HTTP reply: a status, headers and a body of bytes (or a JSON-serialisable value)."""
+
+    body: Union[bytes, str, Any]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def payload(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8", "surrogatepass")
+        return json.dumps(self.body).encode()
+
+
+#: One reply of a script: sent as it is, or computed from the request's body.
+Reply = Union[Raw, Callable[[dict], Raw]]
 
 
 @dataclass
@@ -180,10 +205,14 @@ def _openai_reply(calls: list[tuple[str, dict[str, Any]]], model: str) -> dict[s
 class ModelServer:
     """The stand-in server. `start()` serves on 127.0.0.1 in a thread and returns the base URL."""
 
-    def __init__(self, brain: Optional[Brain] = None, *, delay_s: float = 0.0,
-                 fail: Optional[dict[int, int]] = None, log_path: Optional[Path] = None,
+    def __init__(self, brain: Optional[Brain] = None, *, script: Optional[list[Reply]] = None,
+                 delay_s: float = 0.0, fail: Optional[dict[int, int]] = None, log_path: Optional[Path] = None,
                  model: str = "stand-in", hold: Optional[Callable[[Turn], bool]] = None) -> None:
         self.brain = brain or Brain()
+        #: Raw replies, in order, instead of the brain's (see the module's docstring).
+        self.script = list(script) if script is not None else None
+        #: The path of each request, in order.
+        self.paths: list[str] = []
         self.delay_s = delay_s
         self.fail = dict(fail or {})
         self.log_path = log_path
@@ -223,31 +252,43 @@ class ModelServer:
     def anthropic_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def handle(self, path: str, raw: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """One request: (status, JSON body). Thread-safe; the brain decides one request at a time."""
+    @property
+    def url(self) -> str:
+        """The base URL (what the anthropic SDK takes; an OpenAI-compatible client adds /v1)."""
+        return self.anthropic_url()
+
+    def handle(self, path: str, raw: bytes, headers: dict[str, str]) -> Raw:
+        """One request -> its reply. Thread-safe; the brain (or the script) answers one request at a time."""
         if path.rstrip("/").endswith("/models"):
-            return 200, {"object": "list", "data": [{"id": self.model, "object": "model", "type": "model"}]}
+            return Raw({"object": "list", "data": [{"id": self.model, "object": "model", "type": "model"}]})
         with self._lock:
             self.raw.append(raw)
             self.headers.append(headers)
+            self.paths.append(path)
             number = len(self.raw)
             try:
                 body = json.loads(raw)
             except ValueError:
-                return 400, {"error": {"type": "invalid_request_error", "message": "body is not JSON"}}
+                if self.script is None:
+                    return Raw({"error": {"type": "invalid_request_error", "message": "body is not JSON"}}, 400)
+                body = {"unparsable": raw[:200].decode("latin-1")}
             self.requests.append(body)
             if self.log_path is not None:
                 with open(self.log_path, "a") as log:
                     log.write(json.dumps({"n": number, "path": path, "body": body}) + "\n")
+            if self.script is not None:
+                reply = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+                return reply(body) if callable(reply) else reply
             status = self.fail.get(number)
             if status:
-                return status, {"type": "error", "error": {"type": "overloaded_error", "message": "scripted failure"}}
+                return Raw({"type": "error", "error": {"type": "overloaded_error", "message": "scripted failure"}},
+                           status)
             if path.endswith("/chat/completions"):
-                turn, reply = _openai_turn(body), _openai_reply
+                turn, reply_of = _openai_turn(body), _openai_reply
             elif path.endswith("/messages"):
-                turn, reply = _anthropic_turn(body), _anthropic_reply
+                turn, reply_of = _anthropic_turn(body), _anthropic_reply
             else:
-                return 404, {"error": {"message": f"no such endpoint {path}"}}
+                return Raw({"error": {"message": f"no such endpoint {path}"}}, 404)
             self.conversations.setdefault(turn.prompt, []).append(time.monotonic())
             wait = self.hold is not None and not self.held.is_set() and self.hold(turn)
             if wait:
@@ -256,7 +297,7 @@ class ModelServer:
             self.release.wait()
         with self._lock:
             self.answered.append(number)
-            return 200, reply(self.brain.decide(turn), self.model)
+            return Raw(reply_of(self.brain.decide(turn), self.model))
 
     def start(self, port: int = 0) -> str:
         server = self
@@ -264,10 +305,11 @@ class ModelServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _send(self, status: int, data: dict[str, Any]) -> None:
-                out = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
+            def _send(self, reply: Raw) -> None:
+                out = reply.payload()
+                self.send_response(reply.status)
+                for key, value in {"content-type": "application/json", **reply.headers}.items():
+                    self.send_header(key, value)
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
                 try:
@@ -276,13 +318,13 @@ class ModelServer:
                     pass
 
             def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-                self._send(*server.handle(self.path, b"", dict(self.headers)))
+                self._send(server.handle(self.path, b"", dict(self.headers)))
 
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if server.delay_s:
                     time.sleep(server.delay_s)
-                self._send(*server.handle(self.path, raw, {k.lower(): v for k, v in self.headers.items()}))
+                self._send(server.handle(self.path, raw, {k.lower(): v for k, v in self.headers.items()}))
 
             def log_message(self, *args: Any) -> None:
                 pass

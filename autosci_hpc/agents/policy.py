@@ -1,4 +1,4 @@
-"""The interface every agent backend implements: the offline policy now, LLMs later.
+"""The interface every agent backend implements: the offline and random policies and the LLM policy.
 
 Each decision an agent makes is one method, taking the agent's identity and a bounded view of the
 state and returning a pydantic draft. The drafts are exactly what an LLM backend's tools accept,

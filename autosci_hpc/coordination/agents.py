@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sqlmodel import select
 
@@ -186,12 +186,3 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join(5)
-
-    def alive(self) -> int:
-        return sum(p.is_alive() for p in self.processes.values())
-
-
-def pid_of(supervisor: Optional[Supervisor], agent_id: int) -> Optional[int]:
-    if supervisor is None or agent_id not in supervisor.processes:
-        return None
-    return supervisor.processes[agent_id].pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,8 +51,9 @@ class LocalTrialExecutor(TrialExecutor):
                 # A job of an earlier coordinator process: submitit's local job id is the pid of
                 # its controller, so whether that process still lives says whether it may report.
                 alive = job_id.isdigit() and pid_alive(int(job_id))
+                cls = "cancelled" if job_id in self._cancelled else "no_result"
                 out[job_id] = JobState(terminal=not alive, raw="RUNNING" if alive else "GONE",
-                                       failure_class="" if alive else "no_result")
+                                       failure_class="" if alive else cls)
                 continue
             raw = job.state
             if raw == "RUNNING":
@@ -67,3 +69,23 @@ class LocalTrialExecutor(TrialExecutor):
             if job is not None:
                 self._cancelled.add(job_id)
                 job.cancel(check=False)
+            elif self._adopted_controller(job_id):
+                # A job of an earlier coordinator process: what submitit's own cancel sends its
+                # controller (SIGINT: it stops its tasks, and the trial its program's process group).
+                self._cancelled.add(job_id)
+                try:
+                    os.kill(int(job_id), signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+
+    def _adopted_controller(self, job_id: str) -> bool:
+        """Whether `job_id` is the pid of a live submitit controller of this executor's folder (never
+        a process that merely reuses the pid of one that ended)."""
+        if not (job_id.isdigit() and pid_alive(int(job_id))):
+            return False
+        try:
+            argv = Path(f"/proc/{job_id}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        ours = str(self.folder.absolute()).encode() + b"/"  # submitit passes its job folder pattern, <folder>/%j
+        return b"submitit.local._local" in argv and any(arg.startswith(ours) for arg in argv)

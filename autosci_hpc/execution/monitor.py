@@ -30,10 +30,6 @@ class Observation:
     failure_class: str = ""
     reason: str = ""
 
-    @property
-    def succeeded(self) -> bool:
-        return self.result is not None and self.result.status == "succeeded"
-
 
 @dataclass
 class Monitor:
@@ -43,7 +39,6 @@ class Monitor:
     clock: Callable[[], float] = time.monotonic
     #: trial id -> when its job was first seen ended without a valid result.
     _ended_at: dict[int, float] = field(default_factory=dict)
-    state_calls: int = 0
 
     def outstanding(self) -> list[Trial]:
         with self.store.read() as session:
@@ -68,7 +63,6 @@ class Monitor:
         if not waiting:
             return found
         job_ids = sorted({t.job_id for t, _ in waiting.values() if t.job_id})
-        self.state_calls += 1
         states = self.executor.states(job_ids)
         now = self.clock()
         for trial_id, (trial, problem) in waiting.items():

@@ -34,14 +34,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from pydantic import BaseModel, Field
 
 from ..config import ConfigError
 from ..layout import CampaignLayout
 
-Mode = Literal["auto", "bwrap", "apptainer", "none"]
 MODES: tuple[str, ...] = ("auto", "bwrap", "apptainer", "none")
 #: Strongest first: what `auto` tries.
 PREFERENCE: tuple[str, ...] = ("bwrap", "apptainer")

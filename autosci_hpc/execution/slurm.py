@@ -50,6 +50,10 @@ ACCOUNTING_DISABLED = ("accounting storage is disabled", "slurm accounting stora
 KEEP_IN_ENV = ("SLURM_CONF",)
 
 
+#: What a job this executor cancelled, and that the scheduler no longer names, is.
+CANCELLED = JobState(terminal=True, raw="CANCELLED", failure_class="cancelled")
+
+
 class SubmissionError(RuntimeError):
     pass
 
@@ -117,7 +121,9 @@ class SlurmTrialExecutor(TrialExecutor):
         self._cache: dict[str, JobState] = {}
         self._accounting = True
         self._run = runner
-        self.state_calls = 0
+        #: Jobs this executor cancelled: an array task cancelled while pending leaves no trace in
+        #: squeue or sacct, so without this it would never be reported ended.
+        self._cancelled: set[str] = set()
         self._executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="slurm")
         self._executor.update_parameters(**self.parameters)
 
@@ -209,6 +215,7 @@ class SlurmTrialExecutor(TrialExecutor):
                 self._poll_interval = min(self.max_poll_s, max(1.0, self._poll_interval * 2))
                 self._next_poll = now + self._poll_interval * (0.5 + random.random())
             else:
+                fresh.update({j: CANCELLED for j in wanted if j in self._cancelled and j not in fresh})
                 changed = any(self._cache.get(k) != v for k, v in fresh.items())
                 self._cache.update(fresh)
                 # Ramp: poll often while things change, then settle at the cap.
@@ -227,7 +234,6 @@ class SlurmTrialExecutor(TrialExecutor):
         return "\n".join(keep)
 
     def _query(self, job_ids: list[str]) -> dict[str, JobState]:
-        self.state_calls += 1
         ids = ",".join(sorted({j.split("_", 1)[0] for j in job_ids}))
         if self._accounting:
             result = self._run(["sacct", "-X", "-P", "-n", "-j", ids, "-o", "JobID,State,JobName"])
@@ -274,4 +280,5 @@ class SlurmTrialExecutor(TrialExecutor):
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
+            self._cancelled.update(job_ids)
             self._run(["scancel", *job_ids])

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import anthropic
 
 from .chat import (NAME_CHARS, ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
-                   TransientLLMError, clean_text, parse_retry_after, tool_call, usage_from)
+                   TransientLLMError, clean_text, is_transient_status, parse_retry_after, tool_call, usage_from)
 
 EPHEMERAL = {"type": "ephemeral"}
 
@@ -83,7 +83,7 @@ class AnthropicChat:
             reply = self.client.messages.create(**self.params(request))
         except anthropic.APIStatusError as exc:
             message = _describe(exc)
-            if exc.status_code == 429 or exc.status_code >= 500:
+            if is_transient_status(exc.status_code):
                 raise TransientLLMError(message, parse_retry_after(exc.response.headers), exc.status_code) from None
             raise LLMCallError(message) from None
         except anthropic.APITimeoutError:

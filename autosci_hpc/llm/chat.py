@@ -31,6 +31,13 @@ class LLMCallError(LLMError):
     """A request that failed for good: a 4xx other than 429, or retries exhausted."""
 
 
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP status is worth retrying, the same for every backend and as the official SDKs
+    retry: a request timeout (408), a lock timeout (409), a rate limit (429), a server error (5xx,
+    Anthropic's 529 overloaded included). Any other status is the request's fault: retrying repeats it."""
+    return status in (408, 409, 429) or status >= 500
+
+
 class TransientLLMError(LLMError):
     """A request worth retrying: 429, 5xx, 529 overloaded, a timeout, a dropped connection."""
 

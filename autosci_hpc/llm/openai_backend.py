@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
     import httpx  # type: ignore[no-redef]
 
 from .chat import (NAME_CHARS, ChatRequest, ChatResponse, LLMCallError, Message, Text, ToolCall, ToolResult,
-                   TransientLLMError, clean_text, parse_retry_after, tool_call, usage_from)
+                   TransientLLMError, clean_text, is_transient_status, parse_retry_after, tool_call, usage_from)
 
 
 class OpenAICompatChat:
@@ -85,7 +85,7 @@ class OpenAICompatChat:
             raise TransientLLMError(f"openai: connection error: {type(exc).__name__}") from None
         if response.status_code != 200:
             message = f"openai: HTTP {response.status_code}: {clean_text(response.text[:300])}"
-            if response.status_code in (408, 409, 429) or response.status_code >= 500:
+            if is_transient_status(response.status_code):
                 raise TransientLLMError(message, parse_retry_after(response.headers), response.status_code)
             raise LLMCallError(message)
         try:

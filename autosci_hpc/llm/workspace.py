@@ -55,8 +55,6 @@ class Workspace:
         self.heldout = list(heldout)
         #: The campaign's sandbox: the smoke run is a short trial in the same one.
         self.sandbox = sandbox or sandboxing.SandboxSettings()
-        #: Whether the files changed since the last smoke test that passed.
-        self.dirty = False
         self.smoke_passed = False
 
     @classmethod
@@ -162,7 +160,6 @@ class Workspace:
                 reports.append(f"block {i + 1} ({edit.path}): NOT applied: {exc}")
                 continue
             self.edits.append(Edit(path=name, search=edit.search, replace=edit.replace))
-            self.dirty = True
             self.smoke_passed = False
             applied += 1
             reports.append(f"block {i + 1} ({name}): applied")
@@ -188,7 +185,6 @@ class Workspace:
                 self.overrides.pop(key, None)
             else:
                 self.overrides[key] = value
-        self.dirty = True
         self.smoke_passed = False
         return f"overrides now: {json.dumps(self.overrides, sort_keys=True)}"
 
@@ -226,7 +222,6 @@ class Workspace:
         return ok, report
 
     def _passed(self) -> None:
-        self.dirty = False
         self.smoke_passed = True
 
     def _run(self, llm: LLMSection, data_dir: str) -> tuple[bool, str]:

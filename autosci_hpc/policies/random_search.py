@@ -38,12 +38,14 @@ class RandomSearchPolicy(OfflinePolicy):
         rng = self._rng(agent, "random")
         current = {**view.task.base_config, **(view.champion.overrides if view.champion else {})}
         tried = set(agent.memory.get("proposed", []))
-        for _ in range(20):
-            overrides = {a.key: sample(a, rng) for a in view.task.axes}
+        # A team's proposal stays within the team's focus (its axes); without one, every axis is drawn.
+        axes = [a for a in view.task.axes if focus is None or a.group == focus]
+        for _ in range(20 if axes else 0):
+            overrides = {a.key: sample(a, rng) for a in axes}
             overrides = {k: v for k, v in overrides.items() if v != current.get(k)}
             if overrides and change_signature(overrides, []) not in tried:
                 words = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-                return ProposalDraft(title=f"random: {words}", focus="random", overrides=overrides,
+                return ProposalDraft(title=f"random: {words}", focus=focus or "random", overrides=overrides,
                                      rationale="a configuration drawn uniformly from the task's axes",
                                      expected_effect="none stated (random search)",
                                      falsification="it does not beat the champion over the seeds")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Optional
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from ..procs import pid_alive
 from .models import Lease, as_utc, utcnow
@@ -58,6 +58,20 @@ def describe(lease: Lease) -> str:
     return f"{lease.holder} (pid {lease.pid} on {lease.host}{job}{beat})"
 
 
+#: The statement that clears a lease's holder by hand; the next coordinator then takes the lease with
+#: a new fencing token, so the old holder, were it alive after all, could write nothing more.
+CLEAR_HOLDER = "UPDATE lease SET holder='' WHERE id=1"
+
+
+def unverifiable_line(store: Store, lease: Lease) -> str:
+    """What to do about an expired lease whose holder cannot be checked from here (another host, and no
+    scheduler answer about its job): the two ways the holder can be found gone."""
+    return (f"{store.folder}: the lease of {describe(lease)} has expired but its holder cannot be verified "
+            f"gone from {socket.gethostname()}; if it still runs, stop it. Once it is dead, run this command "
+            f"on {lease.host}, where its pid can be checked, or clear the lease by hand: "
+            f"sqlite3 {store.path} \"{CLEAR_HOLDER}\"")
+
+
 @dataclass
 class CoordinatorLease:
     store: Store
@@ -81,9 +95,7 @@ class CoordinatorLease:
                 if gone is None and expired:
                     # Expired and unverifiable (another host, no scheduler answer): still refuse;
                     # breaking a slow live holder would let two coordinators write.
-                    raise LeaseHeld(f"{self.store.folder}: the lease of {describe(lease)} has expired but its "
-                                    "holder cannot be verified gone; stop it, or clear the lease with "
-                                    "`autosci lease --break` once you know it is dead")
+                    raise LeaseHeld(unverifiable_line(self.store, lease))
                 emit(session, "lease.taken_over", "lease", 1, previous=describe(lease))
             lease.token += 1
             lease.holder, lease.host, lease.pid, lease.slurm_job_id = me, socket.gethostname(), os.getpid(), job_id
@@ -139,7 +151,3 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def current(session: Session) -> Optional[Lease]:
-    return session.exec(select(Lease)).first()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing as mp
 import os
+import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -121,6 +123,16 @@ def _hold_lease_and_exit(folder: str) -> None:
     os._exit(0)  # dies holding it, as after kill -9
 
 
+def _move_holder_elsewhere(store: Store) -> None:
+    """The holder now looks like a coordinator on another node, in Slurm job 4242, its heartbeat expired."""
+    with store.write() as session:
+        row = session.get(Lease, 1)
+        assert row is not None
+        row.host, row.pid, row.slurm_job_id = "elsewhere", 1, "4242"
+        row.expires_at = row.heartbeat_at
+        session.add(row)
+
+
 def test_a_stale_lease_is_taken_over_only_when_its_holder_is_gone(tmp_path: Path) -> None:
     folder = tmp_path / "c"
     Store(folder)
@@ -131,18 +143,33 @@ def test_a_stale_lease_is_taken_over_only_when_its_holder_is_gone(tmp_path: Path
     lease = CoordinatorLease(store, ttl_s=600)
     assert lease.acquire() == 2  # the holder's pid is dead on this host: taken over, token grows
     # A holder on another host whose Slurm job still runs: refused even after expiry.
-    with store.write() as session:
-        row = session.get(Lease, 1)
-        assert row is not None
-        row.host, row.pid, row.slurm_job_id = "elsewhere", 1, "4242"
-        row.expires_at = row.heartbeat_at
-        session.add(row)
+    _move_holder_elsewhere(store)
     store.fencing_token = None
     with pytest.raises(LeaseHeld, match="Slurm job 4242"):
         CoordinatorLease(store, job_running=lambda job: True).acquire()
     with pytest.raises(LeaseHeld, match="cannot be verified"):
         CoordinatorLease(store, job_running=lambda job: None).acquire()
     assert CoordinatorLease(store, job_running=lambda job: False).acquire() == 3
+
+
+def test_an_unverifiable_holder_is_refused_with_steps_that_free_the_campaign(tmp_path: Path) -> None:
+    old = Store(tmp_path / "c")
+    CoordinatorLease(old).acquire()
+    _move_holder_elsewhere(old)
+    new = Store(tmp_path / "c")
+    with pytest.raises(LeaseHeld) as refused:
+        CoordinatorLease(new, job_running=lambda job: None).acquire()  # the scheduler does not answer
+    line = str(refused.value)
+    assert "\n" not in line and socket.gethostname() in line
+    assert "run this command on elsewhere, where its pid can be checked" in line
+    command = shlex.split(re.search(r"sqlite3 .*$", line).group(0))  # type: ignore[union-attr]
+    assert command[:2] == ["sqlite3", str(new.path)]
+    with sqlite3.connect(command[1]) as con:  # what the operator types, once the holder is known dead
+        con.execute(command[2])
+    assert CoordinatorLease(new, job_running=lambda job: None).acquire() == 2
+    with pytest.raises(LeaseLost):  # the old holder, were it alive after all, writes nothing more
+        with old.write() as session:
+            session.add(Lease(id=99))
 
 
 def test_a_coordinator_that_lost_its_lease_cannot_write(tmp_path: Path) -> None:

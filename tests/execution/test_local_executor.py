@@ -47,13 +47,3 @@ def test_a_job_killed_without_a_result_fails_after_the_grace_window(tmp_path: Pa
         assert time.monotonic() < deadline, "the trial's program outlived its cancelled job"
         time.sleep(0.2)
 
-
-def test_a_restarted_coordinator_waits_for_a_live_local_job(tmp_path: Path) -> None:
-    """A new executor does not know the old one's jobs: a live controller pid means "still running"."""
-    store, requests = make_trials(tmp_path, [{"x": 0.1, "sleep": 2.0}])
-    first = LocalTrialExecutor(tmp_path / "jobs", timeout_min=2)
-    (job_id,) = submit(store, first, requests)
-    second = LocalTrialExecutor(tmp_path / "jobs", timeout_min=2)
-    assert second.states([job_id])[job_id].terminal is False
-    trial = drain(store, second, grace_s=0.5)[requests[0].trial_id]
-    assert trial.status == "succeeded"

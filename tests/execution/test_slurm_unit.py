@@ -96,6 +96,20 @@ def test_absent_jobs_are_never_finished_and_errors_back_off(tmp_path: Path) -> N
     assert ex._poll_interval == min(ex.max_poll_s, before * 2)  # and each error doubles the wait
 
 
+def test_a_pending_array_task_it_cancelled_ends_cancelled_though_slurm_names_it_no_more(tmp_path: Path) -> None:
+    """Slurm keeps no trace of an array task cancelled while pending (neither squeue nor sacct names it):
+    the executor that cancelled it says it ended cancelled, so its trial does not wait for ever."""
+    fake = FakeScheduler(sacct="7_0|RUNNING|autosci-t\n7_1|PENDING|autosci-t\n")
+    ex = executor(tmp_path, fake, min_poll_s=0.0)
+    assert not ex.states(["7_0", "7_1"])["7_1"].terminal
+    ex.cancel(["7_1"])
+    assert fake.calls[-1] == ["scancel", "7_1"]
+    fake.sacct = "7_0|RUNNING|autosci-t\n"
+    states = ex.states(["7_0", "7_1"])
+    assert not states["7_0"].terminal
+    assert (states["7_1"].terminal, states["7_1"].failure_class) == (True, "cancelled")
+
+
 def test_squeue_fallback_when_accounting_is_disabled(tmp_path: Path) -> None:
     fake = FakeScheduler(sacct_rc=1, sacct_err="sacct: error: Slurm accounting storage is disabled",
                          squeue="5_0|RUNNING|autosci-t\n5_1|CANCELLED|autosci-t-k.0\n")

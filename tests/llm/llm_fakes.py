@@ -84,18 +84,10 @@ def api_error(status: int, kind: str, retry_after: Optional[str] = None) -> http
     return httpx2.Response(status, headers=headers, json={"type": "error", "error": {"type": kind, "message": kind}})
 
 
-def tools_offered(body: dict) -> list[str]:
-    return [t["name"] for t in body.get("tools", [])]
-
-
 def last_results(body: dict) -> list[dict]:
     """The tool_result blocks of the newest user turn."""
     last = body["messages"][-1]
     return [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
-
-
-def all_text(body: dict) -> str:
-    return json.dumps(body)
 
 
 def anthropic_policy(server: FakeServer, task: Optional[TaskSpec] = None, folder: Optional[Path] = None,

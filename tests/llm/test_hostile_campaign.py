@@ -13,7 +13,7 @@ import pytest
 from autosci_hpc.cli import main as cli_main
 
 from helpers import FIXTURE_TASKS, ROOT
-from http_server import Raw, ScriptedServer
+from modelserver import ModelServer, Raw
 from test_hostile_replies import CASES
 
 
@@ -26,7 +26,7 @@ def test_a_campaign_survives_a_model_that_only_sends_garbage(
         return next(hostile)("openai")
 
     folder = tmp_path / "campaign"
-    with ScriptedServer([reply]) as server:
+    with ModelServer(script=[reply]) as server:
         code = cli_main(["run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
                          f"campaign.folder={folder}", f"task.path={FIXTURE_TASKS / 'toy'}",
                          "llm.backend=openai", f"llm.base_url={server.url}/v1",
