@@ -37,7 +37,7 @@ PACKAGES = ("submitit", "sqlmodel", "pydantic", "anthropic", "omegaconf", "numpy
 
 
 def _latest_campaign(root: Path = Path("runs")) -> Optional[Path]:
-    found = sorted(root.glob("*/state.db"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    found = sorted(root.glob(f"*/{CampaignLayout.DATABASE}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     return found[-1].parent if found else None
 
 
@@ -73,7 +73,7 @@ EXAMPLES = {"REF": "a trial (12), proposal (p3), team (team-1) or champion (c2, 
 
 
 def _looks_like_folder(word: str) -> bool:
-    return os.sep in word or (Path(word) / "state.db").is_file()
+    return os.sep in word or CampaignLayout(Path(word)).database.is_file()
 
 
 def _place_folder(command: str, words: list[str], option_folders: list[str]) -> tuple[list[str], Optional[str]]:

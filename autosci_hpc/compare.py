@@ -130,4 +130,4 @@ def run_comparison(files: Sequence[str], overrides: Sequence[str], arms: Sequenc
         raise RuntimeError(f"no campaign state for {names}")
     from .report.html import write_report
 
-    return write_report([r.folder for r in done], out / "report.html", target=target)
+    return write_report([r.folder for r in done], CampaignLayout(out).report_html, target=target)

@@ -12,7 +12,8 @@ from autosci_hpc.agents.policy import Policy
 from autosci_hpc.config import LLMSection
 from autosci_hpc.llm import make_client
 from autosci_hpc.llm.policy import LLMPolicy
-from autosci_hpc.llm.random_search import OfflinePolicy, RandomSearchPolicy
+from autosci_hpc.policies.offline import OfflinePolicy
+from autosci_hpc.policies.random_search import RandomSearchPolicy
 from autosci_hpc.task import TaskSpec
 from modelserver import Brain, ModelServer
 
