@@ -18,7 +18,8 @@ from .. import faults, scrub
 from ..config import CampaignConfig
 from ..coordination import budget
 from ..state import Store, agents, emit, forum, proposals, trials
-from ..state.lifecycle import AgentStatus, CampaignStatus, PostKind, ProposalOutcome, ProposalStatus, TeamStatus
+from ..state.lifecycle import (AgentStatus, CampaignStatus, PostKind, ProposalOutcome, ProposalStatus,
+                              TeamStatus)
 from ..state.models import Agent, Campaign, Critique, DeadEnd, Proposal, Team, utcnow
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
                     directions, unknown_keys_reason)
@@ -87,13 +88,13 @@ def may_claim(session: Session, config: CampaignConfig) -> bool:
     return takes_work(session) and budget.may_start_candidate(session, config)
 
 
-def post(session: Session, kind: PostKind | str, title: str, body: str = "", *, author_id: Optional[int] = None,
-         team_id: Optional[int] = None, proposal_id: Optional[int] = None,
+def post(session: Session, kind: PostKind | str, title: str, body: str = "", *,
+         author_id: Optional[int] = None, team_id: Optional[int] = None, proposal_id: Optional[int] = None,
          trial_ids: Optional[list[int]] = None) -> None:
     """Every forum post goes through the scrubber: posts quote log tails and model-written text."""
     clean = scrub.for_session(session)
-    forum.post(session, clean, kind, title, body, author_id=author_id, team_id=team_id, proposal_id=proposal_id,
-               trial_ids=trial_ids)
+    forum.post(session, clean, kind, title, body, author_id=author_id, team_id=team_id,
+               proposal_id=proposal_id, trial_ids=trial_ids)
     scrub.record(session, clean, "agent" if author_id else "forum", author_id, f"a {kind} post")
 
 
@@ -109,7 +110,7 @@ class Role:
             return getattr(self.ctx.policy, decision)(info, *args)
         except PolicyError as exc:
             with self.ctx.store.write() as session:
-                post(session, "failure", f"{info.name} could not {decision}", str(exc)[:2000],
+                post(session, PostKind.FAILURE, f"{info.name} could not {decision}", str(exc)[:2000],
                      author_id=self.agent_id, team_id=info.team_id)
                 error = scrub.for_session(session).scrub(str(exc))
                 emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision,
@@ -206,7 +207,8 @@ class Analyst(Role):
             team = session.get(Team, agent.team_id) if agent.team_id else None
             answered = {c.proposal_id for c in session.exec(
                 select(Critique).where(Critique.author_id == self.agent_id)).all()}
-            asked = [p.id for p in session.exec(select(Proposal).where(Proposal.status == ProposalStatus.POSTED)
+            asked = [p.id for p in session.exec(select(Proposal)
+                                                .where(Proposal.status == ProposalStatus.POSTED)
                                                 .order_by(col(Proposal.id))).all()
                      if self.agent_id in p.critics and p.id not in answered]
             pending = 0
@@ -237,7 +239,8 @@ class Analyst(Role):
                 # A re-opened discussion: any hypothesis may be argued for, not only the team's.
                 self.post_proposal(None, team.id, reopened=team.reopened, reopen_posted=team.reopened)
                 did = True
-            elif team.status == TeamStatus.ACTIVE and may_start and pending < cfg.queue_depth and not exhausted:
+            elif (team.status == TeamStatus.ACTIVE and may_start and pending < cfg.queue_depth
+                  and not exhausted):
                 self.post_proposal(team.focus, team.id)
                 did = True
             if concluded > int(memory.get("reviewed_upto", 0)):
@@ -303,7 +306,8 @@ class Experimenter(Role):
             assert agent is not None
             team = session.get(Team, agent.team_id) if agent.team_id else None
             ready = (campaign.status == CampaignStatus.EXECUTION and campaign.accepting_work
-                     and agent.status == AgentStatus.IDLE and team is not None and team.status == TeamStatus.ACTIVE
+                     and agent.status == AgentStatus.IDLE
+                     and team is not None and team.status == TeamStatus.ACTIVE
                      and budget.free_slots(session, self.ctx.config) > 0
                      and budget.may_start_candidate(session, self.ctx.config))
         if not ready or team is None or team.id is None:
@@ -321,7 +325,8 @@ class Experimenter(Role):
             if not may_claim(session, self.ctx.config):
                 return None  # finished, stopping or out of budget since this agent looked
             proposal = session.exec(
-                select(Proposal).where(Proposal.team_id == team_id).where(Proposal.status == ProposalStatus.QUEUED)
+                select(Proposal).where(Proposal.team_id == team_id)
+                .where(Proposal.status == ProposalStatus.QUEUED)
                 .order_by(col(Proposal.id))
             ).first()
             if proposal is None:
@@ -381,7 +386,8 @@ class Experimenter(Role):
                 return None
             overrides = {**champion.overrides, **impl.overrides}
             trial = trials.candidate(session, proposal, experimenter_id=self.agent_id, snapshot_id=snapshot,
-                                     overrides=overrides, config_signature=config_signature(snapshot, overrides),
+                                     overrides=overrides,
+                                     config_signature=config_signature(snapshot, overrides),
                                      parent_champion_id=champion.id, notes=impl.notes[:4000] or None)
             proposals.start(session, proposal)
             emit(session, "trial.created", "trial", trial.id, proposal=proposal_id, role="candidate")

@@ -36,8 +36,8 @@ from ..llm import make_policy
 from ..llm.keys import stored_config
 from ..state import Store, campaigns, emit, trials
 from ..state import agents as agent_rows
-from ..state.lifecycle import (IN_FLIGHT_TRIALS, AgentStatus, CampaignStatus, PostKind, ProposalStatus, TrialRole,
-                               TrialStatus)
+from ..state.lifecycle import (IN_FLIGHT_TRIALS, AgentStatus, CampaignStatus, PostKind, ProposalStatus,
+                               TrialRole, TrialStatus)
 from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
                     unknown_keys)
@@ -118,8 +118,9 @@ class Coordinator:
             if session.exec(select(Campaign)).first() is not None:
                 return
             cfg = self.config
-            campaigns.create(session, name=cfg.campaign.name, folder=str(self.folder), task_name=self.task.name,
-                             mode=cfg.coordination.mode, config=stored_config(cfg), roster=modes.roster(cfg))
+            campaigns.create(session, name=cfg.campaign.name, folder=str(self.folder),
+                             task_name=self.task.name, mode=cfg.coordination.mode, config=stored_config(cfg),
+                             roster=modes.roster(cfg))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
         with self.store.write() as session:  # on every start: a resumed campaign may run on another machine
             emit(session, "campaign.sandbox", "campaign", 1, sandbox=self.sandbox.mode,
@@ -148,7 +149,8 @@ class Coordinator:
             if session.exec(select(Trial).where(Trial.role == TrialRole.BASELINE)).first() is not None:
                 return
             start = dict(self.config.task.overrides)
-            trials.baseline(session, snapshot, start, config_signature(snapshot, start), self.config.promotion.seeds)
+            trials.baseline(session, snapshot, start, config_signature(snapshot, start),
+                            self.config.promotion.seeds)
             campaign = session.exec(select(Campaign)).one()
             campaigns.begin_baseline(session, campaign)
             if manifest:
@@ -361,8 +363,8 @@ class Coordinator:
         job folders) know under their batch's key are recorded as submitted; the rest never reached
         the scheduler and are ready again. Nothing is submitted twice, nothing is lost."""
         with self.store.read() as session:
-            stranded = {t.id: t for t in session.exec(select(Trial).where(Trial.status == TrialStatus.SUBMITTING))
-                        .all()}
+            stranded = {t.id: t for t in session.exec(
+                select(Trial).where(Trial.status == TrialStatus.SUBMITTING)).all()}
             batches = session.exec(select(Event).where(Event.kind == "trials.submitting")
                                    .order_by(col(Event.id).desc())).all()
         for event in batches:  # newest first; a trial is only ever stranded by its latest batch
@@ -415,7 +417,8 @@ class Coordinator:
             pending = budget.count_rows(session, Trial, col(Trial.status).in_(
                 [TrialStatus.CREATED, *IN_FLIGHT_TRIALS]))
             open_work = budget.count_rows(session, Proposal, col(Proposal.status).in_(
-                [ProposalStatus.POSTED, ProposalStatus.CLAIMED, ProposalStatus.RUNNING, ProposalStatus.REPLICATING]))
+                [ProposalStatus.POSTED, ProposalStatus.CLAIMED, ProposalStatus.RUNNING,
+                 ProposalStatus.REPLICATING]))
             if pending or open_work:
                 self._idle_ticks = 0
                 return False

@@ -109,8 +109,8 @@ def form_teams(ctx: Context) -> list[int]:
     with ctx.store.write() as session:
         teams: list[Team] = []
         for i, draft in enumerate(drafts):
-            team = team_rows.form(session, f"team-{i + 1}", scrub.for_session(session).scrub(draft.hypothesis),
-                                  draft.focus)
+            hypothesis = scrub.for_session(session).scrub(draft.hypothesis)
+            team = team_rows.form(session, f"team-{i + 1}", hypothesis, draft.focus)
             teams.append(team)
         session.flush()
         # Analysts join the team whose hypothesis they argued for; the rest fill the gaps.
@@ -175,7 +175,8 @@ def conclude_reopened(ctx: Context) -> list[str]:
     changed = []
     with ctx.store.read() as session:
         teams = session.exec(select(Team).where(Team.status == TeamStatus.DISCUSSING)).all()
-        others = {t.id: t.focus for t in session.exec(select(Team).where(Team.status == TeamStatus.ACTIVE)).all()}
+        others = {t.id: t.focus
+                  for t in session.exec(select(Team).where(Team.status == TeamStatus.ACTIVE)).all()}
     for team in teams:
         with ctx.store.read() as session:
             members = session.exec(select(Agent).where(Agent.team_id == team.id)
@@ -206,7 +207,8 @@ def conclude_reopened(ctx: Context) -> list[str]:
                 if proposal.focus == choice.focus:
                     proposals.queue(session, proposal)
                 elif proposal.status == ProposalStatus.QUEUED:
-                    proposals.reject(session, proposal, f"withdrawn: {row.name} reorganized around '{choice.focus}'")
+                    proposals.reject(session, proposal,
+                                     f"withdrawn: {row.name} reorganized around '{choice.focus}'")
             hypothesis = scrub.for_session(session).scrub(choice.hypothesis)
             team_rows.reorganize(session, row, choice.focus, hypothesis)
             verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"

@@ -148,7 +148,8 @@ class Planner(Analyst):
             assert me is not None
             if solo:
                 return self.agent_id if me.status == AgentStatus.IDLE else None
-            worker = session.exec(select(Agent).where(Agent.role == "worker").where(Agent.status == AgentStatus.IDLE)
+            worker = session.exec(select(Agent).where(Agent.role == "worker")
+                                  .where(Agent.status == AgentStatus.IDLE)
                                   .order_by(col(Agent.id))).first()
             return worker.id if worker is not None else None
 
@@ -173,7 +174,8 @@ class Worker(Experimenter):
         with self.ctx.store.read() as session:
             campaign = session.exec(select(Campaign)).one()
             assigned = session.exec(select(Proposal).where(Proposal.claimed_by == self.agent_id)
-                                    .where(Proposal.status == ProposalStatus.CLAIMED).order_by(col(Proposal.id))).first()
+                                    .where(Proposal.status == ProposalStatus.CLAIMED)
+                                    .order_by(col(Proposal.id))).first()
         if assigned is None or assigned.id is None or campaign.status != CampaignStatus.EXECUTION:
             return False
         self.launch(assigned.id)

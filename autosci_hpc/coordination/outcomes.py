@@ -24,7 +24,8 @@ from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..execution.results import FailureClass
 from ..state import campaigns, champions, emit, proposals, trials
-from ..state.lifecycle import FINISHED_TRIALS, PostKind, ProposalOutcome, ProposalStatus, TrialRole, TrialStatus
+from ..state.lifecycle import (FINISHED_TRIALS, PostKind, ProposalOutcome, ProposalStatus, TrialRole,
+                              TrialStatus)
 from ..state.models import Campaign, Champion, Proposal, Team, Trial
 from ..task import TaskSpec
 from . import budget, promotion, provenance
@@ -52,7 +53,7 @@ class Outcomes:
         proposal = session.get(Proposal, trial.proposal_id)
         champion = current_champion(session)
         assert proposal is not None and champion is not None
-        if proposal.status == ProposalStatus.DONE:  # concluded already (a late duplicate): nothing more to decide
+        if proposal.status == ProposalStatus.DONE:  # concluded already (a late duplicate): nothing to decide
             return 0
         rules = self.config.promotion
         parent = self._parent(session, trial) or champion
@@ -134,7 +135,8 @@ class Outcomes:
         (they ran next to the candidate)."""
         reference = promotion.reference_of(champion)
         runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
-                            .where(Trial.status == TrialStatus.SUCCEEDED).where(col(Trial.metric).is_not(None))
+                            .where(Trial.status == TrialStatus.SUCCEEDED)
+                            .where(col(Trial.metric).is_not(None))
                             .order_by(col(Trial.id))).all()
         own = seed_set.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
         for run in runs:
@@ -178,7 +180,8 @@ class Outcomes:
     def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
                group: list[Trial]) -> int:
         """A candidate built on an earlier champion: recorded, never promoted over the new one."""
-        post(session, PostKind.RESULT, f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
+        post(session, PostKind.RESULT,
+             f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
              f"it was built on champion #{parent.id} and measured against it; promoting it would drop the "
              f"change of champion #{champion.id}. Propose it again on the new champion to test it there.",
              team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
@@ -287,10 +290,12 @@ class Outcomes:
         first = group[0]
         origin = (f"the starting champion (task.overrides {first.overrides})" if first.overrides
                   else "the task's program as shipped")
-        champion = champions.baseline(session, group, metrics, mean, std,
-                                      card=lambda row: promotion.model_card(self.task, row, origin, None, None))
+        champion = champions.baseline(
+            session, group, metrics, mean, std,
+            card=lambda row: promotion.model_card(self.task, row, origin, None, None))
         campaigns.enter(session, campaign, first_phase(campaign.mode))
-        post(session, PostKind.PROMOTION, f"baseline champion: {self.task.metric.name} {mean:.4g} ± {std:.3g}",
+        post(session, PostKind.PROMOTION,
+             f"baseline champion: {self.task.metric.name} {mean:.4g} ± {std:.3g}",
              champion.model_card, trial_ids=champion.trial_ids)
         emit(session, "champion.baseline", "champion", champion.id, mean=mean, std=std)
 

@@ -102,7 +102,8 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         # a key; it is scrubbed before it is stored, since from here it reaches prompts and reports.
         clean = scrub.for_session(session, extra=[result.test_metric], public=[result.metric])
         # A result names its trial succeeded or failed; anything else is read as a failure.
-        trials.finish(session, trial, result.status if result.status in FINISHED_TRIALS else TrialStatus.FAILED)
+        status = result.status if result.status in FINISHED_TRIALS else TrialStatus.FAILED
+        trials.finish(session, trial, status)
         trial.metric = result.metric
         trial.test_metric = result.test_metric
         trial.metrics = {k: clean.scrub_value(v) for k, v in result.metrics.items()}

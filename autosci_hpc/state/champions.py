@@ -20,8 +20,9 @@ from .trials import BASELINE_SET
 
 def _measured(trials: Sequence[Trial], metrics: dict[int, float], mean: float, std: float) -> dict[str, Any]:
     tests = [t.test_metric for t in trials if t.test_metric is not None]
-    return dict(seed_metrics={str(k): v for k, v in sorted(metrics.items())}, trial_ids=[t.id or 0 for t in trials],
-                metric_mean=mean, metric_std=std, test_metric_mean=sum(tests) / len(tests) if tests else None)
+    return dict(seed_metrics={str(k): v for k, v in sorted(metrics.items())},
+                trial_ids=[t.id or 0 for t in trials], metric_mean=mean, metric_std=std,
+                test_metric_mean=sum(tests) / len(tests) if tests else None)
 
 
 def _carded(session: Session, champion: Champion, card: Callable[[Champion], str]) -> Champion:
@@ -38,7 +39,8 @@ def baseline(session: Session, trials: Sequence[Trial], metrics: dict[int, float
     assert trials and all(t.role == TrialRole.BASELINE for t in trials)
     first = trials[0]
     row = Champion(group=BASELINE_SET, snapshot_id=first.snapshot_id, overrides=dict(first.overrides),
-                   config_signature=first.config_signature, rule="baseline", **_measured(trials, metrics, mean, std))
+                   config_signature=first.config_signature, rule="baseline",
+                   **_measured(trials, metrics, mean, std))
     return _carded(session, row, card)
 
 

@@ -10,7 +10,8 @@ from .models import Team
 
 
 def form(session: Session, name: str, hypothesis: str, focus: str) -> Team:
-    team = Team(name=name, hypothesis=hypothesis, focus=focus, status=TEAM.check(None, None, TeamStatus.ACTIVE))
+    team = Team(name=name, hypothesis=hypothesis, focus=focus,
+                status=TEAM.check(None, None, TeamStatus.ACTIVE))
     session.add(team)
     return team
 

@@ -74,7 +74,8 @@ def replicates(session: Session, template: Trial, seeds: Sequence[int], champion
     return rows
 
 
-def champion_reruns(session: Session, template: Trial, seeds: Sequence[int], champion: Champion) -> list[Trial]:
+def champion_reruns(session: Session, template: Trial, seeds: Sequence[int],
+                    champion: Champion) -> list[Trial]:
     """The champion on `seeds`, in the seed set beside the candidate `template`'s."""
     rows = [_new(proposal_id=template.proposal_id, team_id=template.team_id,
                  experimenter_id=template.experimenter_id, role=TrialRole.CHAMPION_RERUN.value,

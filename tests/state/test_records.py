@@ -85,8 +85,9 @@ def _as_schema_2(store: Store) -> None:
         conn = session.connection()
         old = MetaData()
         conn.exec_driver_sql("DROP TABLE proposal")
+        columns = [c for c in SQLModel.metadata.tables["proposal"].columns if c.name != "reopened"]
         Table("proposal", old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                                 for c in SQLModel.metadata.tables["proposal"].columns if c.name != "reopened"])
+                                 for c in columns])
         old.create_all(conn)
         info = session.exec(select(SchemaInfo)).one()
         info.version = 2
@@ -103,11 +104,11 @@ def test_an_old_database_with_a_negative_round_opens_and_reads_right(tmp_path: P
                              "VALUES ('analyst-1', 'analyst', 'idle', '2026-01-01 00:00:00', '{}')")
         for title, round_ in (("in round 1", 1), ("first re-open", -1), ("second re-open", -2)):
             conn.exec_driver_sql(
-                "INSERT INTO proposal (author_id, team_id, focus, title, rationale, expected_effect, falsification, "
-                "overrides, edits, change_signature, config_signature, directions, status, reject_reason, outcome, "
-                "discussion_round, critics, created_at, updated_at) VALUES (1, NULL, 'x', ?, '', '', '', '{}', '[]', "
-                "?, ?, '[]', 'approved', '', '', ?, '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
-                (title, title, title, round_))
+                "INSERT INTO proposal (author_id, team_id, focus, title, rationale, expected_effect, "
+                "falsification, overrides, edits, change_signature, config_signature, directions, status, "
+                "reject_reason, outcome, discussion_round, critics, created_at, updated_at) "
+                "VALUES (1, NULL, 'x', ?, '', '', '', '{}', '[]', ?, ?, '[]', 'approved', '', '', ?, '[]', "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')", (title, title, title, round_))
     reopened = Store(tmp_path)
     with reopened.read() as session:
         assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION
