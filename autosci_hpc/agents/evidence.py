@@ -15,9 +15,9 @@ from collections import defaultdict
 from sqlmodel import Session, col, select
 
 from ..execution.results import FailureClass
+from ..state.lifecycle import OPEN_PROPOSALS
 from ..state.models import DeadEnd, Proposal, Trial
 
-OPEN_STATUSES = ("posted", "approved", "queued", "claimed", "running", "replicating")
 HARD_GATES = ("duplicate:", "dead_end:")
 
 
@@ -32,7 +32,7 @@ def assess(session: Session, proposal: Proposal, harm_margin: float) -> list[str
     else:
         twin = session.exec(
             select(Proposal).where(Proposal.config_signature == proposal.config_signature)
-            .where(Proposal.id != proposal.id).where(col(Proposal.status).in_(OPEN_STATUSES))
+            .where(Proposal.id != proposal.id).where(col(Proposal.status).in_(OPEN_PROPOSALS))
         ).first()
         if twin is not None:
             findings.append(f"duplicate: proposal {twin.id} already proposes this configuration")

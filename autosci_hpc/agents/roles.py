@@ -16,9 +16,10 @@ from sqlmodel import Session, col, func, select
 
 from .. import faults, scrub
 from ..config import CampaignConfig
-from ..state import budget
-from ..state import Store, emit
-from ..state.models import Agent, Campaign, Critique, DeadEnd, ForumPost, Proposal, Team, Trial, utcnow
+from ..state import Store, agents, budget, emit, forum, proposals, trials
+from ..state.lifecycle import (AgentStatus, CampaignStatus, PostKind, ProposalOutcome, ProposalStatus,
+                               TeamStatus)
+from ..state.models import Agent, Campaign, Critique, DeadEnd, Proposal, Team, utcnow
 from ..task import (Edit, PatchError, TaskSpec, build_snapshot, change_signature, config_signature,
                     directions, unknown_keys_reason)
 from .evidence import assess, direction_evidence
@@ -75,19 +76,15 @@ def choose_critics(session: Session, author_id: int, salt: int, k: int) -> list[
     return (peers[start:] + peers[:start])[: min(k, len(peers))]
 
 
-def release(proposal: Proposal) -> None:
-    """A claim whose trial never started goes back to where it waits: its team's queue, or (no
-    team: the baselines) the approved pool its planner assigns from."""
-    proposal.status = "queued" if proposal.team_id is not None else "approved"
-    proposal.claimed_by = None
-    proposal.updated_at = utcnow()
+#: A claim whose trial never started goes back to where it waits (kept here for its callers).
+release = proposals.release
 
 
 def takes_work(session: Session) -> bool:
     """The campaign is executing and accepting new work. Read inside the write transaction that
     would claim or launch, so the answer cannot change before that transaction commits."""
     campaign = session.exec(select(Campaign)).one()
-    return campaign.status == "execution" and campaign.accepting_work
+    return campaign.status == CampaignStatus.EXECUTION and campaign.accepting_work
 
 
 def may_claim(session: Session, config: CampaignConfig) -> bool:
@@ -96,13 +93,13 @@ def may_claim(session: Session, config: CampaignConfig) -> bool:
     return takes_work(session) and budget.may_start_candidate(session, config)
 
 
-def post(session: Session, kind: str, title: str, body: str = "", *, author_id: Optional[int] = None,
-         team_id: Optional[int] = None, proposal_id: Optional[int] = None,
+def post(session: Session, kind: PostKind | str, title: str, body: str = "", *,
+         author_id: Optional[int] = None, team_id: Optional[int] = None, proposal_id: Optional[int] = None,
          trial_ids: Optional[list[int]] = None) -> None:
     """Every forum post goes through the scrubber: posts quote log tails and model-written text."""
     clean = scrub.for_session(session)
-    session.add(ForumPost(kind=kind, title=clean.scrub(title), body=clean.scrub(body), author_id=author_id,
-                          team_id=team_id, proposal_id=proposal_id, trial_ids=trial_ids or []))
+    forum.post(session, clean, kind, title, body, author_id=author_id, team_id=team_id,
+               proposal_id=proposal_id, trial_ids=trial_ids)
     scrub.record(session, clean, "agent" if author_id else "forum", author_id, f"a {kind} post")
 
 
@@ -118,7 +115,7 @@ class Role:
             return getattr(self.ctx.policy, decision)(info, *args)
         except PolicyError as exc:
             with self.ctx.store.write() as session:
-                post(session, "failure", f"{info.name} could not {decision}", str(exc)[:2000],
+                post(session, PostKind.FAILURE, f"{info.name} could not {decision}", str(exc)[:2000],
                      author_id=self.agent_id, team_id=info.team_id)
                 error = scrub.for_session(session).scrub(str(exc))
                 emit(session, "agent.policy_error", "agent", self.agent_id, decision=decision,
@@ -142,14 +139,14 @@ def _exhausted(session: Session, agent_id: int, limit: int) -> bool:
     # as the analyst keeps posting a new one before the last is settled (it always has one in review).
     recent = session.exec(select(Proposal.status).where(Proposal.author_id == agent_id)
                           .where(Proposal.base_champion_id == (champion.id if champion else None))
-                          .where(Proposal.status != "posted")
+                          .where(Proposal.status != ProposalStatus.POSTED)
                           .order_by(col(Proposal.id).desc()).limit(limit)).all()
-    return len(recent) >= limit and all(status == "rejected" for status in recent)
+    return len(recent) >= limit and all(status == ProposalStatus.REJECTED for status in recent)
 
 
 class Analyst(Role):
     def post_proposal(self, focus: Optional[str], team_id: Optional[int], discussion_round: int = 0,
-                      **memory: Any) -> Optional[int]:
+                      reopened: int = 0, **memory: Any) -> Optional[int]:
         """Post the policy's next proposal and name its critics; `memory` is stored with it.
 
         A code edit is applied to the champion's program right away: the content-addressed snapshot
@@ -181,8 +178,8 @@ class Analyst(Role):
             effective = {**base, **draft.overrides}
             tag = re.sub(r"[^A-Za-z0-9_:.\-]", "", draft.direction)[:60]  # model text: clipped to a tag
             tags = [f"dir:{tag}"] if tag else []
-            proposal = Proposal(
-                author_id=self.agent_id, team_id=team_id, focus=draft.focus, title=draft.title,
+            proposal = proposals.post(
+                session, author_id=self.agent_id, team_id=team_id, focus=draft.focus, title=draft.title,
                 rationale=draft.rationale, expected_effect=draft.expected_effect,
                 falsification=draft.falsification, overrides=draft.overrides,
                 edits=[e.model_dump() for e in draft.edits],
@@ -190,23 +187,18 @@ class Analyst(Role):
                 config_signature=config_signature(snapshot, effective),
                 directions=directions(self.ctx.task, draft.overrides, draft.edits) + tags,
                 base_champion_id=champion.id if champion else None,
-                discussion_round=discussion_round,
+                discussion_round=discussion_round, reopened=reopened, rejected_because=unknown,
             )
-            if unknown:
-                proposal.status, proposal.reject_reason = "rejected", unknown
-            session.add(proposal)
-            session.flush()
-            proposal.critics = choose_critics(session, self.agent_id, proposal.id or 0,
-                                              self.ctx.config.coordination.critics_per_proposal)
-            session.add(proposal)
-            post(session, "proposal", f"#{proposal.id} {draft.title}", draft.rationale,
+            proposals.name_critics(session, proposal, choose_critics(
+                session, self.agent_id, proposal.id or 0, self.ctx.config.coordination.critics_per_proposal))
+            post(session, PostKind.PROPOSAL, f"#{proposal.id} {draft.title}", draft.rationale,
                  author_id=self.agent_id, team_id=team_id, proposal_id=proposal.id)
             emit(session, "proposal.posted", "proposal", proposal.id, author=info.name, focus=draft.focus,
                  status=proposal.status)
             remember(session, self.agent_id,
                      proposed=(info.memory.get("proposed", []) + [proposal.change_signature])[-200:],
                      **{**info.memory_update, **memory})
-            return proposal.id if proposal.status == "posted" else None
+            return proposal.id if proposal.status == ProposalStatus.POSTED else None
 
     def step(self) -> bool:
         """One turn of this analyst's own loop: critique what it was asked to, post when its phase or
@@ -220,7 +212,8 @@ class Analyst(Role):
             team = session.get(Team, agent.team_id) if agent.team_id else None
             answered = {c.proposal_id for c in session.exec(
                 select(Critique).where(Critique.author_id == self.agent_id)).all()}
-            asked = [p.id for p in session.exec(select(Proposal).where(Proposal.status == "posted")
+            asked = [p.id for p in session.exec(select(Proposal)
+                                                .where(Proposal.status == ProposalStatus.POSTED)
                                                 .order_by(col(Proposal.id))).all()
                      if self.agent_id in p.critics and p.id not in answered]
             pending = 0
@@ -230,10 +223,11 @@ class Analyst(Role):
             if team is not None:
                 pending = int(session.exec(select(func.count()).select_from(Proposal)
                                            .where(Proposal.team_id == team.id)
-                                           .where(col(Proposal.status).in_(["posted", "queued"]))).one())
+                                           .where(col(Proposal.status).in_([ProposalStatus.POSTED,
+                                                                            ProposalStatus.QUEUED]))).one())
                 may_start = budget.may_start_candidate(session, self.ctx.config)
                 concluded = int(session.exec(select(func.max(Proposal.id)).where(Proposal.team_id == team.id)
-                                             .where(Proposal.status == "done")).one() or 0)
+                                             .where(Proposal.status == ProposalStatus.DONE)).one() or 0)
         did = False
         for proposal_id in asked:
             if proposal_id is not None:
@@ -241,16 +235,17 @@ class Analyst(Role):
                 did = True
         if not campaign.accepting_work:
             return did
-        if campaign.status == "discussion":
+        if campaign.status == CampaignStatus.DISCUSSION:
             if int(memory.get("round_posted", -1)) < campaign.discussion_round:
                 self.post_proposal(None, None, campaign.discussion_round, round_posted=campaign.discussion_round)
                 did = True
-        elif campaign.status == "execution" and team is not None:
-            if team.status == "discussing" and int(memory.get("reopen_posted", 0)) < team.reopened:
+        elif campaign.status == CampaignStatus.EXECUTION and team is not None:
+            if team.status == TeamStatus.DISCUSSING and int(memory.get("reopen_posted", 0)) < team.reopened:
                 # A re-opened discussion: any hypothesis may be argued for, not only the team's.
-                self.post_proposal(None, team.id, -team.reopened, reopen_posted=team.reopened)
+                self.post_proposal(None, team.id, reopened=team.reopened, reopen_posted=team.reopened)
                 did = True
-            elif team.status == "active" and may_start and pending < cfg.queue_depth and not exhausted:
+            elif (team.status == TeamStatus.ACTIVE and may_start and pending < cfg.queue_depth
+                  and not exhausted):
                 self.post_proposal(team.focus, team.id)
                 did = True
             if concluded > int(memory.get("reviewed_upto", 0)):
@@ -275,7 +270,7 @@ class Analyst(Role):
             draft = scrub.clean_draft(draft, scrub.for_session(session))
             session.add(Critique(proposal_id=proposal_id, author_id=self.agent_id, verdict=draft.verdict,
                                  reasons=draft.reasons))
-            post(session, "critique", f"{draft.verdict} #{proposal_id}", draft.reasons,
+            post(session, PostKind.CRITIQUE, f"{draft.verdict} #{proposal_id}", draft.reasons,
                  author_id=self.agent_id, team_id=info.team_id, proposal_id=proposal_id)
             remember(session, self.agent_id, **info.memory_update)
         return draft.verdict
@@ -296,7 +291,7 @@ class Analyst(Role):
                 session.add(DeadEnd(team_id=info.team_id, author_id=self.agent_id, signature=draft.signature,
                                     description=draft.description, reason=draft.reason,
                                     evidence_trial_ids=draft.evidence_trial_ids))
-                post(session, "dead_end", f"dead end: {draft.signature}",
+                post(session, PostKind.DEAD_END, f"dead end: {draft.signature}",
                      f"{draft.reason}; evidence: trials {draft.evidence_trial_ids}",
                      author_id=self.agent_id, team_id=info.team_id, trial_ids=draft.evidence_trial_ids)
                 emit(session, "dead_end.registered", "dead_end", None, signature=draft.signature,
@@ -315,8 +310,9 @@ class Experimenter(Role):
             agent = session.get(Agent, self.agent_id)
             assert agent is not None
             team = session.get(Team, agent.team_id) if agent.team_id else None
-            ready = (campaign.status == "execution" and campaign.accepting_work and agent.status == "idle"
-                     and team is not None and team.status == "active"
+            ready = (campaign.status == CampaignStatus.EXECUTION and campaign.accepting_work
+                     and agent.status == AgentStatus.IDLE
+                     and team is not None and team.status == TeamStatus.ACTIVE
                      and budget.free_slots(session, self.ctx.capacity) > 0
                      and budget.may_start_candidate(session, self.ctx.config))
         if not ready or team is None or team.id is None:
@@ -334,19 +330,15 @@ class Experimenter(Role):
             if not may_claim(session, self.ctx.config):
                 return None  # finished, stopping or out of budget since this agent looked
             proposal = session.exec(
-                select(Proposal).where(Proposal.team_id == team_id).where(Proposal.status == "queued")
+                select(Proposal).where(Proposal.team_id == team_id)
+                .where(Proposal.status == ProposalStatus.QUEUED)
                 .order_by(col(Proposal.id))
             ).first()
             if proposal is None:
                 return None
-            proposal.status = "claimed"
-            proposal.claimed_by = self.agent_id
-            proposal.updated_at = utcnow()
-            session.add(proposal)
             agent = session.get(Agent, self.agent_id)
             assert agent is not None
-            agent.status = "busy"
-            session.add(agent)
+            proposals.claim(session, proposal, agent)
             emit(session, "proposal.claimed", "proposal", proposal.id, by=agent.name)
             return proposal.id
 
@@ -377,39 +369,32 @@ class Experimenter(Role):
             assert proposal is not None
             agent = session.get(Agent, self.agent_id)
             assert agent is not None
-            if proposal.status != "claimed" or proposal.claimed_by != self.agent_id:
+            if proposal.status != ProposalStatus.CLAIMED or proposal.claimed_by != self.agent_id:
                 return None  # released meanwhile (this agent was taken for hung): no longer ours
             if not takes_work(session):
                 # The campaign finished or is stopping: no trial may be created now. The idea goes
                 # back to its queue untried (a resumed campaign can still run it).
-                release(proposal)
+                proposals.release(proposal)
                 session.add(proposal)
-                agent.status = "idle"
-                session.add(agent)
+                agents.idle(session, agent)
                 emit(session, "proposal.released", "proposal", proposal_id, by=agent.name,
                      why="the campaign no longer takes work")
                 remember(session, self.agent_id, **info.memory_update)
                 return None
             if error:
                 error = scrub.for_session(session).scrub(error)
-                proposal.status, proposal.outcome, proposal.reject_reason = "done", "failed", error
-                session.add(proposal)
-                agent.status = "idle"
-                session.add(agent)
-                post(session, "failure", f"#{proposal_id} could not be implemented", error,
+                # The one way a proposal ends: the team counts this failure like any other.
+                proposals.conclude(session, proposal, ProposalOutcome.FAILED, reason=error)
+                post(session, PostKind.FAILURE, f"#{proposal_id} could not be implemented", error,
                      author_id=self.agent_id, team_id=proposal.team_id, proposal_id=proposal_id)
                 remember(session, self.agent_id, **info.memory_update)
                 return None
             overrides = {**champion.overrides, **impl.overrides}
-            trial = Trial(proposal_id=proposal_id, team_id=proposal.team_id, experimenter_id=self.agent_id,
-                          role="candidate", group=f"p{proposal_id}", snapshot_id=snapshot,
-                          overrides=overrides, config_signature=config_signature(snapshot, overrides), seed=0,
-                          parent_champion_id=champion.id, notes=impl.notes[:4000] or None)
-            session.add(trial)
-            proposal.status = "running"
-            proposal.updated_at = utcnow()
-            session.add(proposal)
-            session.flush()
+            trial = trials.candidate(session, proposal, experimenter_id=self.agent_id, snapshot_id=snapshot,
+                                     overrides=overrides,
+                                     config_signature=config_signature(snapshot, overrides),
+                                     parent_champion_id=champion.id, notes=impl.notes[:4000] or None)
+            proposals.start(session, proposal)
             emit(session, "trial.created", "trial", trial.id, proposal=proposal_id, role="candidate")
             remember(session, self.agent_id, current_proposal=proposal_id, **info.memory_update)
             return trial.id

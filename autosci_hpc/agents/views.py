@@ -13,14 +13,14 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from ..layout import CampaignLayout
+from ..state.lifecycle import OPEN_PROPOSALS
 from ..state.models import Agent, Champion, DeadEnd, ForumPost, Proposal, Team, Trial
 from ..task import Axis, TaskSpec
 
 RECENT_TRIALS = 60
 #: Concluded (done or rejected) proposals in a view besides the open ones: the newest N.
 RECENT_PROPOSALS = 200
-#: Proposals still in play: always in the view, whatever their age.
-OPEN_PROPOSALS = ("posted", "approved", "queued", "claimed", "running", "replicating")
+# Proposals still in play (`OPEN_PROPOSALS`) are always in the view, whatever their age.
 RECENT_POSTS = 20
 BEST_TRIALS = 10
 

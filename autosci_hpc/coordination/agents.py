@@ -24,6 +24,7 @@ from sqlmodel import select
 
 from .. import faults
 from ..state import Store, emit
+from ..state import agents as agent_rows
 from ..state.models import Agent, Campaign, Proposal, as_utc, utcnow
 from .modes import make_agent, release
 
@@ -171,7 +172,7 @@ class Supervisor:
             assert row is not None
             if not session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
                                 .where(Proposal.status.in_(["running", "replicating"]))).first():  # type: ignore[attr-defined]
-                row.status = "idle"
+                agent_rows.idle(session, row)
             row.heartbeat_at = utcnow()
             session.add(row)
             emit(session, "agent.restarted", "agent", agent_id, why=why,

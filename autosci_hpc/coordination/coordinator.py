@@ -35,7 +35,10 @@ from ..layout import CampaignLayout
 from ..llm.keys import stored_config
 from ..llm.served import ServedModel, ServeError
 from ..policies import fallback_policy, make_policy
-from ..state import Store, budget, emit
+from ..state import Store, budget, campaigns, emit, trials
+from ..state import agents as agent_rows
+from ..state.lifecycle import (IN_FLIGHT_TRIALS, AgentStatus, CampaignStatus, PostKind, ProposalStatus,
+                               TrialRole, TrialStatus)
 from ..state.models import Agent, Campaign, Champion, Event, Proposal, Trial, utcnow
 from ..task import (TaskError, TaskSpec, build_snapshot, config_signature, freeze_evaluator, load_task,
                     unknown_keys)
@@ -117,10 +120,9 @@ class Coordinator:
             if session.exec(select(Campaign)).first() is not None:
                 return
             cfg = self.config
-            session.add(Campaign(name=cfg.campaign.name, folder=str(self.folder), task_name=self.task.name,
-                                 mode=cfg.coordination.mode, config=stored_config(cfg)))
-            for name, role in modes.starting_agents(cfg):
-                session.add(Agent(name=name, role=role))
+            campaigns.create(session, name=cfg.campaign.name, folder=str(self.folder),
+                             task_name=self.task.name, mode=cfg.coordination.mode, config=stored_config(cfg),
+                             starting_agents=modes.starting_agents(cfg))
             emit(session, "campaign.created", "campaign", 1, task=self.task.name, folder=str(self.folder))
         with self.store.write() as session:  # on every start: a resumed campaign may run on another machine
             emit(session, "campaign.sandbox", "campaign", 1, sandbox=self.sandbox.mode,
@@ -146,19 +148,17 @@ class Coordinator:
         freeze_evaluator(self.task, self.folder)
         snapshot = build_snapshot(self.task, self.folder)
         with self.store.write() as session:
-            if session.exec(select(Trial).where(Trial.role == "baseline")).first() is not None:
+            if session.exec(select(Trial).where(Trial.role == TrialRole.BASELINE)).first() is not None:
                 return
             start = dict(self.config.task.overrides)
-            for seed in range(self.config.promotion.seeds):
-                session.add(Trial(role="baseline", group="baseline", snapshot_id=snapshot, overrides=start,
-                                  config_signature=config_signature(snapshot, start), seed=seed))
+            trials.baseline(session, snapshot, start, config_signature(snapshot, start),
+                            self.config.promotion.seeds)
             campaign = session.exec(select(Campaign)).one()
-            campaign.status = "baseline"
-            session.add(campaign)
+            campaigns.begin_baseline(session, campaign)
             if manifest:
                 emit(session, "data.prepared", "campaign", campaign.id, files=len(manifest.get("sha256", {})),
                      provenance=manifest.get("provenance", {}))
-            post(session, "analysis", "campaign started",
+            post(session, PostKind.ANALYSIS, "campaign started",
                  f"task {self.task.name}: running the champion program on {self.config.promotion.seeds} seeds")
 
     # ---- the loop -----------------------------------------------------------------------------
@@ -210,16 +210,16 @@ class Coordinator:
             campaign = session.exec(select(Campaign)).one()
             campaign.restarts += 1
             session.add(campaign)
-            orphaned = session.exec(select(Proposal).where(Proposal.status == "claimed")).all()
+            orphaned = session.exec(select(Proposal).where(Proposal.status == ProposalStatus.CLAIMED)).all()
             for proposal in orphaned:  # claimed, but the crash came before its trial existed
                 modes.release(proposal)
                 session.add(proposal)
             open_ids = {p.claimed_by for p in session.exec(
-                select(Proposal).where(col(Proposal.status).in_(["running", "replicating"]))).all()}
-            for agent in session.exec(select(Agent).where(Agent.status == "busy")).all():
+                select(Proposal).where(col(Proposal.status).in_([ProposalStatus.RUNNING,
+                                                                 ProposalStatus.REPLICATING]))).all()}
+            for agent in session.exec(select(Agent).where(Agent.status == AgentStatus.BUSY)).all():
                 if agent.id not in open_ids:
-                    agent.status = "idle"
-                    session.add(agent)
+                    agent_rows.idle(session, agent)
             emit(session, "campaign.resumed", "campaign", campaign.id, restarts=campaign.restarts,
                  slurm_restart_count=os.environ.get("SLURM_RESTART_COUNT", ""),
                  released_claims=[p.id for p in orphaned])
@@ -279,17 +279,17 @@ class Coordinator:
             self._check_served()
         self._ingest()
         status = self.store.campaign().status
-        if status in ("finished", "failed"):
+        if status in (CampaignStatus.FINISHED, CampaignStatus.FAILED):
             return True
         if self.supervisor is not None:
             self.supervisor.check()
-        elif not self.stop_reason and status in ("discussion", "execution"):
+        elif not self.stop_reason and status in (CampaignStatus.DISCUSSION, CampaignStatus.EXECUTION):
             for agent in self.agents:
                 agent.step()
         settle(self.ctx)
-        if status == "discussion":
+        if status == CampaignStatus.DISCUSSION:
             advance_discussion(self.ctx)
-        elif status == "execution" and self.mode == "decentralized":
+        elif status == CampaignStatus.EXECUTION and self.mode == "decentralized":
             reopen_stagnating(self.ctx)
             conclude_reopened(self.ctx)
         self._submit()
@@ -314,8 +314,8 @@ class Coordinator:
         coordinator finds at the scheduler (`_reconcile_submitting`) instead of submitting again."""
         with self.store.read() as session:
             room = budget.submit_room(session, self.executor.capacity)
-            ready = session.exec(select(Trial).where(Trial.status == "created")
-                                 .order_by(col(Trial.role) == "candidate", col(Trial.id))).all()
+            ready = session.exec(select(Trial).where(Trial.status == TrialStatus.CREATED)
+                                 .order_by(col(Trial.role) == TrialRole.CANDIDATE, col(Trial.id))).all()
         batch = list(ready[: max(0, room)])
         if not batch:
             return
@@ -324,11 +324,9 @@ class Coordinator:
         with self.store.write() as session:
             for trial in batch:
                 row = session.get(Trial, trial.id)
-                assert row is not None and row.status == "created"
-                row.status = "submitting"
-                row.folder = str(self.layout.trial(trial.id or 0, trial.attempt))
-                row.executor = self.executor.name
-                session.add(row)
+                assert row is not None and row.status == TrialStatus.CREATED
+                trials.submitting(session, row, folder=str(self.layout.trial(trial.id or 0, trial.attempt)),
+                                  executor=self.executor.name)
             emit(session, "trials.submitting", "campaign", 1, key=key, trials=[t.id for t in batch])
         faults.point("submit")
         try:
@@ -345,13 +343,9 @@ class Coordinator:
             count = 0
             for job in jobs:
                 trial = session.get(Trial, job.trial_id)
-                if trial is None or trial.status != "submitting":
+                if trial is None or trial.status != TrialStatus.SUBMITTING:
                     continue
-                trial.status = "submitted"
-                trial.job_id = job.job_id
-                trial.array_index = job.array_index
-                trial.submitted_at = utcnow()
-                session.add(trial)
+                trials.submitted(session, trial, job_id=job.job_id, array_index=job.array_index)
                 emit(session, "trial.submitted", "trial", trial.id, job_id=job.job_id, recovered=recovered)
                 count += 1
             campaign.trials_submitted += count
@@ -362,16 +356,16 @@ class Coordinator:
         with self.store.write() as session:
             for trial_id in trial_ids:
                 trial = session.get(Trial, trial_id)
-                if trial is not None and trial.status == "submitting":
-                    trial.status = "created"
-                    session.add(trial)
+                if trial is not None and trial.status == TrialStatus.SUBMITTING:
+                    trials.unsubmit(session, trial)
 
     def _reconcile_submitting(self) -> None:
         """Trials a crashed coordinator left `submitting`: the jobs the scheduler (or the executor's
         job folders) know under their batch's key are recorded as submitted; the rest never reached
         the scheduler and are ready again. Nothing is submitted twice, nothing is lost."""
         with self.store.read() as session:
-            stranded = {t.id: t for t in session.exec(select(Trial).where(Trial.status == "submitting")).all()}
+            stranded = {t.id: t for t in session.exec(
+                select(Trial).where(Trial.status == TrialStatus.SUBMITTING)).all()}
             batches = session.exec(select(Event).where(Event.kind == "trials.submitting")
                                    .order_by(col(Event.id).desc())).all()
         for event in batches:  # newest first; a trial is only ever stranded by its latest batch
@@ -408,14 +402,15 @@ class Coordinator:
         """
         with self.store.write() as session:
             campaign = session.exec(select(Campaign)).one()
-            if campaign.status in ("finished", "failed"):
+            if campaign.status in (CampaignStatus.FINISHED, CampaignStatus.FAILED):
                 return True
-            if campaign.status != "execution" or not campaign.accepting_work:
+            if campaign.status != CampaignStatus.EXECUTION or not campaign.accepting_work:
                 return False
-            pending = budget.count_rows(session, Trial, col(Trial.status).in_(["created", "submitting",
-                                                                                "submitted"]))
+            pending = budget.count_rows(session, Trial, col(Trial.status).in_(
+                [TrialStatus.CREATED, *IN_FLIGHT_TRIALS]))
             open_work = budget.count_rows(session, Proposal, col(Proposal.status).in_(
-                ["posted", "claimed", "running", "replicating"]))
+                [ProposalStatus.POSTED, ProposalStatus.CLAIMED, ProposalStatus.RUNNING,
+                 ProposalStatus.REPLICATING]))
             if pending or open_work:
                 self._idle_ticks = 0
                 return False
@@ -433,12 +428,9 @@ class Coordinator:
                           else "LLM budget spent" if budget.llm_spent(session, self.config)
                           else "GPU-hour budget spent" if budget.gpu_hours_spent(session, self.config)
                           else "trial budget spent")
-            campaign.status = "finished"
-            campaign.accepting_work = False
-            campaign.finished_at = utcnow()
-            session.add(campaign)
+            campaigns.finish(session, campaign)
             champion = current_champion(session)
-            post(session, "analysis", f"campaign finished: {reason}",
+            post(session, PostKind.ANALYSIS, f"campaign finished: {reason}",
                  champion.model_card if champion else "no champion")
             emit(session, "campaign.finished", "campaign", campaign.id, reason=reason)
         return True

@@ -20,8 +20,9 @@ from ..agents.evidence import assess, blocking
 from ..agents.policy import PolicyError
 from ..agents.roles import Context, agent_info, post, remember
 from ..agents.views import build_view, proposal_view
-from ..state import emit
-from ..state.models import Agent, Campaign, Critique, Proposal, Team, utcnow
+from ..state import campaigns, emit, proposals, teams as team_rows
+from ..state.lifecycle import CampaignStatus, PostKind, ProposalStatus, TeamStatus
+from ..state.models import Agent, Campaign, Critique, Proposal, Team
 
 
 def _team_plan(ctx: Context, info: Any, view: Any, views: list[Any], n_teams: int) -> list[Any]:
@@ -45,7 +46,7 @@ def settle(ctx: Context) -> int:
     """Decide every posted proposal whose critics have all answered; returns how many."""
     decided = 0
     with ctx.store.write() as session:
-        for proposal in session.exec(select(Proposal).where(Proposal.status == "posted")).all():
+        for proposal in session.exec(select(Proposal).where(Proposal.status == ProposalStatus.POSTED)).all():
             critiques = session.exec(select(Critique).where(Critique.proposal_id == proposal.id)).all()
             if not set(proposal.critics) <= {c.author_id for c in critiques}:
                 continue
@@ -54,23 +55,20 @@ def settle(ctx: Context) -> int:
             rejections = len(critiques) - approvals
             # With no peer to ask (a one-analyst campaign) only the hard gates apply.
             if gates or (critiques and approvals <= rejections):
-                proposal.status = "rejected"
-                proposal.reject_reason = "; ".join(gates) or "; ".join(
-                    c.reasons for c in critiques if c.verdict == "reject") or "no critic approved it"
-            elif proposal.team_id is not None and proposal.discussion_round >= 0:
-                proposal.status = "queued"  # straight into the team's queue
+                proposals.reject(session, proposal, "; ".join(gates) or "; ".join(
+                    c.reasons for c in critiques if c.verdict == "reject") or "no critic approved it")
             else:
-                proposal.status = "approved"  # discussion-phase support, decided on when teams (re)form
-            proposal.updated_at = utcnow()
-            session.add(proposal)
-            emit(session, f"proposal.{'rejected' if proposal.status == 'rejected' else 'approved'}", "proposal",
+                # Into its team's queue, or approved until teams (re)form or a worker is given it.
+                proposals.accept(session, proposal)
+            rejected = proposal.status == ProposalStatus.REJECTED
+            emit(session, f"proposal.{'rejected' if rejected else 'approved'}", "proposal",
                  proposal.id, approvals=approvals, rejections=rejections, reason=proposal.reject_reason)
             decided += 1
     return decided
 
 
 def _posted(session: Session, *where: object) -> int:
-    query = select(Proposal).where(Proposal.status == "posted")
+    query = select(Proposal).where(Proposal.status == ProposalStatus.POSTED)
     for clause in where:
         query = query.where(clause)  # type: ignore[arg-type]
     return len(session.exec(query).all())
@@ -108,7 +106,7 @@ def form_teams(ctx: Context) -> list[int]:
         info = agent_info(session, convener)
         view = build_view(session, ctx.task)
         names = {a.id: a.name for a in agents if a.id is not None}
-        rows = session.exec(select(Proposal).where(Proposal.status == "approved")
+        rows = session.exec(select(Proposal).where(Proposal.status == ProposalStatus.APPROVED)
                             .where(col(Proposal.team_id).is_(None))).all()
         approved = [p.id for p in rows if p.id is not None]
         views = [proposal_view(p, names) for p in rows]
@@ -117,9 +115,8 @@ def form_teams(ctx: Context) -> list[int]:
     with ctx.store.write() as session:
         teams: list[Team] = []
         for i, draft in enumerate(drafts):
-            team = Team(name=f"team-{i + 1}", hypothesis=scrub.for_session(session).scrub(draft.hypothesis),
-                        focus=draft.focus)
-            session.add(team)
+            hypothesis = scrub.for_session(session).scrub(draft.hypothesis)
+            team = team_rows.form(session, f"team-{i + 1}", hypothesis, draft.focus)
             teams.append(team)
         session.flush()
         # Analysts join the team whose hypothesis they argued for; the rest fill the gaps.
@@ -148,16 +145,13 @@ def form_teams(ctx: Context) -> list[int]:
             # The team's queue starts with the approved proposals of its hypothesis.
             for proposal in session.exec(select(Proposal).where(col(Proposal.id).in_(approved))
                                          .where(Proposal.focus == team.focus)).all():
-                proposal.team_id = team.id
-                proposal.status = "queued"
-                session.add(proposal)
-            post(session, "roster", f"{team.name} formed around '{team.focus}'",
+                proposals.queue(session, proposal, team_id=team.id)
+            post(session, PostKind.ROSTER, f"{team.name} formed around '{team.focus}'",
                  f"hypothesis: {team.hypothesis}\nroster: {', '.join(team.roster)}",
                  author_id=convener.id, team_id=team.id)
             emit(session, "team.formed", "team", team.id, focus=team.focus, roster=team.roster)
         campaign = session.exec(select(Campaign)).one()
-        campaign.status = "execution"
-        session.add(campaign)
+        campaigns.enter(session, campaign, CampaignStatus.EXECUTION)
         emit(session, "campaign.execution", "campaign", campaign.id, approved=len(approved))
         assert convener.id is not None
         remember(session, convener.id)
@@ -169,13 +163,11 @@ def reopen_stagnating(ctx: Context) -> list[int]:
     window = ctx.config.coordination.stagnation_window
     reopened = []
     with ctx.store.write() as session:
-        for team in session.exec(select(Team).where(Team.status == "active")).all():
+        for team in session.exec(select(Team).where(Team.status == TeamStatus.ACTIVE)).all():
             if team.experiments_since_improvement < window:
                 continue
-            team.status = "discussing"
-            team.reopened += 1
-            session.add(team)
-            post(session, "discussion", f"{team.name} re-opens discussion",
+            team_rows.reopen(session, team)
+            post(session, PostKind.DISCUSSION, f"{team.name} re-opens discussion",
                  f"the last {team.experiments_since_improvement} experiments on '{team.focus}' brought no "
                  f"improvement (stagnation window {window})", team_id=team.id)
             emit(session, "team.discussion_reopened", "team", team.id, focus=team.focus,
@@ -188,8 +180,9 @@ def conclude_reopened(ctx: Context) -> list[str]:
     """Teams whose re-opened discussion is complete take up the best-supported hypothesis."""
     changed = []
     with ctx.store.read() as session:
-        teams = session.exec(select(Team).where(Team.status == "discussing")).all()
-        others = {t.id: t.focus for t in session.exec(select(Team).where(Team.status == "active")).all()}
+        teams = session.exec(select(Team).where(Team.status == TeamStatus.DISCUSSING)).all()
+        others = {t.id: t.focus
+                  for t in session.exec(select(Team).where(Team.status == TeamStatus.ACTIVE)).all()}
     for team in teams:
         with ctx.store.read() as session:
             members = session.exec(select(Agent).where(Agent.team_id == team.id)
@@ -200,8 +193,8 @@ def conclude_reopened(ctx: Context) -> list[str]:
                 continue
             names = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
             rows = session.exec(select(Proposal).where(Proposal.team_id == team.id)
-                                .where(Proposal.status == "approved")
-                                .where(Proposal.discussion_round == -team.reopened)).all()
+                                .where(Proposal.status == ProposalStatus.APPROVED)
+                                .where(Proposal.reopened == team.reopened)).all()
             views = [proposal_view(p, names) for p in rows]
             info = agent_info(session, members[0]) if members else None
             view = build_view(session, ctx.task)
@@ -215,19 +208,17 @@ def conclude_reopened(ctx: Context) -> list[str]:
             assert row is not None
             old_focus = row.focus
             for proposal in session.exec(select(Proposal).where(Proposal.team_id == team.id)
-                                         .where(col(Proposal.status).in_(["queued", "approved"]))).all():
+                                         .where(col(Proposal.status).in_([ProposalStatus.QUEUED,
+                                                                          ProposalStatus.APPROVED]))).all():
                 if proposal.focus == choice.focus:
-                    proposal.status = "queued"
-                elif proposal.status == "queued":
-                    proposal.status = "rejected"
-                    proposal.reject_reason = f"withdrawn: {row.name} reorganized around '{choice.focus}'"
-                session.add(proposal)
+                    proposals.queue(session, proposal)
+                elif proposal.status == ProposalStatus.QUEUED:
+                    proposals.reject(session, proposal,
+                                     f"withdrawn: {row.name} reorganized around '{choice.focus}'")
             hypothesis = scrub.for_session(session).scrub(choice.hypothesis)
-            row.focus, row.hypothesis, row.status = choice.focus, hypothesis, "active"
-            row.experiments_since_improvement = 0
-            session.add(row)
+            team_rows.reorganize(session, row, choice.focus, hypothesis)
             verb = "keeps" if choice.focus == old_focus else f"moves from '{old_focus}' to"
-            post(session, "roster", f"{row.name} {verb} '{choice.focus}'",
+            post(session, PostKind.ROSTER, f"{row.name} {verb} '{choice.focus}'",
                  f"hypothesis: {choice.hypothesis}\nroster: {', '.join(row.roster)}", team_id=row.id)
             emit(session, "team.reorganized", "team", row.id, old_focus=old_focus, focus=choice.focus)
             others[row.id] = choice.focus

@@ -23,8 +23,9 @@ from sqlmodel import Session, col, func, select
 from ..agents.roles import Analyst, Context, Experimenter, _exhausted, may_claim
 from ..agents.roles import release  # noqa: F401  (re-exported: the supervisor and resume use it)
 from ..config import CampaignConfig
-from ..state import budget, emit
-from ..state.models import Agent, Campaign, Proposal, utcnow
+from ..state import budget, emit, proposals
+from ..state.lifecycle import AgentStatus, CampaignStatus, ProposalStatus
+from ..state.models import Agent, Campaign, Proposal
 from .discussion import settle
 
 MODES = ("decentralized", "single", "central")
@@ -58,12 +59,12 @@ def worker_count(config: CampaignConfig) -> int:
 
 def first_phase(mode: str) -> str:
     """Where a campaign goes once its baseline champion exists: only the paper's system debates first."""
-    return "discussion" if mode == "decentralized" else "execution"
+    return CampaignStatus.DISCUSSION if mode == "decentralized" else CampaignStatus.EXECUTION
 
 
 def ready_statuses(mode: str) -> tuple[str, ...]:
     """Proposals that are settled and wait for an experimenter (used to tell an idle search)."""
-    return ("queued",) if mode == "decentralized" else ("approved",)
+    return (ProposalStatus.QUEUED,) if mode == "decentralized" else (ProposalStatus.APPROVED,)
 
 
 def make_agent(ctx: Context, agent_id: int, role: str) -> Stepper:
@@ -83,14 +84,10 @@ def _assign(session: Session, config: CampaignConfig, proposal: Proposal, worker
     before: the idea still waits, the worker is still idle, the campaign takes work and its budget
     admits a whole replication. False, and nothing changed, when any of it no longer holds."""
     worker = session.get(Agent, worker_id)
-    if (worker is None or proposal.status != "approved" or worker.status != "idle"
+    if (worker is None or proposal.status != ProposalStatus.APPROVED or worker.status != AgentStatus.IDLE
             or not may_claim(session, config)):
         return False
-    proposal.status, proposal.claimed_by = "claimed", worker_id
-    proposal.updated_at = utcnow()
-    session.add(proposal)
-    worker.status = "busy"
-    session.add(worker)
+    proposals.claim(session, proposal, worker)
     emit(session, "proposal.assigned", "proposal", proposal.id, to=worker.name)
     return True
 
@@ -115,7 +112,7 @@ class Planner:
             assert me is not None
             solo = me.role == "solo"
             concluded = int(session.exec(select(func.max(Proposal.id))
-                                         .where(Proposal.status == "done")).one() or 0)
+                                         .where(Proposal.status == ProposalStatus.DONE)).one() or 0)
             reviewed = int(me.memory.get("reviewed_upto", 0))
         did = False
         if not solo and concluded > reviewed:
@@ -153,21 +150,22 @@ class Planner:
         """The worker to give the next idea to, if a candidate may start now."""
         with self.ctx.store.read() as session:
             campaign = session.exec(select(Campaign)).one()
-            if not (campaign.status == "execution" and campaign.accepting_work
+            if not (campaign.status == CampaignStatus.EXECUTION and campaign.accepting_work
                     and budget.may_start_candidate(session, self.ctx.config)
                     and budget.free_slots(session, self.ctx.capacity) > 0):
                 return None
             me = session.get(Agent, self.agent_id)
             assert me is not None
             if solo:
-                return self.agent_id if me.status == "idle" else None
-            worker = session.exec(select(Agent).where(Agent.role == "worker").where(Agent.status == "idle")
+                return self.agent_id if me.status == AgentStatus.IDLE else None
+            worker = session.exec(select(Agent).where(Agent.role == "worker")
+                                  .where(Agent.status == AgentStatus.IDLE)
                                   .order_by(col(Agent.id))).first()
             return worker.id if worker is not None else None
 
     def _approved(self) -> Optional[int]:
         with self.ctx.store.read() as session:
-            row = session.exec(select(Proposal).where(Proposal.status == "approved")
+            row = session.exec(select(Proposal).where(Proposal.status == ProposalStatus.APPROVED)
                                .where(col(Proposal.team_id).is_(None)).order_by(col(Proposal.id))).first()
             return row.id if row is not None else None
 
@@ -189,8 +187,9 @@ class Worker:
         with self.ctx.store.read() as session:
             campaign = session.exec(select(Campaign)).one()
             assigned = session.exec(select(Proposal).where(Proposal.claimed_by == self.agent_id)
-                                    .where(Proposal.status == "claimed").order_by(col(Proposal.id))).first()
-        if assigned is None or assigned.id is None or campaign.status != "execution":
+                                    .where(Proposal.status == ProposalStatus.CLAIMED)
+                                    .order_by(col(Proposal.id))).first()
+        if assigned is None or assigned.id is None or campaign.status != CampaignStatus.EXECUTION:
             return False
         self.experimenter.launch(assigned.id)
         return True

@@ -23,16 +23,18 @@ from ..agents.roles import post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..execution.results import FailureClass
-from ..state import budget, emit
-from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
+from ..state import budget, campaigns, champions, emit, proposals, trials
+from ..state.lifecycle import (FINISHED_TRIALS, PostKind, ProposalOutcome, ProposalStatus, TrialRole,
+                               TrialStatus)
+from ..state.models import Campaign, Champion, Proposal, Team, Trial
 from ..task import TaskSpec
 from . import promotion, provenance
 from .modes import first_phase
 
 #: The role of a champion's run on a seed it had no stored result for (or on every seed of a
-#: replication when `promotion.remeasure_champion` is set); its group is the candidate's + this.
-CHAMPION_RERUN = "champion_rerun"
-RERUN_SUFFIX = ":champion"
+#: replication when `promotion.remeasure_champion` is set); its seed set is the candidate's + this.
+CHAMPION_RERUN = TrialRole.CHAMPION_RERUN.value
+RERUN_SUFFIX = trials.RERUN_SUFFIX
 
 
 class Outcomes:
@@ -41,57 +43,57 @@ class Outcomes:
         self.config = config
 
     def react(self, session: Session, trial: Trial) -> int:
-        if trial.status == "failed" and trial.failure_class == FailureClass.INTEGRITY.value:
+        if trial.status == TrialStatus.FAILED and trial.failure_class == FailureClass.INTEGRITY.value:
             self._integrity_notice(session, trial)
         if self._retry_if_lost(session, trial):
             return 0
-        if trial.role == "baseline":
+        if trial.role == TrialRole.BASELINE:
             self._react_baseline(session)
             return 0
         proposal = session.get(Proposal, trial.proposal_id)
         champion = current_champion(session)
         assert proposal is not None and champion is not None
-        if proposal.status == "done":  # concluded already (a late duplicate): nothing more to decide
+        if proposal.status == ProposalStatus.DONE:  # concluded already (a late duplicate): nothing to decide
             return 0
         rules = self.config.promotion
         parent = self._parent(session, trial) or champion
-        if trial.role in ("candidate", "replicate"):
+        if trial.role in (TrialRole.CANDIDATE, TrialRole.REPLICATE):
             self._record_provenance(session, trial, parent)
-            if trial.status == "succeeded" and trial.metric is not None:
-                reference = self._reference(session, parent, trial.group)
+            if trial.status == TrialStatus.SUCCEEDED and trial.metric is not None:
+                reference = self._reference(session, parent, trial.seed_set)
                 trial.champion_delta = promotion.screen(self.task, rules, parent, trial.seed, trial.metric,
                                                         reference)
             session.add(trial)
-        if trial.role == "candidate":
-            if trial.status == "failed":
-                post(session, "failure", f"#{proposal.id} failed: {trial.failure_class}",
+        if trial.role == TrialRole.CANDIDATE:
+            if trial.status == TrialStatus.FAILED:
+                post(session, PostKind.FAILURE, f"#{proposal.id} failed: {trial.failure_class}",
                      f"{trial.failure_reason}\n--- log tail ---\n{trial.log_tail[-1500:]}",
                      author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=proposal.id,
                      trial_ids=[trial.id or 0])
-                self._conclude(session, proposal, "failed")
+                proposals.conclude(session, proposal, ProposalOutcome.FAILED)
                 return 1
             if parent.id != champion.id:
                 return self._stale(session, proposal, parent, champion, [trial])
             delta = trial.champion_delta or 0.0
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
                 self._add_seeds(session, proposal, trial, champion, list(range(1, rules.seeds)), first=True)
-                proposal.status = "replicating"
-                session.add(proposal)
-                post(session, "result", f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
+                proposals.replicate(session, proposal)
+                post(session, PostKind.RESULT, f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
                      f"{self.task.metric.name}={trial.metric:.4g}; replicating on seeds 1..{rules.seeds - 1}",
                      author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=proposal.id,
                      trial_ids=[trial.id or 0])
                 emit(session, "proposal.replicating", "proposal", proposal.id, delta=delta)
                 return 0
             return self._decide(session, proposal, champion, [trial])
-        # A replicate or a champion rerun: decide once every seed of the group (both sides) is in.
-        group_name = trial.group.removesuffix(RERUN_SUFFIX)
-        names = [group_name, group_name + RERUN_SUFFIX]
+        # A replicate or a champion rerun: decide once every seed of the seed set (both sides) is in.
+        seed_set = trial.seed_set.removesuffix(RERUN_SUFFIX)
+        names = [seed_set, seed_set + RERUN_SUFFIX]
         everything = session.exec(select(Trial).where(col(Trial.group).in_(names))
                                   .where(col(Trial.superseded_by).is_(None))).all()
-        if any(t.status not in ("succeeded", "failed") for t in everything):
+        if any(t.status not in FINISHED_TRIALS for t in everything):
             return 0
-        group = sorted((t for t in everything if t.role in ("candidate", "replicate")), key=lambda t: t.seed)
+        group = sorted((t for t in everything if t.role in (TrialRole.CANDIDATE, TrialRole.REPLICATE)),
+                       key=lambda t: t.seed)
         if not group:
             return 0
         if parent.id != champion.id:
@@ -127,17 +129,18 @@ class Outcomes:
                 trial.diff = provenance.program_diff(folder, parent.snapshot_id, parent.overrides,
                                                      trial.snapshot_id, trial.overrides)
 
-    def _reference(self, session: Session, champion: Champion, group: str) -> dict[int, float]:
+    def _reference(self, session: Session, champion: Champion, seed_set: str) -> dict[int, float]:
         """The champion's metric per seed: its row, then its other stored runs (same program and
-        overrides, any role) on seeds the row lacks; this group's own champion reruns take precedence
+        overrides, any role) on seeds the row lacks; this seed set's own champion reruns take precedence
         (they ran next to the candidate)."""
         reference = promotion.reference_of(champion)
         runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
-                            .where(Trial.status == "succeeded").where(col(Trial.metric).is_not(None))
+                            .where(Trial.status == TrialStatus.SUCCEEDED)
+                            .where(col(Trial.metric).is_not(None))
                             .order_by(col(Trial.id))).all()
-        own = group.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
+        own = seed_set.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
         for run in runs:
-            if run.group == own or run.seed not in reference:
+            if run.seed_set == own or run.seed not in reference:
                 reference[run.seed] = float(run.metric)  # type: ignore[arg-type]
         return reference
 
@@ -149,9 +152,9 @@ class Outcomes:
         """Trials that may still be created without eating into what running candidates have reserved."""
         campaign = session.exec(select(Campaign)).one()
         seeds = self.config.promotion.seeds
-        created = budget.count_rows(session, Trial, Trial.status == "created")
-        screening = budget.count_rows(session, Proposal, Proposal.status == "running")
-        claimed = budget.count_rows(session, Proposal, Proposal.status == "claimed")
+        created = budget.count_rows(session, Trial, Trial.status == TrialStatus.CREATED)
+        screening = budget.count_rows(session, Proposal, Proposal.status == ProposalStatus.RUNNING)
+        claimed = budget.count_rows(session, Proposal, Proposal.status == ProposalStatus.CLAIMED)
         committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
         return self.config.budget.trials - committed
 
@@ -161,26 +164,15 @@ class Outcomes:
         stored result for (all of them, and seed 0 too on the first round, when the champion is
         re-measured). Returns how many trials were created (0 if the budget has no room)."""
         rules = self.config.promotion
-        reference = self._reference(session, champion, template.group)
+        reference = self._reference(session, champion, template.seed_set)
         wanted = ([0, *seeds] if first else seeds) if rules.remeasure_champion else seeds
         missing = [s for s in wanted if rules.remeasure_champion or s not in reference]
         if not first and len(seeds) + len(missing) > self._room(session):
             return 0
         if first and missing and len(missing) > self._room(session):
             missing = [s for s in missing if s not in reference]  # re-measuring does not fit: reuse
-        for seed in seeds:
-            session.add(Trial(proposal_id=proposal.id, team_id=template.team_id,
-                              experimenter_id=template.experimenter_id, role="replicate",
-                              group=template.group,
-                              snapshot_id=template.snapshot_id, overrides=template.overrides,
-                              config_signature=template.config_signature, seed=seed, replicate_of=template.id,
-                              parent_champion_id=champion.id, diff=template.diff, notes=template.notes))
-        for seed in missing:
-            session.add(Trial(proposal_id=proposal.id, team_id=template.team_id,
-                              experimenter_id=template.experimenter_id, role=CHAMPION_RERUN,
-                              group=template.group + RERUN_SUFFIX, snapshot_id=champion.snapshot_id,
-                              overrides=dict(champion.overrides), config_signature=champion.config_signature,
-                              seed=seed, parent_champion_id=champion.id))
+        trials.replicates(session, template, seeds, champion)
+        trials.champion_reruns(session, template, missing, champion)
         if missing:
             emit(session, "champion.remeasured", "champion", champion.id, proposal=proposal.id, seeds=missing)
         return len(seeds) + len(missing)
@@ -188,19 +180,20 @@ class Outcomes:
     def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
                group: list[Trial]) -> int:
         """A candidate built on an earlier champion: recorded, never promoted over the new one."""
-        post(session, "result", f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
+        post(session, PostKind.RESULT,
+             f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
              f"it was built on champion #{parent.id} and measured against it; promoting it would drop the "
              f"change of champion #{champion.id}. Propose it again on the new champion to test it there.",
              team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
         emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id)
-        self._conclude(session, proposal, "stale")
+        proposals.conclude(session, proposal, ProposalOutcome.STALE)
         return 1
 
     def _integrity_notice(self, session: Session, trial: Trial) -> None:
         """A trial that changed protected files: a notice of its own, naming the proposal (a failed
         trial is never promoted; this makes sure a person sees why)."""
         whose = f"proposal #{trial.proposal_id}" if trial.proposal_id else f"the {trial.role} run"
-        post(session, "integrity", f"integrity failure: trial {trial.id} of {whose}",
+        post(session, PostKind.INTEGRITY, f"integrity failure: trial {trial.id} of {whose}",
              f"{trial.failure_reason}\nThe trial is failed and never promoted; its metric is not recorded.",
              author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=trial.proposal_id,
              trial_ids=[trial.id or 0])
@@ -209,29 +202,22 @@ class Outcomes:
     def _retry_if_lost(self, session: Session, trial: Trial) -> bool:
         """A trial lost to the infrastructure runs again on the same seed, with lineage, bounded."""
         try:
-            lost = trial.status == "failed" and FailureClass(trial.failure_class).is_infrastructure
+            lost = trial.status == TrialStatus.FAILED and FailureClass(trial.failure_class).is_infrastructure
         except ValueError:
             lost = False
         if not lost or trial.attempt >= self.config.executor.max_retries:
             return False
-        retry = Trial(proposal_id=trial.proposal_id, team_id=trial.team_id, experimenter_id=trial.experimenter_id,
-                      role=trial.role, group=trial.group, snapshot_id=trial.snapshot_id, overrides=trial.overrides,
-                      config_signature=trial.config_signature, seed=trial.seed, replicate_of=trial.replicate_of,
-                      attempt=trial.attempt + 1, retry_of=trial.id)
-        session.add(retry)
-        session.flush()
-        trial.superseded_by = retry.id
-        session.add(trial)
+        retry = trials.retry(session, trial)
         emit(session, "trial.retried", "trial", trial.id, retry=retry.id, failure_class=trial.failure_class)
         return True
 
     def _decide(self, session: Session, proposal: Proposal, champion: Champion, group: list[Trial]) -> int:
-        failed = [t for t in group if t.status == "failed"]
+        failed = [t for t in group if t.status == TrialStatus.FAILED]
         if failed:
-            post(session, "failure", f"#{proposal.id} replication failed",
+            post(session, PostKind.FAILURE, f"#{proposal.id} replication failed",
                  "; ".join(f"trial {t.id} (seed {t.seed}): {t.failure_class}: {t.failure_reason}" for t in failed),
                  team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in failed])
-            self._conclude(session, proposal, "failed")
+            proposals.conclude(session, proposal, ProposalOutcome.FAILED)
             return 1
         metrics = {t.seed: float(t.metric) for t in group if t.metric is not None}
         rules = self.config.promotion
@@ -239,16 +225,15 @@ class Outcomes:
             decision = promotion.Decision(False, rules.rule, group[0].champion_delta or 0.0,
                                           {"seeds": 1, "screen_delta": rules.screen_delta})
         else:
-            reference = self._reference(session, champion, group[0].group)
+            reference = self._reference(session, champion, group[0].seed_set)
             spread = self._baseline_spread(session)
             decision = promotion.decide(self.task, rules, champion, metrics, reference, spread)
             if decision.more_seeds:
                 start = max(t.seed for t in group) + 1
                 seeds = list(range(start, start + decision.more_seeds))
                 if self._add_seeds(session, proposal, group[0], champion, seeds):
-                    proposal.status = "replicating"
-                    session.add(proposal)
-                    post(session, "result", f"#{proposal.id}: inconclusive on {len(metrics)} seeds, "
+                    proposals.replicate(session, proposal)
+                    post(session, PostKind.RESULT, f"#{proposal.id}: inconclusive on {len(metrics)} seeds, "
                          f"adding seeds {seeds[0]}..{seeds[-1]}", decision.summary(), team_id=proposal.team_id,
                          proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
                     emit(session, "proposal.more_seeds", "proposal", proposal.id, seeds=seeds,
@@ -260,97 +245,57 @@ class Outcomes:
         ids = [t.id or 0 for t in group]
         if decision.promote:
             self._promote(session, proposal, champion, group, metrics, decision)
-        post(session, "result", f"#{proposal.id}: {decision.summary()}",
+        post(session, PostKind.RESULT, f"#{proposal.id}: {decision.summary()}",
              f"per-seed {self.task.metric.name}: {metrics}", team_id=proposal.team_id,
              proposal_id=proposal.id, trial_ids=ids)
-        self._conclude(session, proposal, "promoted" if decision.promote else "not_promoted")
+        proposals.conclude(session, proposal,
+                           ProposalOutcome.PROMOTED if decision.promote else ProposalOutcome.NOT_PROMOTED)
         return 1
 
     def _promote(self, session: Session, proposal: Proposal, previous: Champion, group: list[Trial],
                  metrics: dict[int, float], decision: promotion.Decision) -> None:
         mean, std = promotion.summarize(metrics)
-        tests = [t.test_metric for t in group if t.test_metric is not None]
         team = session.get(Team, proposal.team_id) if proposal.team_id else None
         first = group[0]
-        champion = Champion(group=first.group, proposal_id=proposal.id, team_id=proposal.team_id,
-                            previous_id=previous.id, snapshot_id=first.snapshot_id, overrides=first.overrides,
-                            config_signature=first.config_signature,
-                            seed_metrics={str(k): v for k, v in sorted(metrics.items())},
-                            trial_ids=[t.id or 0 for t in group], metric_mean=mean, metric_std=std,
-                            test_metric_mean=sum(tests) / len(tests) if tests else None,
-                            delta=decision.delta, rule=decision.rule, rule_detail=decision.detail,
-                            diff=first.diff)
-        session.add(champion)
-        session.flush()
-        champion.model_card = promotion.model_card(
-            self.task, champion, proposal.change_signature, team.name if team else None, previous,
-            hypothesis=proposal.title, rationale=proposal.rationale, expected=proposal.expected_effect,
-            diff=first.diff, notes=first.notes or "")
-        session.add(champion)
-        campaign = session.exec(select(Campaign)).one()
-        campaign.promotions += 1
-        session.add(campaign)
-        if team is not None:
-            team.improvements += 1
-            session.add(team)
-        post(session, "promotion", f"new champion #{champion.id}: {self.task.metric.name} {mean:.4g}",
+        champion = champions.promote(
+            session, proposal, previous, group, metrics, mean, std, delta=decision.delta, rule=decision.rule,
+            rule_detail=decision.detail,
+            card=lambda row: promotion.model_card(
+                self.task, row, proposal.change_signature, team.name if team else None, previous,
+                hypothesis=proposal.title, rationale=proposal.rationale, expected=proposal.expected_effect,
+                diff=first.diff, notes=first.notes or ""))
+        post(session, PostKind.PROMOTION, f"new champion #{champion.id}: {self.task.metric.name} {mean:.4g}",
              champion.model_card, team_id=proposal.team_id, proposal_id=proposal.id,
              trial_ids=champion.trial_ids)
         emit(session, "champion.promoted", "champion", champion.id, proposal=proposal.id, mean=mean,
              delta=decision.delta, rule=decision.rule)
 
-    def _conclude(self, session: Session, proposal: Proposal, outcome: str) -> None:
-        proposal.status, proposal.outcome = "done", outcome
-        proposal.updated_at = utcnow()
-        session.add(proposal)
-        if proposal.team_id is not None:
-            team = session.get(Team, proposal.team_id)
-            assert team is not None
-            team.experiments_total += 1
-            team.experiments_since_improvement = 0 if outcome == "promoted" else team.experiments_since_improvement + 1
-            session.add(team)
-        if proposal.claimed_by is not None:
-            agent = session.get(Agent, proposal.claimed_by)
-            if agent is not None:
-                agent.status = "idle"
-                agent.memory = {**agent.memory, "current_proposal": None}
-                session.add(agent)
-        emit(session, "proposal.concluded", "proposal", proposal.id, outcome=outcome)
-
     def _react_baseline(self, session: Session) -> None:
-        group = session.exec(select(Trial).where(Trial.role == "baseline")
+        group = session.exec(select(Trial).where(Trial.role == TrialRole.BASELINE)
                              .where(col(Trial.superseded_by).is_(None))).all()
-        if any(t.status not in ("succeeded", "failed") for t in group):
+        if any(t.status not in FINISHED_TRIALS for t in group):
             return
         campaign = session.exec(select(Campaign)).one()
-        failed = [t for t in group if t.status == "failed"]
+        failed = [t for t in group if t.status == TrialStatus.FAILED]
         if failed:
             t = failed[0]
-            campaign.status = "failed"
-            session.add(campaign)
-            post(session, "failure", "the champion program itself fails",
+            campaigns.fail(session, campaign)
+            post(session, PostKind.FAILURE, "the champion program itself fails",
                  f"trial {t.id} (seed {t.seed}): {t.failure_class}: {t.failure_reason}\n{t.log_tail[-1500:]}",
                  trial_ids=[x.id or 0 for x in failed])
             emit(session, "campaign.failed", "campaign", campaign.id, reason="baseline failed")
             return
         metrics = {t.seed: float(t.metric) for t in group if t.metric is not None}
         mean, std = promotion.summarize(metrics)
-        tests = [t.test_metric for t in group if t.test_metric is not None]
         first = group[0]
-        champion = Champion(group="baseline", snapshot_id=first.snapshot_id, overrides=dict(first.overrides),
-                            config_signature=first.config_signature,
-                            seed_metrics={str(k): v for k, v in sorted(metrics.items())},
-                            trial_ids=[t.id or 0 for t in group], metric_mean=mean, metric_std=std,
-                            test_metric_mean=sum(tests) / len(tests) if tests else None, rule="baseline")
-        session.add(champion)
-        session.flush()
         origin = (f"the starting champion (task.overrides {first.overrides})" if first.overrides
                   else "the task's program as shipped")
-        champion.model_card = promotion.model_card(self.task, champion, origin, None, None)
-        session.add(champion)
-        campaign.status = first_phase(campaign.mode)
-        session.add(campaign)
-        post(session, "promotion", f"baseline champion: {self.task.metric.name} {mean:.4g} ± {std:.3g}",
+        champion = champions.baseline(
+            session, group, metrics, mean, std,
+            card=lambda row: promotion.model_card(self.task, row, origin, None, None))
+        campaigns.enter(session, campaign, first_phase(campaign.mode))
+        post(session, PostKind.PROMOTION,
+             f"baseline champion: {self.task.metric.name} {mean:.4g} ± {std:.3g}",
              champion.model_card, trial_ids=champion.trial_ids)
         emit(session, "champion.baseline", "champion", champion.id, mean=mean, std=std)
 

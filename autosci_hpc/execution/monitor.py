@@ -15,7 +15,8 @@ from typing import Callable, Optional
 from sqlmodel import Session, select
 
 from .. import scrub
-from ..state import Store, emit
+from ..state import Store, emit, trials
+from ..state.lifecycle import FINISHED_TRIALS, TrialStatus
 from ..state.models import Campaign, Trial, utcnow
 from .executors import TrialExecutor
 from .results import ResultFileError, TrialResult, read_result
@@ -94,7 +95,9 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         # What the program printed is hostile: it may hold held-out values (this trial's included) or
         # a key; it is scrubbed before it is stored, since from here it reaches prompts and reports.
         clean = scrub.for_session(session, extra=[result.test_metric], public=[result.metric])
-        trial.status = result.status
+        # A result names its trial succeeded or failed; anything else is read as a failure.
+        status = result.status if result.status in FINISHED_TRIALS else TrialStatus.FAILED
+        trials.finish(session, trial, status)
         trial.metric = result.metric
         trial.test_metric = result.test_metric
         trial.metrics = {k: clean.scrub_value(v) for k, v in result.metrics.items()}
@@ -105,10 +108,9 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         trial.environment = result.environment
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:
-        trial.status = "failed"
+        trials.finish(session, trial, TrialStatus.FAILED)
         trial.failure_class = obs.failure_class
         trial.failure_reason = obs.reason
-    trial.finished_at = utcnow()
     session.add(trial)
     campaign = session.exec(select(Campaign)).one()
     campaign.trials_finished += 1

@@ -26,8 +26,20 @@ def _add_provenance(session: Session) -> None:
             session.connection().exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _reopened_field(session: Session) -> None:
+    """Version 2 -> 3: a proposal posted in a team's re-opened discussion said so by a negative
+    `discussion_round` (minus the team's re-open count); it now has its own `reopened` column, and its
+    round is 0 like every other proposal posted outside the discussion phase."""
+    conn = session.connection()
+    present = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(proposal)")}
+    if "reopened" not in present:
+        conn.exec_driver_sql("ALTER TABLE proposal ADD COLUMN reopened INTEGER NOT NULL DEFAULT 0")
+    conn.exec_driver_sql("UPDATE proposal SET reopened = -discussion_round, discussion_round = 0 "
+                         "WHERE discussion_round < 0")
+
+
 #: version -> step that upgrades a database at that version to version + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance, 2: _reopened_field}
 
 
 class SchemaError(RuntimeError):

@@ -3,6 +3,10 @@
 One SQLite database per campaign folder holds every table below. The rows are the truth of a
 campaign: agents keep their memory here, progress counters are stored (never recomputed from
 derived data), and every state transition leaves an `Event` row.
+
+Which status may follow which is written once, in `state.lifecycle`; the rows are created and moved
+by the verbs of `state.proposals`, `state.trials`, `state.champions`, `state.campaigns`,
+`state.teams`, `state.agents` and `state.forum`, never by assigning a status elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 #: Bump when a table changes, and add the step to `state.migrations.MIGRATIONS`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def utcnow() -> datetime:
@@ -44,7 +48,7 @@ class Campaign(SQLModel, table=True):
     folder: str
     task_name: str
     mode: str
-    status: str = "created"  # created | discussion | execution | finished | failed
+    status: str = "created"  # lifecycle.CAMPAIGN
     config: dict[str, Any] = _json(dict)
     #: Stored progress counters: the budget reads these, never a COUNT over derived rows.
     trials_submitted: int = 0
@@ -81,7 +85,7 @@ class Agent(SQLModel, table=True):
     name: str = Field(index=True, unique=True)
     role: str  # analyst | experimenter | planner | solo
     team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
-    status: str = "idle"
+    status: str = "idle"  # lifecycle.AGENT
     heartbeat_at: datetime = Field(default_factory=utcnow)
     #: What the agent remembers between steps (and across coordinator restarts).
     memory: dict[str, Any] = _json(dict)
@@ -93,7 +97,7 @@ class Team(SQLModel, table=True):
     hypothesis: str
     #: The hypothesis family (an axis group of the task) the team explores.
     focus: str
-    status: str = "active"  # active | discussing | dissolved
+    status: str = "active"  # lifecycle.TEAM
     roster: list[str] = _json(list)
     experiments_total: int = 0
     experiments_since_improvement: int = 0
@@ -120,12 +124,14 @@ class Proposal(SQLModel, table=True):
     #: Coarse "direction" signatures, matched against the dead-end registry.
     directions: list[str] = _json(list)
     base_champion_id: Optional[int] = Field(default=None, foreign_key="champion.id")
-    # posted -> approved | rejected -> queued -> claimed -> done
-    status: str = Field(default="posted", index=True)
+    status: str = Field(default="posted", index=True)  # lifecycle.PROPOSAL
     reject_reason: str = ""
-    outcome: str = ""  # promoted | not_promoted | failed | stale (built on a champion since replaced)
+    outcome: str = ""  # lifecycle.ProposalOutcome, once done
     claimed_by: Optional[int] = Field(default=None, foreign_key="agent.id")
+    #: The discussion round it was posted in (discussion phase; 0 afterwards).
     discussion_round: int = 0
+    #: Posted in its team's re-opened discussion number `reopened` (the team's count then); 0 when not.
+    reopened: int = 0
     #: The peers asked to critique it (agent ids), chosen when it is posted.
     critics: list[int] = _json(list)
     created_at: datetime = Field(default_factory=utcnow)
@@ -146,8 +152,10 @@ class Trial(SQLModel, table=True):
     proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id", index=True)
     team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
     experimenter_id: Optional[int] = Field(default=None, foreign_key="agent.id")
-    role: str  # baseline | candidate | replicate | champion_rerun
-    #: Trials of one configuration over several seeds share a group ("baseline", "p17", ...).
+    role: str  # lifecycle.TrialRole
+    #: The trial's seed set: the trials of one configuration over several seeds share it ("baseline",
+    #: "p17", "p17:champion"). The column keeps its old name `group`; in code it is read as `seed_set`,
+    #: since "group" also names a hypothesis family (a task's axis group, a team's focus).
     group: str = Field(index=True)
     snapshot_id: str
     overrides: dict[str, Any] = _json(dict)
@@ -158,9 +166,7 @@ class Trial(SQLModel, table=True):
     retry_of: Optional[int] = Field(default=None, foreign_key="trial.id")
     #: The attempt that replaced this one after an infrastructure failure (node failure, preemption).
     superseded_by: Optional[int] = Field(default=None, foreign_key="trial.id")
-    # created -> submitting (recorded before sbatch, under its batch's job name) -> submitted
-    #   -> succeeded | failed
-    status: str = Field(default="created", index=True)
+    status: str = Field(default="created", index=True)  # lifecycle.TRIAL
     failure_class: str = ""
     failure_reason: str = ""
     log_tail: str = ""
@@ -186,9 +192,15 @@ class Trial(SQLModel, table=True):
     diff: Optional[str] = None
     notes: Optional[str] = None
 
+    @property
+    def seed_set(self) -> str:
+        """The seed set this trial belongs to (stored in the `group` column)."""
+        return self.group
+
 
 class Champion(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
+    #: The seed set of the trials it was promoted from (see `Trial.group`).
     group: str
     proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id")
     team_id: Optional[int] = Field(default=None, foreign_key="team.id")
@@ -210,14 +222,18 @@ class Champion(SQLModel, table=True):
     #: The implemented change against the previous champion (unified diff of program and overrides).
     diff: Optional[str] = None
 
+    @property
+    def seed_set(self) -> str:
+        """The seed set it was promoted from (stored in the `group` column)."""
+        return self.group
+
 
 class ForumPost(SQLModel, table=True):
     __tablename__ = "forum_post"
     id: Optional[int] = Field(default=None, primary_key=True)
     author_id: Optional[int] = Field(default=None, foreign_key="agent.id")
     team_id: Optional[int] = Field(default=None, foreign_key="team.id", index=True)
-    # analysis | proposal | critique | roster | discussion | result | failure | promotion | dead_end
-    kind: str = Field(index=True)
+    kind: str = Field(index=True)  # lifecycle.PostKind
     title: str
     body: str = ""
     proposal_id: Optional[int] = Field(default=None, foreign_key="proposal.id")
