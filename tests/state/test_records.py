@@ -58,7 +58,7 @@ def _claimed_proposal(tmp_path: Path) -> tuple[Context, int, int, int]:
         session.add(proposal)
         session.flush()
         ids = (proposal.id or 0, experimenter.id or 0, team.id or 0)
-    return Context(store, task, CannotImplement([]), config), *ids
+    return Context(store, task, CannotImplement([]), config, capacity=2), *ids
 
 
 def test_an_implementation_failure_counts_towards_its_teams_stagnation(tmp_path: Path) -> None:
