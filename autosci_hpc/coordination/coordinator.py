@@ -26,6 +26,7 @@ from ..agents.views import current_champion
 from ..config import CampaignConfig
 from ..data import prepare_data
 from ..execution.executors import SubmittedJob, TrialExecutor, make_executor
+from ..execution.gpus import with_task_gpus
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
@@ -69,6 +70,7 @@ class Coordinator:
         #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
         self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
+        self.config = config = with_task_gpus(config, self.task.gpus)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
         unknown = sorted(unknown_keys(known, config.task.overrides))

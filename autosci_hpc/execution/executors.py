@@ -79,14 +79,19 @@ class TrialExecutor(abc.ABC):
 def make_executor(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
     """The executor a campaign config asks for."""
     kind = config.executor.kind
+    gpus_per_trial = config.task.gpus or 0  # the task's, resolved when the campaign starts
     if kind == "local":
+        from .gpus import resolve_gpus
         from .local import LocalTrialExecutor
 
-        return LocalTrialExecutor(folder, config.executor.local.max_concurrent, timeout_min=time_limit_s / 60 + 1)
+        local = config.executor.local
+        return LocalTrialExecutor(folder, local.max_concurrent, timeout_min=time_limit_s / 60 + 1,
+                                  gpus=resolve_gpus(local.gpus) if gpus_per_trial else [],
+                                  gpus_per_trial=gpus_per_trial, trials_per_gpu=local.trials_per_gpu)
     from .slurm import SlurmTrialExecutor
 
     return SlurmTrialExecutor.from_config(folder, config.executor.slurm, job_name=f"autosci-{config.campaign.name}",
-                                          time_limit_s=time_limit_s)
+                                          time_limit_s=time_limit_s, gpus_per_trial=gpus_per_trial)
 
 
 def jobs_in_folders(folder: Path, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:

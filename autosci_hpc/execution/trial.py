@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from ..procs import kill_group
 from ..task import (EVALUATOR_FOLDER, TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes,
                     regular_files)
+from . import gpus as gpu_placement
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
@@ -43,6 +44,8 @@ EVAL_LOG_FILE = "evaluate.log"
 #: numbers and the flags where they disagree with the evaluator's.
 HARNESS_KEY = "harness"
 SECRET_ENV = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
+#: The launcher of a training step of several ranks: a plain script, so that it runs in the sandbox.
+RANKS_SCRIPT = Path(__file__).resolve().parent / "ranks.py"
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "autosci_hpc")
 
 
@@ -76,6 +79,8 @@ class TrialRequest(BaseModel):
     editable: list[str] = []
     #: The campaign's sandbox (already resolved): both steps run in it.
     sandbox: sandboxing.SandboxSettings = sandboxing.SandboxSettings()
+    #: Where it runs (its executor sets it at submission): GPUs, sharing, ranks; recorded with the result.
+    placement: gpu_placement.Placement = gpu_placement.Placement()
 
 
 def task_request(task: TaskSpec, campaign_folder: Path, *, trial_id: int, folder: Path, snapshot_dir: Path,
@@ -235,7 +240,7 @@ def _write(request: TrialRequest, started: float, log_path: Path, failure: Optio
         returncode=returncode,
         started_at=started,
         finished_at=time.time(),
-        environment=capture_environment(),
+        environment={**capture_environment(), gpu_placement.PLACEMENT_KEY: request.placement.record()},
     ))
 
 
@@ -351,6 +356,8 @@ def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
     reported = folder / "reported_metrics.json"
     argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
                                          artifacts=artifacts, overrides=overrides, metrics=reported))
+    if request.placement.ranks > 1:  # one process per GPU, torchrun's variables set (ranks.py)
+        argv = [sys.executable, str(RANKS_SCRIPT), str(request.placement.ranks), "--", *argv]
     env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
            "AUTOSCI_METRICS": str(reported), "AUTOSCI_OVERRIDES": str(overrides),
            "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
@@ -409,6 +416,7 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
 
 def run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
+    gpu_placement.apply(request.placement)
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
     work, artifacts, scratch = folder / "work", folder / "artifacts", folder / "evaluation"

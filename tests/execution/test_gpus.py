@@ -1,0 +1,161 @@
+"""GPU trials on one machine, with fake GPU lists (no GPU needed): which GPUs the executor finds,
+the CUDA_VISIBLE_DEVICES each trial's program sees, gangs of trials sharing a GPU (padded with
+ballast, never started short), the placement recorded with every trial, GPU-hour accounting and
+the report's name for the resource."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from autosci_hpc.config import ConfigError, load_config
+from autosci_hpc.coordination.budget import gpu_hours_used
+from autosci_hpc.execution import gpus
+from autosci_hpc.execution.local import LocalTrialExecutor
+from autosci_hpc.execution.results import read_result
+from autosci_hpc.execution.trial import task_request
+from autosci_hpc.state import Store
+from autosci_hpc.state.models import Campaign, Trial
+from autosci_hpc.task import load_task
+from helpers import FIXTURE_TASKS, drain, submit
+
+
+def fake_smi(tmp_path: Path, indices: str) -> str:
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text(f"#!/bin/sh\nprintf '{indices}'\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    return str(tool)
+
+
+def test_the_visible_gpus_come_from_cuda_visible_devices_else_nvidia_smi_else_none(tmp_path: Path) -> None:
+    smi = fake_smi(tmp_path, "0\\n1\\n2\\n")
+    assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}, smi) == ["2", "3"]
+    assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, smi) == []
+    assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"}, smi) == ["1"]
+    assert gpus.visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-5e1f,GPU-77aa"}, smi) == ["GPU-5e1f", "GPU-77aa"]
+    assert gpus.visible_gpus({}, smi) == ["0", "1", "2"]
+    assert gpus.visible_gpus({}, str(tmp_path / "absent")) == []
+    # a count takes the first N visible ones, a list is taken as it is
+    assert gpus.resolve_gpus(2, {"CUDA_VISIBLE_DEVICES": "4,5,6"}, smi) == ["4", "5"]
+    assert gpus.resolve_gpus(2, {}, str(tmp_path / "absent")) == ["0", "1"]
+    assert gpus.resolve_gpus([1, "3"], {}, smi) == ["1", "3"]
+    assert gpus.resolve_gpus(0, {}, smi) == []
+
+
+def test_a_gpu_task_is_refused_in_one_line_where_the_machine_shows_too_few_gpus(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    config = load_config(None, [f"task.path={FIXTURE_TASKS / 'ranks'}"])
+    with pytest.raises(ConfigError, match=r"executor.local.gpus: the task's trials use 1 GPU\(s\) each"):
+        gpus.with_task_gpus(config, 1)
+    # the campaign's own setting wins: task.gpus=0 runs the task on the CPU
+    cpu = gpus.with_task_gpus(load_config(None, ["task.gpus=0"]), 1)
+    assert cpu.task.gpus == 0
+    assert gpus.with_task_gpus(load_config(None, ["executor.local.gpus=[7]"]), 1).task.gpus == 1
+
+
+def ranks_trials(folder: Path, n: int) -> tuple[Store, list[Any]]:
+    task = load_task(FIXTURE_TASKS / "ranks")
+    store = Store(folder / "campaign")
+    requests = []
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(folder), task_name="ranks", mode="decentralized"))
+        for i in range(n):
+            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                          status="submitted")
+            session.add(trial)
+            session.flush()
+            assert trial.id is not None
+            trial.folder = str(folder / "trials" / str(trial.id))
+            requests.append(task_request(task, folder / "campaign", trial_id=trial.id, folder=Path(trial.folder),
+                                         snapshot_dir=task.program_dir, overrides={"sleep": 0.5}, seed=0))
+    return store, requests
+
+
+def seen(request: Any) -> dict[str, Any]:
+    return json.loads((Path(request.folder) / "artifacts" / "seen.json").read_text())
+
+
+def test_each_trial_sees_its_slots_gpu_and_a_short_gang_is_filled_with_ballast(tmp_path: Path) -> None:
+    """Two fake GPUs, two trials per GPU, three trials: GPU "3" runs two of them, GPU "5" the third
+    next to a ballast run; every trial's program saw its own GPU (not the empty string submitit sets)."""
+    store, requests = ranks_trials(tmp_path, 3)
+    executor = LocalTrialExecutor(tmp_path / "jobs", timeout_min=2, gpus=["3", "5"], gpus_per_trial=1,
+                                  trials_per_gpu=2)
+    assert executor.capacity == 4
+    submit(store, executor, requests)
+    # Both GPUs hold a gang now: no slot is free until a whole gang has ended.
+    assert executor.free_groups() == [] and executor.capacity == 3
+    with pytest.raises(RuntimeError, match="free GPU group"):
+        executor.submit(requests[:1])
+    trials = drain(store, executor, grace_s=1)
+    assert all(t.status == "succeeded" for t in trials.values())
+    devices = [seen(r)["ranks"][0]["visible"] for r in requests]
+    assert devices == ["3", "3", "5"]
+    placements = [trials[r.trial_id].environment["placement"] for r in requests]
+    assert [p["slot"] for p in placements] == [0, 1, 2]
+    assert all(p["share"] == 2 and p["gpus"] == 0.5 and p["executor"] == "local" and not p["ballast"]
+               for p in placements)
+    assert [trials[r.trial_id].environment["cuda_visible_devices"] for r in requests] == ["3", "3", "5"]
+    # The ballast ran the third trial's program on GPU "5", slot 3, in its own folder.
+    (ballast,) = sorted((tmp_path / "jobs" / "ballast").glob("run-*"))
+    result = read_result(ballast, requests[2].trial_id)
+    assert result is not None and result.environment["placement"]["ballast"] is True
+    assert result.environment["placement"]["slot"] == 3 and seen_of(ballast)["visible"] == "5"
+    for job in executor._gangs[1]:
+        job.wait()
+    assert sorted(executor.free_groups()) == [0, 1] and executor.capacity == 4
+
+
+def seen_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "artifacts" / "seen.json").read_text())["ranks"][0]
+
+
+def test_cpu_trials_of_the_local_executor_see_no_gpu_and_record_a_cpu_placement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    store, requests = ranks_trials(tmp_path, 1)
+    executor = LocalTrialExecutor(tmp_path / "jobs", max_concurrent=1, timeout_min=2)
+    submit(store, executor, requests)
+    trial = drain(store, executor, grace_s=1)[requests[0].trial_id]
+    assert trial.status == "succeeded" and seen(requests[0])["ranks"][0]["visible"] == ""
+    assert trial.environment["placement"]["gpus"] == 0.0
+
+
+def test_a_trial_of_two_gpus_runs_two_ranks_that_meet(tmp_path: Path) -> None:
+    """One trial on two (fake) GPUs: two processes, each with its own GPU by LOCAL_RANK, which met in a
+    gloo process group; rank 0 alone wrote the artifacts."""
+    pytest.importorskip("torch")
+    store, requests = ranks_trials(tmp_path, 1)
+    executor = LocalTrialExecutor(tmp_path / "jobs", timeout_min=3, gpus=["0", "1"], gpus_per_trial=2)
+    submit(store, executor, requests)
+    trial = drain(store, executor, grace_s=1)[requests[0].trial_id]
+    assert trial.status == "succeeded", trial.failure_reason + trial.log_tail
+    record = seen(requests[0])
+    assert record["sum"] == 3 and record["writer"] == 0 and trial.metric == 3.0
+    assert sorted(r["device"] for r in record["ranks"]) == ["0", "1"]
+    assert sorted(r["rank"] for r in record["ranks"]) == [0, 1]
+    assert len({r["pid"] for r in record["ranks"]}) == 2 and len({r["master"] for r in record["ranks"]}) == 1
+    assert trial.environment["placement"]["ranks"] == 2 and trial.environment["placement"]["gpus"] == 2.0
+
+
+def test_gpu_hours_count_what_each_trial_held(tmp_path: Path) -> None:
+    """A trial that shared a GPU with three others counts a quarter of its hours; a trial without a
+    recorded placement counts what the config says (here a whole GPU); a CPU trial one slot."""
+    config = load_config(None, ["task.gpus=1"])
+    store = Store(tmp_path / "campaign")
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
+        for i, environment in enumerate([{"placement": {"gpus": 0.25}}, {"placement": {"gpus": 0.25}}, {}]):
+            session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"{i}", seed=0,
+                              status="succeeded", duration_s=3600.0, environment=environment))
+    with store.read() as session:
+        assert gpu_hours_used(session, config) == pytest.approx(0.25 + 0.25 + 1.0)
+        assert gpu_hours_used(session, load_config(None, [])) == pytest.approx(0.25 + 0.25 + 1.0)
+        trials = session.exec(select(Trial)).all()
+    assert len(trials) == 3
