@@ -159,3 +159,29 @@ def test_gpu_hours_count_what_each_trial_held(tmp_path: Path) -> None:
         assert gpu_hours_used(session, load_config(None, [])) == pytest.approx(0.25 + 0.25 + 1.0)
         trials = session.exec(select(Trial)).all()
     assert len(trials) == 3
+
+
+def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_cpu_trials() -> None:
+    import pandas as pd
+
+    from autosci_hpc.report import metrics
+    from autosci_hpc.report.load import CampaignData
+
+    def data(config: dict[str, Any], environments: list[dict[str, Any]]) -> CampaignData:
+        trials = pd.DataFrame({"id": range(1, len(environments) + 1), "status": ["succeeded"] * len(environments),
+                               "duration_s": [1800.0] * len(environments), "environment": environments,
+                               "finished_at": pd.to_datetime([1.0] * len(environments), unit="s", utc=True)})
+        champions = pd.DataFrame({"id": [1], "metric_mean": [1.0], "trial_ids": [[1]],
+                                  "promoted_at": pd.to_datetime([0.0], unit="s", utc=True)})
+        return CampaignData(folder=Path("c"), name="c", mode="single", task_name="t", status="finished",
+                            config=config, campaign={}, metric="m", direction="minimize", trials=trials,
+                            champions=champions)
+
+    local_gpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.5}}] * 2)
+    assert metrics.compute_unit(local_gpu) == "GPU-hours"
+    assert metrics.gpu_hours_used(local_gpu) == pytest.approx(0.5)
+    by_config = data({"task": {"gpus": 1}, "executor": {"kind": "local", "local": {"trials_per_gpu": 4}}}, [{}])
+    assert metrics.compute_unit(by_config) == "GPU-hours"
+    assert metrics.gpu_hours_used(by_config) == pytest.approx(0.125)
+    cpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.0}}])
+    assert metrics.compute_unit(cpu) == "slot-hours (CPU trials)"
