@@ -139,6 +139,8 @@ def capture_environment() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
+        # the GPUs Slurm gave the job (indices on its node), next to what CUDA calls them
+        "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
     }
     if shutil.which("nvidia-smi"):
         try:

@@ -18,11 +18,10 @@ from autosci_hpc.coordination.budget import gpu_hours_used
 from autosci_hpc.execution import gpus
 from autosci_hpc.execution.local import LocalTrialExecutor
 from autosci_hpc.execution.results import read_result
-from autosci_hpc.execution.trial import task_request
+from autosci_hpc.execution.sandbox import probe
 from autosci_hpc.state import Store
 from autosci_hpc.state.models import Campaign, Trial
-from autosci_hpc.task import load_task
-from helpers import FIXTURE_TASKS, drain, submit
+from helpers import FIXTURE_TASKS, drain, ranks_trials, submit
 
 
 def fake_smi(tmp_path: Path, indices: str) -> str:
@@ -57,24 +56,6 @@ def test_a_gpu_task_is_refused_in_one_line_where_the_machine_shows_too_few_gpus(
     cpu = gpus.with_task_gpus(load_config(None, ["task.gpus=0"]), 1)
     assert cpu.task.gpus == 0
     assert gpus.with_task_gpus(load_config(None, ["executor.local.gpus=[7]"]), 1).task.gpus == 1
-
-
-def ranks_trials(folder: Path, n: int) -> tuple[Store, list[Any]]:
-    task = load_task(FIXTURE_TASKS / "ranks")
-    store = Store(folder / "campaign")
-    requests = []
-    with store.write() as session:
-        session.add(Campaign(name="c", folder=str(folder), task_name="ranks", mode="decentralized"))
-        for i in range(n):
-            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
-                          status="submitted")
-            session.add(trial)
-            session.flush()
-            assert trial.id is not None
-            trial.folder = str(folder / "trials" / str(trial.id))
-            requests.append(task_request(task, folder / "campaign", trial_id=trial.id, folder=Path(trial.folder),
-                                         snapshot_dir=task.program_dir, overrides={"sleep": 0.5}, seed=0))
-    return store, requests
 
 
 def seen(request: Any) -> dict[str, Any]:
@@ -127,11 +108,14 @@ def test_cpu_trials_of_the_local_executor_see_no_gpu_and_record_a_cpu_placement(
     assert trial.environment["placement"]["gpus"] == 0.0
 
 
-def test_a_trial_of_two_gpus_runs_two_ranks_that_meet(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["none", "bwrap"])
+def test_a_trial_of_two_gpus_runs_two_ranks_that_meet(tmp_path: Path, sandbox: str) -> None:
     """One trial on two (fake) GPUs: two processes, each with its own GPU by LOCAL_RANK, which met in a
-    gloo process group; rank 0 alone wrote the artifacts."""
+    gloo process group (in the sandbox too, whose network is its own loopback); rank 0 alone wrote."""
     pytest.importorskip("torch")
-    store, requests = ranks_trials(tmp_path, 1)
+    if sandbox == "bwrap" and not probe("bwrap")[0]:
+        pytest.skip("bubblewrap does not work on this machine")
+    store, requests = ranks_trials(tmp_path, 1, sandbox)
     executor = LocalTrialExecutor(tmp_path / "jobs", timeout_min=3, gpus=["0", "1"], gpus_per_trial=2)
     submit(store, executor, requests)
     trial = drain(store, executor, grace_s=1)[requests[0].trial_id]
