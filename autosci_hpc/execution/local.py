@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 
 from ..procs import pid_alive
-from .executors import JobState, SubmittedJob, TrialExecutor
+from .executors import JobState, SubmittedJob, TrialExecutor, wait_short
 from .gpus import Placement, gpu_groups, placement_for
 from .trial import TrialRequest, run_trial
 
@@ -108,6 +108,17 @@ class LocalTrialExecutor(TrialExecutor):
             self._jobs[str(job.job_id)] = job
             out.append(SubmittedJob(trial_id=request.trial_id, job_id=str(job.job_id)))
         return out
+
+    def run_short(self, fn: Callable[[TrialRequest], Any], request: TrialRequest, timeout_s: float) -> Any:
+        """A short job on this machine: on the first GPU group where trials use GPUs (next to its gang),
+        else as a CPU trial that sees no GPU."""
+        if self.groups:
+            placement = placement_for(0, self.share, self.groups[0], self.share)
+        else:
+            placement = Placement(executor="local", devices="")
+        executor = self._submitit(self.folder / "short")
+        job = executor.submit(fn, request.model_copy(update={"placement": placement}))
+        return wait_short(job, timeout_s, "the short job")
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
         out = {}

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import submitit
 
-from .executors import JobState, SubmittedJob, TrialExecutor
+from .executors import JobState, ShortJobError, SubmittedJob, TrialExecutor, wait_short
 from .gpus import Placement
 from .trial import TrialRequest, run_trial
 
@@ -210,6 +210,20 @@ class SlurmTrialExecutor(TrialExecutor):
                 raise SubmissionError(f"sbatch refused an array of {len(part)} trial(s) "
                                       f"(trials {part[0].trial_id}..{part[-1].trial_id}): {exc}") from exc
         raise AssertionError("unreachable")
+
+    def run_short(self, fn: Callable[[TrialRequest], Any], request: TrialRequest, timeout_s: float) -> Any:
+        """One short job on the trials' partition, with their resources (GPUs included), named
+        `<campaign job name>-short`; waits at most `timeout_s`, queueing included."""
+        executor = submitit.AutoExecutor(folder=str(self.folder / "short" / "%j"), cluster="slurm")
+        params = {k: v for k, v in self.parameters.items() if k != "slurm_array_parallelism"}
+        params.update(slurm_job_name=f"{self.job_name}-short", timeout_min=max(2, int(request.time_limit_s // 60) + 2))
+        executor.update_parameters(**params)
+        with clean_slurm_env():
+            try:
+                job = executor.submit(fn, request.model_copy(update={"placement": self.placement}))
+            except Exception as exc:  # submitit wraps sbatch failures in several exception types
+                raise ShortJobError(f"sbatch refused the short job: {exc}") from exc
+        return wait_short(job, timeout_s, "the short job")
 
     # ---- states -------------------------------------------------------------------------------
 

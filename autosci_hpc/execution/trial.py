@@ -513,3 +513,43 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
     if failure is not None:
         raise TrialFailed(f"trial {request.trial_id}: {failure.value}: {reason}")
     return {"trial_id": request.trial_id, "metric": metric}
+
+
+def run_smoke(request: TrialRequest) -> dict[str, Any]:
+    """An experimenter's smoke run, on the node a trial would run on: the training step alone (the
+    same copy of the program, command, environment and sandbox as a trial's, so a program cannot
+    tell the two apart), with the task's tiny settings, on the smoke run's clock. No evaluator runs,
+    no result file is written: the answer is this function's return value, and the log is
+    `<folder>/trial.log`, which the experimenter's side reads (and scrubs) itself."""
+    gpu_placement.apply(request.placement)
+    folder = Path(request.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    work, artifacts, log_path = folder / "work", folder / "artifacts", folder / LOG_FILE
+    for path in (artifacts, folder / "evaluation"):  # a trial's folder has its evaluator's scratch folder too
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+    (folder / "overrides.json").write_text(json.dumps(request.overrides, indent=1, sort_keys=True))
+    (folder / "reported_metrics.json").unlink(missing_ok=True)
+    out: dict[str, Any] = {"ok": False, "timeout": False, "reason": "", "elapsed_s": 0.0,
+                           "host": socket.gethostname(),
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    try:
+        _copy_program(Path(request.snapshot_dir), work)
+        argv, env = sandboxed(request, "train", *training_step(request))
+    except (TaskError, OSError, sandboxing.SandboxError) as exc:
+        log_path.write_text("")
+        out["reason"] = f"the program could not be started: {exc}"
+        return out
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        code, failure, reason = _run_step(argv, work, env, request.time_limit_s, log)
+    out["elapsed_s"] = time.monotonic() - started
+    if failure is not None:
+        out.update(reason=reason, timeout=failure is FailureClass.TIMEOUT)
+    elif code != 0:
+        out["reason"] = f"the program exited with status {code}"
+    elif not any(path.is_file() for path in artifacts.rglob("*")):
+        out["reason"] = "the training step wrote nothing into its artifacts folder (the evaluator scores what is there)"
+    else:
+        out["ok"] = True
+    return out
