@@ -102,7 +102,7 @@ class SmokeSpec(BaseModel):
     #: trials: a short job through the campaign's executor (the trials' partition, a local GPU slot);
     #: cpu: on the coordinator's machine with no GPU, the task's explicit choice (its overrides then
     #: select the CPU, e.g. device: cpu).
-    on: Literal["trials", "cpu"] = "trials"
+    where: Literal["trials", "cpu"] = "trials"
 
 
 #: The task contract `load_task` accepts (tasks/README.md, "Task contract version 2").

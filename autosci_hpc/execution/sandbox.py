@@ -129,6 +129,8 @@ def python_roots() -> list[str]:
     """Host folders the Python interpreter, its libraries and this package live in (read-only)."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(sys.executable).resolve().parent.parent), str(Path(__file__).resolve().parents[1])}
+    # library folders the interpreter was pointed at beyond its prefixes (a .pth file, a user site)
+    roots |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
     return sorted(r for r in roots if r and Path(r).exists() and Path(r) != Path("/"))
 
 

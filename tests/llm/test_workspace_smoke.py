@@ -79,16 +79,16 @@ def test_the_smoke_executor_is_the_campaigns_unless_the_task_chooses_the_cpu(tmp
     chosen = smoke_executor(slurm, tmp_path / "smoke", task)
     assert isinstance(chosen, SlurmTrialExecutor) and chosen.parameters["slurm_partition"] == "h100"
     assert chosen.parameters["slurm_gres"] == "gpu:1"  # the task's trials use one GPU: so does its smoke run
-    cpu_task = task.model_copy(update={"smoke": SmokeSpec(overrides={"sleep": 0.0}, on="cpu")})
+    cpu_task = task.model_copy(update={"smoke": SmokeSpec(overrides={"sleep": 0.0}, where="cpu")})
     cpu = smoke_executor(slurm, tmp_path / "smoke-cpu", cpu_task)
     assert isinstance(cpu, LocalTrialExecutor) and cpu.groups == []
     # a task without smoke settings: the campaign's llm.smoke_* (the old keys), on the trials' hardware
     plan = smoke_plan(task.model_copy(update={"smoke": None}),
                       LLMSection(smoke_overrides={"sleep": 0.1}, smoke_timeout_s=9))
-    assert (plan.overrides, plan.time_limit_s, plan.on) == ({"sleep": 0.1}, 9, "trials")
+    assert (plan.overrides, plan.time_limit_s, plan.where) == ({"sleep": 0.1}, 9, "trials")
 
 
-@pytest.mark.parametrize("bad", [{"on": "gpu"}, {"time_limit_s": 0}, {"cpu": True}])
+@pytest.mark.parametrize("bad", [{"where": "gpu"}, {"time_limit_s": 0}, {"cpu": True}])
 def test_bad_smoke_settings_are_refused_when_the_task_loads(tmp_path: Path, bad: dict[str, Any]) -> None:
     import shutil
 
