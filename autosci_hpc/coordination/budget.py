@@ -12,15 +12,29 @@ import re
 from sqlmodel import Session, col, func, select
 
 from ..config import CampaignConfig
-from ..execution.gpus import PLACEMENT_KEY
+from ..execution.gpus import PLACEMENT_KEY, resolve_gpus
 from ..state.models import Campaign, LLMCall, Proposal, Trial
 
 
 def capacity(config: CampaignConfig) -> int:
-    """Trials that may be outstanding at once."""
+    """Trials that may be outstanding at once (locally with GPUs: a gang of slots per GPU group)."""
     if config.executor.kind == "slurm":
         return config.executor.slurm.max_concurrent
-    return config.executor.local.max_concurrent or (os.cpu_count() or 1)
+    local = config.executor.local
+    if config.task.gpus:
+        return len(machine_gpus(local.gpus)) // config.task.gpus * local.trials_per_gpu
+    return local.max_concurrent or (os.cpu_count() or 1)
+
+
+_GPUS: dict[str, list[str]] = {}
+
+
+def machine_gpus(setting: object) -> list[str]:
+    """`resolve_gpus`, asked once per process and setting (nvidia-smi is not called on every tick)."""
+    key = repr(setting)
+    if key not in _GPUS:
+        _GPUS[key] = resolve_gpus(setting)  # type: ignore[arg-type]
+    return _GPUS[key]
 
 
 def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float = 0.0) -> bool:

@@ -169,3 +169,13 @@ def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_
     assert metrics.gpu_hours_used(by_config) == pytest.approx(0.125)
     cpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.0}}])
     assert metrics.compute_unit(cpu) == "slot-hours (CPU trials)"
+
+
+def test_the_agents_see_a_gang_of_slots_per_gpu() -> None:
+    from autosci_hpc.coordination.budget import capacity
+
+    config = load_config(None, ["task.gpus=1", "executor.local.gpus=[0,1]", "executor.local.trials_per_gpu=4",
+                                "executor.local.max_concurrent=1"])
+    assert capacity(config) == 8
+    assert capacity(load_config(None, ["task.gpus=2", "executor.local.gpus=[0,1,2]"])) == 1
+    assert capacity(load_config(None, ["task.gpus=0", "executor.local.max_concurrent=3"])) == 3
