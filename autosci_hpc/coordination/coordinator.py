@@ -23,10 +23,10 @@ from .. import faults
 from ..agents.policy import Policy
 from ..agents.roles import Context, post
 from ..agents.views import current_champion
-from ..config import CampaignConfig
+from ..config import CampaignConfig, ConfigError
 from ..data import prepare_data
 from ..execution.executors import SubmittedJob, TrialExecutor, make_executor
-from ..execution.gpus import with_task_gpus
+from ..execution.gpus import sharing_change, with_task_gpus
 from ..execution.monitor import Monitor, ingest
 from ..execution.rerun import TASK_SPEC_FILE
 from ..execution.served import ServedModel, ServeError
@@ -137,6 +137,9 @@ class Coordinator:
         if campaign.mode != self.mode:
             raise ValueError(f"{self.folder} is a '{campaign.mode}' campaign; its coordination.mode cannot "
                              f"change to '{self.mode}' (start a new campaign folder)")
+        changed = sharing_change(campaign.config, self.config)
+        if changed:
+            raise ConfigError(f"{self.folder}: {changed} (start a new campaign folder)")
         # In id order, which is the roster's: proposers first, so in a tick ideas are posted before
         # anyone claims.
         return [modes.make_agent(self.ctx, a.id, a.role) for a in rows if a.id is not None]

@@ -155,3 +155,20 @@ def with_task_gpus(config: Any, task_gpus: int) -> Any:
                 f"{len(found)} ({config.executor.local.gpus!r}: CUDA_VISIBLE_DEVICES, else nvidia-smi); "
                 "set executor.local.gpus, or task.gpus=0 to run the task on the CPU")
     return config
+
+
+def sharing_change(stored: Mapping[str, Any], config: Any) -> str:
+    """Why a resumed campaign may not run its trials as configured now: the GPUs a trial uses and the
+    trials sharing a GPU are part of what a time-budgeted trial measures, fixed when it began."""
+    task = stored.get("task") if isinstance(stored.get("task"), Mapping) else {}
+    executor = stored.get("executor") if isinstance(stored.get("executor"), Mapping) else {}
+    local = executor.get("local") if isinstance(executor.get("local"), Mapping) else {}
+    before_gpus, now_gpus = task.get("gpus"), config.task.gpus
+    if before_gpus is not None and before_gpus != now_gpus:
+        return f"its trials used {before_gpus} GPU(s) each; task.gpus cannot change to {now_gpus}"
+    before_share = local.get("trials_per_gpu")
+    now_share = config.executor.local.trials_per_gpu
+    if config.executor.kind == "local" and now_gpus and before_share is not None and before_share != now_share:
+        return (f"its trials shared each GPU {before_share} at a time; executor.local.trials_per_gpu cannot "
+                f"change to {now_share}")
+    return ""

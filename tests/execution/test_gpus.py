@@ -179,3 +179,14 @@ def test_the_agents_see_a_gang_of_slots_per_gpu() -> None:
     assert capacity(config) == 8
     assert capacity(load_config(None, ["task.gpus=2", "executor.local.gpus=[0,1,2]"])) == 1
     assert capacity(load_config(None, ["task.gpus=0", "executor.local.max_concurrent=3"])) == 3
+
+
+def test_a_resumed_campaign_keeps_its_gpus_and_sharing() -> None:
+    stored = load_config(None, ["task.gpus=1", "executor.local.trials_per_gpu=4"]).model_dump(mode="json")
+    same = load_config(None, ["task.gpus=1", "executor.local.trials_per_gpu=4"])
+    assert gpus.sharing_change(stored, same) == ""
+    assert "trials_per_gpu cannot change to 1" in gpus.sharing_change(stored, load_config(None, ["task.gpus=1"]))
+    assert "task.gpus cannot change to 2" in gpus.sharing_change(
+        stored, load_config(None, ["task.gpus=2", "executor.local.trials_per_gpu=4"]))
+    # a campaign stored before GPUs were recorded: nothing to compare
+    assert gpus.sharing_change({}, same) == ""
