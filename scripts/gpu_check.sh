@@ -3,8 +3,10 @@
 # project's own CLI (scripts/gpu_check.py prints trials, promotions, champion and GPU busy fraction).
 #
 #   scripts/gpu_check.sh [--cpu-dry-run] [--out DIR] [key=value ...]   run the check
-#   scripts/gpu_check.sh --download-wheels [PYTHON_VERSION]             (where PyPI is reachable) fetch
-#                                                                       the wheels a node without internet needs
+#   scripts/gpu_check.sh --download-wheels [PYTHON_VERSION [PACKAGE...]]
+#       (where PyPI is reachable) fetch the wheels a node without internet needs: by default every
+#       package the project needs, with their dependencies; or only the named ones (what the node's
+#       Python lacks), with theirs.
 #
 # On a node whose Python has torch but none of the project's packages: the wheels in ./wheels (or
 # $AUTOSCI_WHEELS) are installed once into ./.gpu-check/venv, a virtual environment over that Python
@@ -19,6 +21,7 @@ packages=(submitit sqlmodel pydantic omegaconf rich pyyaml numpy scipy pandas ma
 
 if [ "${1:-}" = "--download-wheels" ]; then
     version="${2:-3.12}"
+    if [ $# -gt 2 ]; then packages=("${@:3}"); fi
     mkdir -p "$wheels"
     "$python" -m pip download --only-binary=:all: --python-version "$version" --implementation cp \
         --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d "$wheels" "${packages[@]}"
