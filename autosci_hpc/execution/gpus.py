@@ -40,7 +40,8 @@ class Placement(BaseModel):
     devices: Optional[str] = None
     #: Trials that run at once on the same GPU(s), this one included (1: the GPU is its own).
     share: int = 1
-    #: GPUs the trial holds, fractional when shared: what its GPU-hours are counted with (0: a CPU trial).
+    #: GPUs the trial is charged with, fractional when shared: what its GPU-hours are counted with (0: a
+    #: CPU trial, or ballast, whose GPU time the trials of its gang are charged with).
     gpus: float = 0.0
     #: Processes of the training step, one per GPU (`ranks.py` launches them, with RANK and WORLD_SIZE).
     ranks: int = 1
@@ -105,11 +106,14 @@ def gpu_groups(devices: Sequence[str], gpus_per_trial: int) -> list[list[str]]:
     return [list(devices[i:i + per]) for i in range(0, len(devices) - per + 1, per)]
 
 
-def placement_for(group: int, position: int, devices: Sequence[str], share: int, *,
+def placement_for(group: int, position: int, devices: Sequence[str], share: int, *, trials: int = 0,
                   ballast: bool = False) -> Placement:
-    """The placement of the trial at `position` of GPU group `group`'s gang."""
+    """The placement of the trial at `position` of GPU group `group`'s gang of `trials` trials (the
+    rest ballast). Each trial is charged its part of the GPUs the gang held: ballast serves the
+    gang's trials, so its GPU time is theirs (a trial alone with three ballast runs held a whole GPU)."""
     return Placement(executor="local", slot=group * share + position, devices=",".join(devices), share=share,
-                     gpus=len(devices) / share, ranks=len(devices), ballast=ballast)
+                     gpus=0.0 if ballast else len(devices) / max(1, trials or share), ranks=len(devices),
+                     ballast=ballast)
 
 
 def apply(placement: Placement, environ: Optional[dict[str, str]] = None) -> None:

@@ -80,7 +80,8 @@ class LocalTrialExecutor(TrialExecutor):
         for start, group in zip(range(0, len(requests), self.share), free):
             gang = list(requests[start:start + self.share])
             devices = self.groups[group]
-            placed = [r.model_copy(update={"placement": placement_for(group, k, devices, self.share)})
+            placed = [r.model_copy(update={"placement": placement_for(group, k, devices, self.share,
+                                                                      trials=len(gang))})
                       for k, r in enumerate(gang)]
             jobs = list(self._executor.map_array(run_trial, placed))
             out += self._record(gang, jobs)
