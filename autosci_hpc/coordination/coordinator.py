@@ -319,7 +319,7 @@ class Coordinator:
             running = budget.count_rows(session, Trial, col(Trial.status).in_(["submitting", "submitted"]))
             ready = session.exec(select(Trial).where(Trial.status == "created")
                                  .order_by(col(Trial.role) == "candidate", col(Trial.id))).all()
-        room = self.executor.capacity - running
+        room = self.executor.room(running)
         batch = list(ready[: max(0, room)])
         if not batch:
             return

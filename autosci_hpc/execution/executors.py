@@ -64,6 +64,10 @@ class TrialExecutor(abc.ABC):
     def capacity(self) -> int:
         """How many trials may be outstanding at once."""
 
+    def room(self, outstanding: int) -> int:
+        """How many more trials may be submitted now, with `outstanding` submitted and not yet ingested."""
+        return self.capacity - outstanding
+
     @abc.abstractmethod
     def submit(self, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
         """Submit the requests together (one array where the scheduler has arrays)."""

@@ -58,6 +58,13 @@ class LocalTrialExecutor(TrialExecutor):
         running = sum(1 for gang in self._gangs for job in gang if not job.done() and not self._is_ballast(job))
         return running + self.share * len(self.free_groups())
 
+    def room(self, outstanding: int) -> int:
+        """With GPUs: the slots of the groups whose whole gang has ended (a trial's result may be taken in
+        before its job has exited, so the count of trials outstanding says nothing about the gangs)."""
+        if not self.groups:
+            return super().room(outstanding)
+        return self.share * len(self.free_groups())
+
     def free_groups(self) -> list[int]:
         return [i for i, gang in enumerate(self._gangs) if all(job.done() for job in gang)]
 
@@ -101,7 +108,7 @@ class LocalTrialExecutor(TrialExecutor):
             copies.append(model.model_copy(update={
                 "folder": str(folder),
                 "placement": placement_for(group, k, self.groups[group], self.share, ballast=True)}))
-        return list(self._submitit(base).map_array(run_trial, copies))
+        return list(self._submitit(base / "jobs").map_array(run_trial, copies))
 
     def _record(self, requests: Sequence[TrialRequest], jobs: Sequence[Any]) -> list[SubmittedJob]:
         out = []

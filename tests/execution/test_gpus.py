@@ -72,6 +72,8 @@ def test_each_trial_sees_its_slots_gpu_and_a_short_gang_is_filled_with_ballast(t
     submit(store, executor, requests)
     # Both GPUs hold a gang now: no slot is free until a whole gang has ended.
     assert executor.free_groups() == [] and executor.capacity == 3
+    # Even with every result taken in (none outstanding), no slot opens before a whole gang has ended.
+    assert executor.room(0) == 0
     with pytest.raises(RuntimeError, match="free GPU group"):
         executor.submit(requests[:1])
     trials = drain(store, executor, grace_s=1)
@@ -91,7 +93,7 @@ def test_each_trial_sees_its_slots_gpu_and_a_short_gang_is_filled_with_ballast(t
     assert result.environment["placement"]["slot"] == 3 and seen_of(ballast)["visible"] == "5"
     for job in executor._gangs[1]:
         job.wait()
-    assert sorted(executor.free_groups()) == [0, 1] and executor.capacity == 4
+    assert sorted(executor.free_groups()) == [0, 1] and executor.capacity == 4 and executor.room(3) == 4
 
 
 def seen_of(folder: Path) -> dict[str, Any]:
