@@ -193,3 +193,39 @@ def test_a_resumed_campaign_keeps_its_gpus_and_sharing() -> None:
         stored, load_config(None, ["task.gpus=2", "executor.local.trials_per_gpu=4"]))
     # a campaign stored before GPUs were recorded: nothing to compare
     assert gpus.sharing_change({}, same) == ""
+
+
+@pytest.mark.slow
+def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp_path: Path) -> None:
+    """A whole campaign (the CLI, the coordinator, the offline agents) on one fake GPU shared by two:
+    every trial records the share, and each trial that had no other trial beside it ran next to a
+    ballast run of its own gang."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    folder = tmp_path / "campaign"
+    result = subprocess.run(
+        [sys.executable, "-m", "autosci_hpc.cli", "run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+         f"task.path={FIXTURE_TASKS / 'ranks'}", f"campaign.folder={folder}", "budget.trials=6",
+         "executor.local.gpus=[0]", "executor.local.trials_per_gpu=2", "executor.sandbox=none", "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    store = Store(folder)
+    with store.read() as session:
+        trials = [t for t in session.exec(select(Trial)).all() if t.status in ("succeeded", "failed")]
+    assert len(trials) >= 4 and all(t.status == "succeeded" for t in trials)
+    placements = [t.environment["placement"] for t in trials]
+    assert all(p["share"] == 2 and p["devices"] == "0" for p in placements)
+    alone = [t for t, p in zip(trials, placements) if p["gpus"] == 1.0]
+    from autosci_hpc.execution.results import RESULT_FILE
+
+    ballast = [json.loads((path / RESULT_FILE).read_text())["result"]
+               for path in sorted((folder / "jobs" / "ballast").glob("run-*"))]
+    assert len(ballast) == len(alone) and all(b["environment"]["placement"]["ballast"] for b in ballast)
+    for trial in alone:
+        mine = read_result(Path(trial.folder), trial.id)
+        assert mine is not None
+        assert any(b["started_at"] < mine.finished_at and mine.started_at < b["finished_at"] for b in ballast), \
+            f"trial {trial.id} ran without a neighbour"
