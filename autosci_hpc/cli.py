@@ -581,8 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.add_argument("--config", help="a campaign config: also check that its model endpoint answers from here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override of that config (repeatable)")
-    p.add_argument("--probe", action="store_true", help="submit one tiny job where the config's trials run: the "
-                   "GPUs it sees, torch and CUDA versions, whether the sandbox works there")
+    p.add_argument("--probe", action="store_true",
+                   help="submit one tiny job where the config's trials run: the GPUs it sees, torch and CUDA "
+                        "versions, whether the sandbox works there")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("task", help="task authoring: `autosci task check tasks/NAME`")
     task_sub = p.add_subparsers(dest="task_command", required=True)

@@ -101,7 +101,7 @@ def summarize(folder: Path) -> dict[str, Any]:
                               "FROM campaign").fetchone()
         trials = db.execute("SELECT role, status, metric, duration_s, environment, failure_class, "
                             "failure_reason FROM trial").fetchall()
-        champions = db.execute("SELECT metric_mean, \"group\" FROM champion ORDER BY promoted_at, id").fetchall()
+        champions = db.execute("SELECT metric_mean FROM champion ORDER BY promoted_at, id").fetchall()
     placements = [json.loads(r[4] or "{}").get("placement", {}) for r in trials]
     gpu_hours = sum((r[3] or 0.0) * float(p.get("gpus", 0.0)) / 3600 for r, p in zip(trials, placements))
     return {
@@ -122,7 +122,8 @@ def summarize(folder: Path) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cpu-dry-run", action="store_true", help="the plumbing without a GPU (tiny, on the CPU)")
+    parser.add_argument("--cpu-dry-run", action="store_true",
+                        help="the plumbing without a GPU (tiny, on the CPU)")
     parser.add_argument("--out", default="", help="campaign folder (default: runs/gpu-check-<time>)")
     parser.add_argument("overrides", nargs="*", help="more key=value overrides of the campaign config")
     args = parser.parse_args(argv)
@@ -148,9 +149,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"date:        {stamp:%Y-%m-%d %H:%M} UTC")
     print(f"GPU:         {', '.join(names) if names else 'none seen by nvidia-smi'}"
           + (" (CPU dry run: a fake GPU on the CPU)" if args.cpu_dry_run else ""))
-    print(f"campaign:    {folder} ({s['status']}, autosci exit {code}, {(ended - started) / 60:.1f} min wall)")
+    minutes = (ended - started) / 60
+    print(f"campaign:    {folder} ({s['status']}, autosci exit {code}, {minutes:.1f} min wall)")
     print(f"trials:      {s['trials_finished']} finished of {s['trials_submitted']} submitted "
-          f"({s['succeeded']} succeeded, {s['failed']} failed); trials per GPU {s['shares']}, on GPU(s) {s['devices']}")
+          f"({s['succeeded']} succeeded, {s['failed']} failed); trials per GPU {s['shares']}, "
+          f"on GPU(s) {s['devices']}")
     print(f"promotions:  {s['promotions']}")
     print(f"champion:    val_bpb {s['champion']} (baseline {s['baseline']})")
     print(f"GPU-hours:   {s['gpu_hours']}")

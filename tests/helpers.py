@@ -100,8 +100,9 @@ def ranks_trials(folder: Path, n: int, sandbox: str = "none") -> tuple[Any, list
             session.flush()
             assert trial.id is not None
             trial.folder = str(folder / "trials" / str(trial.id))
-            requests.append(task_request(task, folder / "campaign", trial_id=trial.id, folder=Path(trial.folder),
-                                         snapshot_dir=task.program_dir, overrides={"sleep": 0.5}, seed=0,
+            requests.append(task_request(task, folder / "campaign", trial_id=trial.id,
+                                         folder=Path(trial.folder), snapshot_dir=task.program_dir,
+                                         overrides={"sleep": 0.5}, seed=0,
                                          sandbox=SandboxSettings(mode=sandbox)))
     return store, requests
 

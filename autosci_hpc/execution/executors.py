@@ -143,5 +143,5 @@ def wait_short(job: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> An
         return job.result()
     except Exception as exc:  # noqa: BLE001 - submitit wraps a lost job in several classes
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise ShortJobError(f"{what} (job {job.job_id}) failed: {lines[-1] if lines else type(exc).__name__}") \
-            from None
+        why = lines[-1] if lines else type(exc).__name__
+        raise ShortJobError(f"{what} (job {job.job_id}) failed: {why}") from None

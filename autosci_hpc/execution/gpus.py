@@ -172,7 +172,8 @@ def sharing_change(stored: Mapping[str, Any], config: Any) -> str:
         return f"its trials used {before_gpus} GPU(s) each; task.gpus cannot change to {now_gpus}"
     before_share = local.get("trials_per_gpu")
     now_share = config.executor.local.trials_per_gpu
-    if config.executor.kind == "local" and now_gpus and before_share is not None and before_share != now_share:
+    local_gpus = config.executor.kind == "local" and now_gpus
+    if local_gpus and before_share is not None and before_share != now_share:
         return (f"its trials shared each GPU {before_share} at a time; executor.local.trials_per_gpu cannot "
                 f"change to {now_share}")
     return ""

@@ -32,10 +32,11 @@ class LocalTrialExecutor(TrialExecutor):
         self.groups = gpu_groups(list(gpus), gpus_per_trial) if gpus_per_trial > 0 else []
         self.share = max(1, trials_per_gpu)
         if gpus_per_trial > 0 and not self.groups:
-            raise ValueError(f"the task's trials use {gpus_per_trial} GPU(s) each, but the local executor has "
-                             f"{len(gpus)} (executor.local.gpus: auto finds them in CUDA_VISIBLE_DEVICES or "
-                             "with nvidia-smi; set task.gpus=0 to run the task on the CPU)")
-        self._capacity = len(self.groups) * self.share if self.groups else (max_concurrent or (os.cpu_count() or 1))
+            raise ValueError(f"the task's trials use {gpus_per_trial} GPU(s) each, but the local executor "
+                             f"has {len(gpus)} (executor.local.gpus: auto finds them in CUDA_VISIBLE_DEVICES "
+                             "or with nvidia-smi; set task.gpus=0 to run the task on the CPU)")
+        cpu_slots = max_concurrent or (os.cpu_count() or 1)
+        self._capacity = len(self.groups) * self.share if self.groups else cpu_slots
         self._timeout_min = max(1, int(timeout_min) + 1)
         self._executor = self._submitit(self.folder)
         self._jobs: dict[str, Any] = {}
@@ -55,7 +56,8 @@ class LocalTrialExecutor(TrialExecutor):
         if not self.groups:
             return self._capacity
         # Trials still running, plus a whole gang for each group whose last gang has ended.
-        running = sum(1 for gang in self._gangs for job in gang if not job.done() and not self._is_ballast(job))
+        running = sum(1 for gang in self._gangs for job in gang
+                      if not job.done() and not self._is_ballast(job))
         return running + self.share * len(self.free_groups())
 
     def room(self, outstanding: int) -> int:

@@ -28,7 +28,8 @@ out = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 try:
     import torch
     out.update(torch=torch.__version__, cuda=torch.version.cuda, available=torch.cuda.is_available())
-    out["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if out["available"] else []
+    count = torch.cuda.device_count() if out["available"] else 0
+    out["devices"] = [torch.cuda.get_device_name(i) for i in range(count)]
 except Exception as exc:
     out.update(torch=None, error=f"{type(exc).__name__}: {exc}")
 print(json.dumps(out))
@@ -56,7 +57,8 @@ def probe_node(request: TrialRequest) -> dict[str, Any]:
     (folder / "work").mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"host": socket.gethostname(), "python": sys.version.split()[0],
                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                           "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
+                           "slurm_gpus": (os.environ.get("SLURM_STEP_GPUS")
+                                          or os.environ.get("SLURM_JOB_GPUS", "")),
                            "nvidia_smi": []}
     if shutil.which("nvidia-smi"):
         try:
@@ -96,12 +98,14 @@ def probe_lines(answer: dict[str, Any], gpus_per_trial: int) -> tuple[bool, list
                      + (f"{len(devices)} device(s): {', '.join(devices)}" if devices else "no CUDA device"))
         if gpus_per_trial and len(devices) < gpus_per_trial:
             ok = False
-            lines.append(f"FAILED: the task's trials use {gpus_per_trial} GPU(s) each; torch sees {len(devices)} here")
+            lines.append(f"FAILED: the task's trials use {gpus_per_trial} GPU(s) each; torch sees "
+                         f"{len(devices)} here")
     else:
         lines.append(f"torch: not importable ({outside.get('error', 'no answer')})")
         ok = ok and not gpus_per_trial
     works = bool(answer.get("sandbox_works"))
-    lines.append(f"sandbox {answer.get('sandbox')}: {'works' if works else 'FAILED'}: {answer.get('sandbox_detail', '')}")
+    lines.append(f"sandbox {answer.get('sandbox')}: {'works' if works else 'FAILED'}: "
+                 f"{answer.get('sandbox_detail', '')}")
     ok = ok and works
     inside = answer.get("inside")
     if isinstance(inside, dict):

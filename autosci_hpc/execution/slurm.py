@@ -150,7 +150,8 @@ class SlurmTrialExecutor(TrialExecutor):
             if getattr(cfg, key):
                 params[name] = getattr(cfg, key)
         if gpus_per_trial and not cfg.gres:
-            params["slurm_gres"] = f"gpu:{gpus_per_trial}"  # one task; its training step runs one rank per GPU
+            # one task; its training step runs one rank per GPU
+            params["slurm_gres"] = f"gpu:{gpus_per_trial}"
         if cfg.setup:
             params["slurm_setup"] = list(cfg.setup)
         if cfg.additional:
@@ -216,7 +217,8 @@ class SlurmTrialExecutor(TrialExecutor):
         `<campaign job name>-short`; waits at most `timeout_s`, queueing included."""
         executor = submitit.AutoExecutor(folder=str(self.folder / "short" / "%j"), cluster="slurm")
         params = {k: v for k, v in self.parameters.items() if k != "slurm_array_parallelism"}
-        params.update(slurm_job_name=f"{self.job_name}-short", timeout_min=max(2, int(request.time_limit_s // 60) + 2))
+        params.update(slurm_job_name=f"{self.job_name}-short",
+                      timeout_min=max(2, int(request.time_limit_s // 60) + 2))
         executor.update_parameters(**params)
         with clean_slurm_env():
             try:

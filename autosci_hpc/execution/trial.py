@@ -549,7 +549,8 @@ def run_smoke(request: TrialRequest) -> dict[str, Any]:
     elif code != 0:
         out["reason"] = f"the program exited with status {code}"
     elif not any(path.is_file() for path in artifacts.rglob("*")):
-        out["reason"] = "the training step wrote nothing into its artifacts folder (the evaluator scores what is there)"
+        out["reason"] = ("the training step wrote nothing into its artifacts folder (the evaluator scores "
+                         "what is there)")
     else:
         out["ok"] = True
     return out

@@ -99,7 +99,8 @@ class LLMPolicy:
                  budget_usd: Optional[float] = None, secrets: Iterable[Optional[str]] = (),
                  sleep: Callable[[float], None] = time.sleep,
                  heldout: Callable[[], tuple[list[float], list[float]]] = lambda: ([], []),
-                 sandbox: Optional[SandboxSettings] = None, smoke_executor: Optional[TrialExecutor] = None) -> None:
+                 sandbox: Optional[SandboxSettings] = None,
+                 smoke_executor: Optional[TrialExecutor] = None) -> None:
         self.client = client
         #: What the experimenters' smoke runs go through (`execution.smoke`).
         self.smoke_executor = smoke_executor

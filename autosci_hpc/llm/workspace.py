@@ -241,11 +241,12 @@ class Workspace:
         if data_dir:  # the training step's share of the data only (task contract 2): split 0's visible part
             visible = Path(data_dir) / "visible"
             data_dir = str(visible / "split-0" if self.task.splits > 1 else visible)
-        request = TrialRequest(trial_id=0, folder=str(run_dir), snapshot_dir=str(self.root), command=self.task.command,
-                               overrides={**self.base_overrides, **self.overrides, **plan.overrides}, seed=0,
+        request = TrialRequest(trial_id=0, folder=str(run_dir), snapshot_dir=str(self.root),
+                               command=self.task.command, seed=0,
+                               overrides={**self.base_overrides, **self.overrides, **plan.overrides},
                                time_limit_s=plan.time_limit_s, metric=self.task.metric.name,
-                               test_metric=self.task.test_metric, data_dir=data_dir, editable=list(self.task.editable),
-                               sandbox=self.sandbox)
+                               test_metric=self.task.test_metric, data_dir=data_dir,
+                               editable=list(self.task.editable), sandbox=self.sandbox)
         executor = self.executor or LocalTrialExecutor(self.root.parent / "smoke-jobs", max_concurrent=1,
                                                        timeout_min=plan.time_limit_s / 60 + 1)
         try:
@@ -262,9 +263,9 @@ class Workspace:
                 return False, f"smoke test FAILED: {answer.get('reason', '')}\n" + self._tail(log_path)
             where = f"on {executor.name}" + (f" GPU(s) {answer['cuda_visible_devices']}"
                                             if answer.get("cuda_visible_devices") else " without a GPU")
-            return True, (f"smoke test passed: the training step ran in {float(answer.get('elapsed_s', 0)):.1f} s "
-                          f"({where}) with tiny settings and wrote its artifacts (the sealed evaluator scores real "
-                          "trials only)")
+            elapsed = float(answer.get("elapsed_s", 0))
+            return True, (f"smoke test passed: the training step ran in {elapsed:.1f} s ({where}) with tiny "
+                          "settings and wrote its artifacts (the sealed evaluator scores real trials only)")
         except ShortJobError as exc:
             return False, f"smoke test FAILED: {self._scrub(str(exc))}"
         finally:

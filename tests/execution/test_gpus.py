@@ -139,8 +139,8 @@ def test_gpu_hours_count_what_each_trial_held(tmp_path: Path) -> None:
     with store.write() as session:
         session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
         for i, environment in enumerate([{"placement": {"gpus": 0.25}}, {"placement": {"gpus": 0.25}}, {}]):
-            session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"{i}", seed=0,
-                              status="succeeded", duration_s=3600.0, environment=environment))
+            session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"{i}",
+                              seed=0, status="succeeded", duration_s=3600.0, environment=environment))
     with store.read() as session:
         assert gpu_hours_used(session, config) == pytest.approx(0.25 + 0.25 + 1.0)
         assert gpu_hours_used(session, load_config(None, [])) == pytest.approx(0.25 + 0.25 + 1.0)
@@ -155,9 +155,10 @@ def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_
     from autosci_hpc.report.load import CampaignData
 
     def data(config: dict[str, Any], environments: list[dict[str, Any]]) -> CampaignData:
-        trials = pd.DataFrame({"id": range(1, len(environments) + 1), "status": ["succeeded"] * len(environments),
-                               "duration_s": [1800.0] * len(environments), "environment": environments,
-                               "finished_at": pd.to_datetime([1.0] * len(environments), unit="s", utc=True)})
+        n = len(environments)
+        trials = pd.DataFrame({"id": range(1, n + 1), "status": ["succeeded"] * n,
+                               "duration_s": [1800.0] * n, "environment": environments,
+                               "finished_at": pd.to_datetime([1.0] * n, unit="s", utc=True)})
         champions = pd.DataFrame({"id": [1], "metric_mean": [1.0], "trial_ids": [[1]],
                                   "promoted_at": pd.to_datetime([0.0], unit="s", utc=True)})
         return CampaignData(folder=Path("c"), name="c", mode="single", task_name="t", status="finished",
@@ -167,7 +168,8 @@ def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_
     local_gpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.5}}] * 2)
     assert metrics.compute_unit(local_gpu) == "GPU-hours"
     assert metrics.gpu_hours_used(local_gpu) == pytest.approx(0.5)
-    by_config = data({"task": {"gpus": 1}, "executor": {"kind": "local", "local": {"trials_per_gpu": 4}}}, [{}])
+    by_config = data({"task": {"gpus": 1}, "executor": {"kind": "local", "local": {"trials_per_gpu": 4}}},
+                     [{}])
     assert metrics.compute_unit(by_config) == "GPU-hours"
     assert metrics.gpu_hours_used(by_config) == pytest.approx(0.125)
     cpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.0}}])
@@ -188,7 +190,8 @@ def test_a_resumed_campaign_keeps_its_gpus_and_sharing() -> None:
     stored = load_config(None, ["task.gpus=1", "executor.local.trials_per_gpu=4"]).model_dump(mode="json")
     same = load_config(None, ["task.gpus=1", "executor.local.trials_per_gpu=4"])
     assert gpus.sharing_change(stored, same) == ""
-    assert "trials_per_gpu cannot change to 1" in gpus.sharing_change(stored, load_config(None, ["task.gpus=1"]))
+    unshared = load_config(None, ["task.gpus=1"])
+    assert "trials_per_gpu cannot change to 1" in gpus.sharing_change(stored, unshared)
     assert "task.gpus cannot change to 2" in gpus.sharing_change(
         stored, load_config(None, ["task.gpus=2", "executor.local.trials_per_gpu=4"]))
     # a campaign stored before GPUs were recorded: nothing to compare
@@ -207,7 +210,8 @@ def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp
 
     folder = tmp_path / "campaign"
     result = subprocess.run(
-        [sys.executable, "-m", "autosci_hpc.cli", "run", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
+        [sys.executable, "-m", "autosci_hpc.cli", "run",
+         str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"),
          f"task.path={FIXTURE_TASKS / 'ranks'}", f"campaign.folder={folder}", "budget.trials=6",
          "executor.local.gpus=[0]", "executor.local.trials_per_gpu=2", "executor.sandbox=none", "--quiet"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -227,5 +231,6 @@ def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp
     for trial in alone:
         mine = read_result(Path(trial.folder), trial.id)
         assert mine is not None
-        assert any(b["started_at"] < mine.finished_at and mine.started_at < b["finished_at"] for b in ballast), \
-            f"trial {trial.id} ran without a neighbour"
+        beside = [b for b in ballast
+                  if b["started_at"] < mine.finished_at and mine.started_at < b["finished_at"]]
+        assert beside, f"trial {trial.id} ran without a neighbour"

@@ -33,7 +33,7 @@ def test_the_probe_of_a_cpu_task_runs_on_the_local_executor(tmp_path: Path) -> N
     assert list((tmp_path / "runs").iterdir()) == []  # its scratch folder is gone
 
 
-def test_the_probe_of_a_gpu_task_reports_its_slots_gpu_and_fails_where_torch_sees_none(tmp_path: Path) -> None:
+def test_the_probe_of_a_gpu_task_reports_its_gpu_and_fails_where_torch_sees_none(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     result = doctor(tmp_path, f"task.path={FIXTURE_TASKS / 'ranks'}", "executor.local.gpus=[4]",
                     "executor.sandbox=none")
@@ -47,7 +47,8 @@ def test_the_probe_of_a_gpu_task_reports_its_slots_gpu_and_fails_where_torch_see
 @pytest.mark.slurm
 def test_the_probe_runs_on_the_gpu_partition(tmp_path: Path, slurm_cluster: object) -> None:
     result = doctor(tmp_path, f"task.path={FIXTURE_TASKS / 'ranks'}", "executor.kind=slurm",
-                    f"executor.slurm.partition={getattr(slurm_cluster, 'gpu_partition')}", "executor.slurm.time_min=5")
+                    f"executor.slurm.partition={getattr(slurm_cluster, 'gpu_partition')}",
+                    "executor.slurm.time_min=5")
     section = probe_section(result.stdout)
     assert "a short job through the slurm executor (partition h100)" in section, result.stdout + result.stderr
     # Slurm gave the job one of the node's fake h100s; torch (a CPU build, and no real GPU) sees none.

@@ -19,12 +19,13 @@ from helpers import drain, ranks_trials, submit
 pytestmark = pytest.mark.slurm
 
 
-def test_a_trial_of_two_gpus_runs_two_ranks_on_the_gpu_partition(tmp_path: Path, slurm_cluster: object) -> None:
+def test_a_trial_of_two_gpus_runs_two_ranks_on_the_gpu_partition(tmp_path: Path,
+                                                                  slurm_cluster: object) -> None:
     pytest.importorskip("torch")
     cfg = load_config(None, [f"executor.slurm.partition={getattr(slurm_cluster, 'gpu_partition')}",
                              "executor.slurm.time_min=5", "executor.slurm.cpus_per_task=2"]).executor.slurm
-    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-ranks", time_limit_s=120,
-                                              gpus_per_trial=2)
+    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-ranks",
+                                              time_limit_s=120, gpus_per_trial=2)
     store, requests = ranks_trials(tmp_path, 1, "bwrap" if probe("bwrap")[0] else "none")
     submit(store, executor, requests)
     trial = drain(store, executor)[requests[0].trial_id]

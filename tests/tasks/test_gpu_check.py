@@ -26,8 +26,8 @@ def test_the_gpu_check_runs_its_campaign_on_the_cpu(tmp_path: Path) -> None:
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-2000:]
     summary = out[out.index("=== GPU check ==="):]
-    assert "trials:      2 finished of 2 submitted (2 succeeded, 0 failed); trials per GPU [2], on GPU(s) ['0']" \
-        in summary
+    assert ("trials:      2 finished of 2 submitted (2 succeeded, 0 failed); trials per GPU [2], "
+            "on GPU(s) ['0']") in summary
     for line in ("promotions:  0", "champion:    val_bpb ", "GPU busy:    n/a", "result:      PASS"):
         assert line in summary, summary
     assert (tmp_path / "check" / "state.db").is_file()
