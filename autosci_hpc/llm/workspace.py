@@ -247,8 +247,9 @@ class Workspace:
                                time_limit_s=plan.time_limit_s, metric=self.task.metric.name,
                                test_metric=self.task.test_metric, data_dir=data_dir,
                                editable=list(self.task.editable), sandbox=self.sandbox)
-        executor = self.executor or LocalTrialExecutor(self.root.parent / "smoke-jobs", max_concurrent=1,
-                                                       timeout_min=plan.time_limit_s / 60 + 1)
+        # Without the campaign's executor: this machine's, its job folder removed with the run's
+        jobs = self.root.parent / f"{self.root.name}.jobs"
+        executor = self.executor or LocalTrialExecutor(jobs, max_concurrent=1, timeout_min=plan.time_limit_s / 60 + 1)
         try:
             with _without_values(self.secrets):  # the job inherits this environment: no secret value in it
                 answer = executor.run_short(run_smoke, request, plan.time_limit_s + QUEUE_WAIT_S)
@@ -270,6 +271,8 @@ class Workspace:
             return False, f"smoke test FAILED: {self._scrub(str(exc))}"
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if self.executor is None:
+                shutil.rmtree(jobs, ignore_errors=True)
 
     def _scrub(self, text: str) -> str:
         """Drop lines naming the held-out metric; then the scrubber: held-out values in any format, keys
