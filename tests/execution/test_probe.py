@@ -28,7 +28,7 @@ def test_the_probe_of_a_cpu_task_runs_on_the_local_executor(tmp_path: Path) -> N
     section = probe_section(result.stdout)
     assert "a short job through the local executor (this machine)" in section
     assert "CUDA_VISIBLE_DEVICES=''" in section  # a CPU task's trials see no GPU
-    assert "sandbox " in section and ("torch " in section)
+    assert "sandbox " in section and "torch" in section
     assert result.returncode == 0, result.stdout + result.stderr
     assert list((tmp_path / "runs").iterdir()) == []  # its scratch folder is gone
 
