@@ -462,7 +462,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         console.print(f"  {var}: {'set' if os.environ.get(var) else 'not set'}{advice}", highlight=False)
     if args.config:
         ok = _doctor_model(args.config, args.set or []) and ok
+    if args.probe:
+        ok = _doctor_probe(args.config, args.set or [], folder) and ok
     return 0 if ok else 1
+
+
+def _doctor_probe(config_file: Optional[str], overrides: list[str], folder: Path) -> bool:
+    """One tiny job where the campaign's trials would run (execution/probe.py)."""
+    import tempfile
+
+    from .execution.probe import run_probe
+
+    console.print("[bold]probe of the trials' hardware[/bold]")
+    try:
+        config = load_config(config_file, overrides)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="probe-", dir=folder) as scratch:
+            ok, lines = run_probe(config, load_task(config.task.path), Path(scratch).absolute())
+    except (ConfigError, TaskError) as exc:
+        ok, lines = False, [str(exc)]
+    for line in lines:
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    return ok
 
 
 def _doctor_model(config_file: str, overrides: list[str]) -> bool:
@@ -671,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", default="runs", help="where campaign folders will live")
     p.add_argument("--config", help="a campaign config: also check that its model endpoint answers from here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an override of that config (repeatable)")
+    p.add_argument("--probe", action="store_true",
+                   help="submit one tiny job where the config's trials run: the GPUs it sees, torch and CUDA "
+                        "versions, whether the sandbox works there")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("task", help="task authoring: `autosci task check tasks/NAME`")
     task_sub = p.add_subparsers(dest="task_command", required=True, metavar="check", prog="autosci task")

@@ -52,6 +52,8 @@ class TaskSection(_Section):
     #: The starting champion: overrides of the task's config.yaml for the baseline, e.g. the champion
     #: of an earlier campaign (`autosci show` prints its overrides) to keep improving a strong program.
     overrides: dict[str, Any] = Field(default_factory=dict)
+    #: GPUs one trial uses (null: the task's own `gpus`). Set when the campaign starts.
+    gpus: Optional[int] = Field(default=None, ge=0)
 
 
 class CoordinationSection(_Section):
@@ -125,8 +127,14 @@ class BudgetSection(_Section):
 
 
 class LocalExecutorSection(_Section):
-    #: Trials running at once; 0 means the number of CPUs.
+    #: CPU trials running at once; 0 means the number of CPUs.
     max_concurrent: int = Field(default=0, ge=0)
+    #: The machine's GPUs, for tasks whose trials use GPUs (task.yaml `gpus`): auto = the visible ones
+    #: (CUDA_VISIBLE_DEVICES, else nvidia-smi, else none), a count (the first N), or a list of device ids.
+    gpus: Union[Literal["auto"], int, list[Union[int, str]]] = "auto"
+    #: Trials sharing one GPU, started together as a gang (execution/gpus.py): fixed for a campaign,
+    #: since sharing changes what a time-budgeted trial measures.
+    trials_per_gpu: int = Field(default=1, ge=1)
 
 
 class SlurmExecutorSection(_Section):

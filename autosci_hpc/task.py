@@ -90,6 +90,22 @@ class Edit(BaseModel):
     replace: str
 
 
+class SmokeSpec(BaseModel):
+    """How an experimenter's smoke run of an edited program runs: a short training step (no metric),
+    on the trials' hardware by default, so that GPU-only code (bf16, torch.compile) is tried where it
+    will run."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Overrides of the program's config that make a run take seconds (on top of the proposal's).
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    #: The smoke run's wall-clock limit, in seconds.
+    time_limit_s: float = Field(default=120, gt=0)
+    #: trials: a short job through the campaign's executor (the trials' partition, a local GPU slot);
+    #: cpu: on the coordinator's machine with no GPU, the task's explicit choice (its overrides then
+    #: select the CPU, e.g. device: cpu).
+    where: Literal["trials", "cpu"] = "trials"
+
+
 #: The task contract `load_task` accepts (tasks/README.md, "Task contract version 2").
 CONTRACT = 2
 
@@ -122,6 +138,11 @@ class TaskSpec(BaseModel):
     seed_dependent: bool = True
     #: Whether trial code needs the network (to download weights, say). Without it, sandboxed trials have none.
     network: bool = False
+    #: GPUs one trial uses (0: a CPU task, whose trials see no GPU). Above 1, the training step runs as
+    #: that many processes, one per GPU, with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.
+    gpus: int = Field(default=0, ge=0, le=64)
+    #: The experimenters' smoke run (null: the campaign's llm.smoke_* settings, on the trials' hardware).
+    smoke: Optional[SmokeSpec] = None
     #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
     prepare: str = ""
     prepare_time_limit_s: float = Field(default=1800, gt=0)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .layout import CampaignLayout
-from .task import TaskError, TaskSpec, load_task
+from .task import TaskError, TaskSpec, load_task, unknown_keys
 
 REQUIRED_PLACEHOLDERS = ("{overrides}", "{seed}", "{artifacts}")
 #: {metrics} in the training command is the program's own, "reported" metrics file (never trusted).
@@ -97,6 +97,10 @@ def static_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     for axis in task.axes:
         if config and axis.key not in config:
             errors.append(f"axis '{axis.key}' is not a key of config.yaml (keys: {', '.join(sorted(config))})")
+    smoke_keys = unknown_keys(config, task.smoke.overrides) if task.smoke else []
+    if smoke_keys:
+        errors.append(f"smoke.overrides: {', '.join(smoke_keys)} not key(s) of config.yaml: every smoke run "
+                      "would fail on them")
     sealed_errors, sealed_warnings = sealed_contract_problems(task)
     errors += sealed_errors
     warnings += sealed_warnings

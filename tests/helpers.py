@@ -80,6 +80,33 @@ def make_trials(folder: Path, specs: list[dict[str, Any]], time_limit_s: float =
     return store, requests
 
 
+def ranks_trials(folder: Path, n: int, sandbox: str = "none") -> tuple[Any, list[Any]]:
+    """A store holding n submitted trials of the `ranks` fixture task (GPU trials), and their requests."""
+    from autosci_hpc.execution.sandbox import SandboxSettings
+    from autosci_hpc.execution.trial import task_request
+    from autosci_hpc.state import Store
+    from autosci_hpc.state.models import Campaign, Trial
+    from autosci_hpc.task import load_task
+
+    task = load_task(FIXTURE_TASKS / "ranks")
+    store = Store(folder / "campaign")
+    requests = []
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(folder), task_name="ranks", mode="decentralized"))
+        for i in range(n):
+            trial = Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                          status="submitted")
+            session.add(trial)
+            session.flush()
+            assert trial.id is not None
+            trial.folder = str(folder / "trials" / str(trial.id))
+            requests.append(task_request(task, folder / "campaign", trial_id=trial.id,
+                                         folder=Path(trial.folder), snapshot_dir=task.program_dir,
+                                         overrides={"sleep": 0.5}, seed=0,
+                                         sandbox=SandboxSettings(mode=sandbox)))
+    return store, requests
+
+
 def submit(store: Any, executor: Any, requests: list[Any]) -> list[str]:
     """Submit through the executor and record job ids on the trial rows, as the coordinator does."""
     from autosci_hpc.state.models import Trial

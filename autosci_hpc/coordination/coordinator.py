@@ -23,9 +23,10 @@ from .. import faults
 from ..agents.policy import Policy
 from ..agents.roles import Context, post
 from ..agents.views import current_champion
-from ..config import CampaignConfig
+from ..config import CampaignConfig, ConfigError
 from ..data import prepare_data
 from ..execution.executors import SubmittedJob, TrialExecutor
+from ..execution.gpus import sharing_change, with_task_gpus
 from ..execution.monitor import Monitor, ingest
 from ..execution.registry import make_executor
 from ..execution.sandbox import campaign_sandbox
@@ -74,6 +75,7 @@ class Coordinator:
         #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
         self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
+        self.config = config = with_task_gpus(config, self.task.gpus)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
         unknown = sorted(unknown_keys(known, config.task.overrides))
@@ -139,6 +141,9 @@ class Coordinator:
         if campaign.mode != self.mode:
             raise ValueError(f"{self.folder} is a '{campaign.mode}' campaign; its coordination.mode cannot "
                              f"change to '{self.mode}' (start a new campaign folder)")
+        changed = sharing_change(campaign.config, self.config)
+        if changed:
+            raise ConfigError(f"{self.folder}: {changed} (start a new campaign folder)")
         # In id order, which is that of `modes.starting_agents`: proposers first, so in a tick ideas
         # are posted before anyone claims.
         return [modes.make_agent(self.ctx, a.id, a.role) for a in rows if a.id is not None]
@@ -313,9 +318,10 @@ class Coordinator:
         a second transaction. A crash between the two leaves `submitting` trials, which the next
         coordinator finds at the scheduler (`_reconcile_submitting`) instead of submitting again."""
         with self.store.read() as session:
-            room = budget.submit_room(session, self.executor.capacity)
+            running = budget.count_rows(session, Trial, col(Trial.status).in_(IN_FLIGHT_TRIALS))
             ready = session.exec(select(Trial).where(Trial.status == TrialStatus.CREATED)
                                  .order_by(col(Trial.role) == TrialRole.CANDIDATE, col(Trial.id))).all()
+        room = self.executor.room(running)
         batch = list(ready[: max(0, room)])
         if not batch:
             return

@@ -16,7 +16,7 @@ import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .trial import TrialRequest
 
@@ -67,6 +67,10 @@ class TrialExecutor(abc.ABC):
     def capacity(self) -> int:
         """How many trials may be outstanding at once."""
 
+    def room(self, outstanding: int) -> int:
+        """How many more trials may be submitted now, with `outstanding` submitted and not yet ingested."""
+        return self.capacity - outstanding
+
     @abc.abstractmethod
     def submit(self, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
         """Submit the requests together (one array where the scheduler has arrays)."""
@@ -77,6 +81,15 @@ class TrialExecutor(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None: ...
+
+    def run_short(self, fn: Callable[[TrialRequest], Any], request: TrialRequest, timeout_s: float) -> Any:
+        """Run `fn(request)` as one short job where trials run (a smoke run, a probe), wait at most
+        `timeout_s` for its answer (queueing included) and return it; `ShortJobError` says why not."""
+        raise ShortJobError(f"the {self.name or type(self).__name__} executor cannot run short jobs")
+
+
+class ShortJobError(RuntimeError):
+    """A short job (smoke run, probe) that gave no answer: not started in time, or lost."""
 
 
 def jobs_in_folders(folder: Path, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
@@ -98,3 +111,22 @@ def jobs_in_folders(folder: Path, requests: Sequence[TrialRequest]) -> list[Subm
             found[key[0]] = SubmittedJob(trial_id=key[0], job_id=job_id,
                                          array_index=int(match.group(1)) if match else None)
     return list(found.values())
+
+
+def wait_short(job: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> Any:
+    """The answer of a submitit job within `timeout_s` (cancelled past it), for `run_short`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            job.cancel(check=False)
+            raise ShortJobError(f"{what} gave no answer within {timeout_s:g} s (job {job.job_id}, state "
+                                f"{job.state}); it was cancelled")
+        time.sleep(poll_s)
+    try:
+        return job.result()
+    except Exception as exc:  # noqa: BLE001 - submitit wraps a lost job in several classes
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else type(exc).__name__
+        raise ShortJobError(f"{what} (job {job.job_id}) failed: {why}") from None

@@ -1,16 +1,23 @@
-"""The local executor: trials as subprocesses of this machine, through submitit's local cluster."""
+"""The local executor: trials as subprocesses of this machine, through submitit's local cluster.
+
+Without GPUs (a CPU task) up to `max_concurrent` trials run at once and see no GPU. For a task
+whose trials use GPUs, the machine's GPUs are cut into groups of the task's `gpus` and each group
+runs a gang of `trials_per_gpu` trials started together, padded with ballast when fewer are
+ready (execution/gpus.py says why); each trial's placement names its GPUs.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import submitit
 
 from ..procs import pid_alive
-from .executors import JobState, SubmittedJob, TrialExecutor
+from .executors import JobState, SubmittedJob, TrialExecutor, wait_short
+from .gpus import Placement, gpu_groups, placement_for
 from .trial import TrialRequest, run_trial
 
 
@@ -19,29 +26,110 @@ class LocalTrialExecutor(TrialExecutor):
 
     name = "local"
 
-    def __init__(self, folder: Path, max_concurrent: int = 0, timeout_min: float = 60.0) -> None:
+    def __init__(self, folder: Path, max_concurrent: int = 0, timeout_min: float = 60.0, *,
+                 gpus: Sequence[str] = (), gpus_per_trial: int = 0, trials_per_gpu: int = 1) -> None:
         super().__init__(folder)
-        self._capacity = max_concurrent or (os.cpu_count() or 1)
-        self._executor = submitit.AutoExecutor(folder=str(self.folder / "%j"), cluster="local")
-        # submitit's own limit is a backstop behind the trial's limit, which kills the process group.
-        self._executor.update_parameters(timeout_min=max(1, int(timeout_min) + 1))
+        #: The GPU groups trials run on ([] for CPU trials) and how many trials share one.
+        self.groups = gpu_groups(list(gpus), gpus_per_trial) if gpus_per_trial > 0 else []
+        self.share = max(1, trials_per_gpu)
+        if gpus_per_trial > 0 and not self.groups:
+            raise ValueError(f"the task's trials use {gpus_per_trial} GPU(s) each, but the local executor "
+                             f"has {len(gpus)} (executor.local.gpus: auto finds them in CUDA_VISIBLE_DEVICES "
+                             "or with nvidia-smi; set task.gpus=0 to run the task on the CPU)")
+        cpu_slots = max_concurrent or (os.cpu_count() or 1)
+        self._capacity = len(self.groups) * self.share if self.groups else cpu_slots
+        self._timeout_min = max(1, int(timeout_min) + 1)
+        self._executor = self._submitit(self.folder)
         self._jobs: dict[str, Any] = {}
         self._cancelled: set[str] = set()
+        #: The jobs (trials and ballast) each GPU group's current gang runs.
+        self._gangs: list[list[Any]] = [[] for _ in self.groups]
+        self.ballast_runs = 0
+
+    def _submitit(self, folder: Path) -> Any:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="local")
+        # submitit's own limit is a backstop behind the trial's limit, which kills the process group.
+        executor.update_parameters(timeout_min=self._timeout_min)
+        return executor
 
     @property
     def capacity(self) -> int:
-        return self._capacity
+        if not self.groups:
+            return self._capacity
+        # Trials still running, plus a whole gang for each group whose last gang has ended.
+        running = sum(1 for gang in self._gangs for job in gang
+                      if not job.done() and not self._is_ballast(job))
+        return running + self.share * len(self.free_groups())
+
+    def room(self, outstanding: int) -> int:
+        """With GPUs: the slots of the groups whose whole gang has ended (a trial's result may be taken in
+        before its job has exited, so the count of trials outstanding says nothing about the gangs)."""
+        if not self.groups:
+            return super().room(outstanding)
+        return self.share * len(self.free_groups())
+
+    def free_groups(self) -> list[int]:
+        return [i for i, gang in enumerate(self._gangs) if all(job.done() for job in gang)]
+
+    def _is_ballast(self, job: Any) -> bool:
+        return str(job.job_id) not in self._jobs
 
     def submit(self, requests: Sequence[TrialRequest]) -> list[SubmittedJob]:
         if not requests:
             return []
         self.submit_calls += 1
-        jobs = self._executor.map_array(run_trial, list(requests))
+        if not self.groups:
+            placed = [r.model_copy(update={"placement": Placement(executor="local", devices="")})
+                      for r in requests]
+            return self._record(requests, self._executor.map_array(run_trial, placed))
+        free = self.free_groups()
+        if len(requests) > self.share * len(free):
+            raise RuntimeError(f"{len(requests)} trial(s) for {len(free)} free GPU group(s) of {self.share} "
+                               "slot(s): the coordinator submits at most `capacity` trials")
+        out: list[SubmittedJob] = []
+        for start, group in zip(range(0, len(requests), self.share), free):
+            gang = list(requests[start:start + self.share])
+            devices = self.groups[group]
+            placed = [r.model_copy(update={"placement": placement_for(group, k, devices, self.share,
+                                                                      trials=len(gang))})
+                      for k, r in enumerate(gang)]
+            jobs = list(self._executor.map_array(run_trial, placed))
+            out += self._record(gang, jobs)
+            self._gangs[group] = jobs + self._ballast(group, placed[-1], len(gang))
+        return out
+
+    def _ballast(self, group: int, model: TrialRequest, filled: int) -> list[Any]:
+        """Copies of `model` in the gang's empty slots, each in a folder of its own (never a trial's,
+        never where `recover` looks): they load the GPU as the missing neighbours would."""
+        if filled >= self.share:
+            return []
+        base = self.folder / "ballast"
+        copies = []
+        for k in range(filled, self.share):
+            self.ballast_runs += 1
+            folder = base / f"run-{self.ballast_runs:06d}"
+            copies.append(model.model_copy(update={
+                "folder": str(folder),
+                "placement": placement_for(group, k, self.groups[group], self.share, ballast=True)}))
+        return list(self._submitit(base / "jobs").map_array(run_trial, copies))
+
+    def _record(self, requests: Sequence[TrialRequest], jobs: Sequence[Any]) -> list[SubmittedJob]:
         out = []
         for request, job in zip(requests, jobs):
             self._jobs[str(job.job_id)] = job
             out.append(SubmittedJob(trial_id=request.trial_id, job_id=str(job.job_id)))
         return out
+
+    def run_short(self, fn: Callable[[TrialRequest], Any], request: TrialRequest, timeout_s: float) -> Any:
+        """A short job on this machine: on the first GPU group where trials use GPUs (next to its gang),
+        else as a CPU trial that sees no GPU."""
+        if self.groups:
+            placement = placement_for(0, self.share, self.groups[0], self.share)
+        else:
+            placement = Placement(executor="local", devices="")
+        executor = self._submitit(self.folder / "short")
+        job = executor.submit(fn, request.model_copy(update={"placement": placement}))
+        return wait_short(job, timeout_s, "the short job")
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
         out = {}
@@ -77,6 +165,13 @@ class LocalTrialExecutor(TrialExecutor):
                     os.kill(int(job_id), signal.SIGINT)
                 except ProcessLookupError:
                     pass
+        # A gang whose trials are all cancelled takes its ballast down too.
+        for gang in self._gangs:
+            trials = [job for job in gang if not self._is_ballast(job)]
+            if trials and all(str(job.job_id) in self._cancelled for job in trials):
+                for job in gang:
+                    if self._is_ballast(job):
+                        job.cancel(check=False)
 
     def _adopted_controller(self, job_id: str) -> bool:
         """Whether `job_id` is the pid of a live submitit controller of this executor's folder (never
@@ -89,3 +184,4 @@ class LocalTrialExecutor(TrialExecutor):
             return False
         ours = str(self.folder.absolute()).encode() + b"/"  # submitit passes its job folder pattern, <folder>/%j
         return b"submitit.local._local" in argv and any(arg.startswith(ours) for arg in argv)
+

@@ -15,16 +15,21 @@ from .executors import TrialExecutor
 
 
 def _local(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
+    from .gpus import resolve_gpus
     from .local import LocalTrialExecutor
 
-    return LocalTrialExecutor(folder, config.executor.local.max_concurrent, timeout_min=time_limit_s / 60 + 1)
+    local = config.executor.local
+    gpus_per_trial = config.task.gpus or 0  # the task's, resolved when the campaign starts
+    return LocalTrialExecutor(folder, local.max_concurrent, timeout_min=time_limit_s / 60 + 1,
+                              gpus=resolve_gpus(local.gpus) if gpus_per_trial else [],
+                              gpus_per_trial=gpus_per_trial, trials_per_gpu=local.trials_per_gpu)
 
 
 def _slurm(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
     from .slurm import SlurmTrialExecutor
 
     return SlurmTrialExecutor.from_config(folder, config.executor.slurm, job_name=f"autosci-{config.campaign.name}",
-                                          time_limit_s=time_limit_s)
+                                          time_limit_s=time_limit_s, gpus_per_trial=config.task.gpus or 0)
 
 
 #: `executor.kind` -> how to build that executor from a campaign config.

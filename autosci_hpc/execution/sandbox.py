@@ -129,6 +129,9 @@ def python_roots() -> list[str]:
     """Host folders the Python interpreter, its libraries and this package live in (read-only)."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(sys.executable).resolve().parent.parent), str(Path(__file__).resolve().parents[1])}
+    # library folders the interpreter was pointed at beyond its prefixes (a .pth file, a user site)
+    libraries = {p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()}
+    roots |= {p for p in libraries if not any(Path(p).is_relative_to(r) for r in roots if r)}
     return sorted(r for r in roots if r and Path(r).exists() and Path(r) != Path("/"))
 
 

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import submitit
 
-from .executors import JobState, SubmittedJob, TrialExecutor
+from .executors import JobState, ShortJobError, SubmittedJob, TrialExecutor, wait_short
+from .gpus import Placement
 from .trial import TrialRequest, run_trial
 
 #: Slurm state -> failure class when the job ended without a valid result file.
@@ -88,6 +89,12 @@ def parse_state_lines(text: str) -> dict[str, str]:
     return out
 
 
+def gres_gpus(gres: str) -> int:
+    """The GPU count of a gres request ("gpu:h100:2", "gpu:1", "gpu" is one), 0 without GPUs."""
+    match = re.search(r"gpu(?::[^:,]+)?:(\d+)", gres)
+    return int(match.group(1)) if match else (1 if gres.startswith("gpu") else 0)
+
+
 def to_job_state(raw: str) -> JobState:
     base = raw.split()[0].rstrip("+") if raw else "UNKNOWN"
     if base in TERMINAL_STATES:
@@ -108,8 +115,10 @@ class SlurmTrialExecutor(TrialExecutor):
     def __init__(self, folder: Path, parameters: dict[str, Any], *, max_concurrent: int = 16,
                  max_array_size: Optional[int] = None, job_name: str = "autosci",
                  min_poll_s: float = 1.0, max_poll_s: float = 30.0, submit_retries: int = 4,
-                 runner: Runner = _run) -> None:
+                 runner: Runner = _run, placement: Placement = Placement(executor="slurm")) -> None:
         super().__init__(folder)
+        #: What every trial gets (its GPUs and ranks), recorded with each trial's result.
+        self.placement = placement
         self.parameters = {**parameters, "slurm_job_name": job_name}
         self.job_name = job_name
         self._capacity = max_concurrent
@@ -128,7 +137,8 @@ class SlurmTrialExecutor(TrialExecutor):
         self._executor.update_parameters(**self.parameters)
 
     @classmethod
-    def from_config(cls, folder: Path, cfg: Any, *, job_name: str, time_limit_s: float) -> "SlurmTrialExecutor":
+    def from_config(cls, folder: Path, cfg: Any, *, job_name: str, time_limit_s: float,
+                    gpus_per_trial: int = 0) -> "SlurmTrialExecutor":
         # The job's limit leaves room past the trial's own limit (which kills the program and still
         # writes a result), so a Slurm TIMEOUT means the trial could not even report.
         timeout_min = max(int(cfg.time_min), int(time_limit_s // 60) + 2)
@@ -145,11 +155,16 @@ class SlurmTrialExecutor(TrialExecutor):
                           ("qos", "slurm_qos"), ("gres", "slurm_gres")):
             if getattr(cfg, key):
                 params[name] = getattr(cfg, key)
+        if gpus_per_trial and not cfg.gres:
+            # one task; its training step runs one rank per GPU
+            params["slurm_gres"] = f"gpu:{gpus_per_trial}"
         if cfg.setup:
             params["slurm_setup"] = list(cfg.setup)
         if cfg.additional:
             params["slurm_additional_parameters"] = dict(cfg.additional)
-        return cls(folder, params, max_concurrent=cfg.max_concurrent, job_name=job_name)
+        gpus = gres_gpus(params.get("slurm_gres", ""))
+        placement = Placement(executor="slurm", gpus=float(gpus), ranks=max(1, gpus_per_trial))
+        return cls(folder, params, max_concurrent=cfg.max_concurrent, job_name=job_name, placement=placement)
 
     @property
     def capacity(self) -> int:
@@ -188,6 +203,7 @@ class SlurmTrialExecutor(TrialExecutor):
 
     def _submit_array(self, part: list[TrialRequest], chunk: int = 0) -> list[Any]:
         self._executor.update_parameters(slurm_job_name=self.chunk_name(self.batch_key, chunk))
+        part = [r.model_copy(update={"placement": self.placement}) for r in part]
         for attempt in range(self.submit_retries + 1):
             try:
                 self.submit_calls += 1
@@ -201,6 +217,21 @@ class SlurmTrialExecutor(TrialExecutor):
                 raise SubmissionError(f"sbatch refused an array of {len(part)} trial(s) "
                                       f"(trials {part[0].trial_id}..{part[-1].trial_id}): {exc}") from exc
         raise AssertionError("unreachable")
+
+    def run_short(self, fn: Callable[[TrialRequest], Any], request: TrialRequest, timeout_s: float) -> Any:
+        """One short job on the trials' partition, with their resources (GPUs included), named
+        `<campaign job name>-short`; waits at most `timeout_s`, queueing included."""
+        executor = submitit.AutoExecutor(folder=str(self.folder / "short" / "%j"), cluster="slurm")
+        params = {k: v for k, v in self.parameters.items() if k != "slurm_array_parallelism"}
+        params.update(slurm_job_name=f"{self.job_name}-short",
+                      timeout_min=max(2, int(request.time_limit_s // 60) + 2))
+        executor.update_parameters(**params)
+        with clean_slurm_env():
+            try:
+                job = executor.submit(fn, request.model_copy(update={"placement": self.placement}))
+            except Exception as exc:  # submitit wraps sbatch failures in several exception types
+                raise ShortJobError(f"sbatch refused the short job: {exc}") from exc
+        return wait_short(job, timeout_s, "the short job")
 
     # ---- states -------------------------------------------------------------------------------
 

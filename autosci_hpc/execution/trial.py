@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from ..layout import CampaignLayout
 from ..procs import kill_group
 from ..task import TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes, regular_files
+from . import gpus as gpu_placement
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
@@ -43,6 +44,8 @@ EVAL_LOG_FILE = "evaluate.log"
 #: numbers and the flags where they disagree with the evaluator's.
 HARNESS_KEY = "harness"
 SECRET_ENV = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
+#: The launcher of a training step of several ranks: a plain script, so that it runs in the sandbox.
+RANKS_SCRIPT = Path(__file__).resolve().parent / "ranks.py"
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "autosci_hpc")
 
 
@@ -76,6 +79,8 @@ class TrialRequest(BaseModel):
     editable: list[str] = []
     #: The campaign's sandbox (already resolved): both steps run in it.
     sandbox: sandboxing.SandboxSettings = sandboxing.SandboxSettings()
+    #: Where it runs (its executor sets it at submission): GPUs, sharing, ranks; recorded with the result.
+    placement: gpu_placement.Placement = gpu_placement.Placement()
 
 
 def task_request(task: TaskSpec, campaign_folder: Path, *, trial_id: int, folder: Path, snapshot_dir: Path,
@@ -155,6 +160,8 @@ def capture_environment() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
+        # the GPUs Slurm gave the job (indices on its node), next to what CUDA calls them
+        "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
     }
     if shutil.which("nvidia-smi"):
         try:
@@ -256,7 +263,7 @@ def _write(request: TrialRequest, started: float, log_path: Path, failure: Optio
         returncode=returncode,
         started_at=started,
         finished_at=time.time(),
-        environment=capture_environment(),
+        environment={**capture_environment(), gpu_placement.PLACEMENT_KEY: request.placement.record()},
     ))
 
 
@@ -372,6 +379,8 @@ def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
     reported = folder / "reported_metrics.json"
     argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
                                          artifacts=artifacts, overrides=overrides, metrics=reported))
+    if request.placement.ranks > 1:  # one process per GPU, torchrun's variables set (ranks.py)
+        argv = [sys.executable, str(RANKS_SCRIPT), str(request.placement.ranks), "--", *argv]
     env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
            "AUTOSCI_METRICS": str(reported), "AUTOSCI_OVERRIDES": str(overrides),
            "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
@@ -430,6 +439,7 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
 
 def run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
+    gpu_placement.apply(request.placement)
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
     work, artifacts, scratch = folder / "work", folder / "artifacts", folder / "evaluation"
@@ -524,3 +534,44 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
     if failure is not None:
         raise TrialFailed(f"trial {request.trial_id}: {failure.value}: {reason}")
     return {"trial_id": request.trial_id, "metric": metric}
+
+
+def run_smoke(request: TrialRequest) -> dict[str, Any]:
+    """An experimenter's smoke run, on the node a trial would run on: the training step alone (the
+    same copy of the program, command, environment and sandbox as a trial's, so a program cannot
+    tell the two apart), with the task's tiny settings, on the smoke run's clock. No evaluator runs,
+    no result file is written: the answer is this function's return value, and the log is
+    `<folder>/trial.log`, which the experimenter's side reads (and scrubs) itself."""
+    gpu_placement.apply(request.placement)
+    folder = Path(request.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    work, artifacts, log_path = folder / "work", folder / "artifacts", folder / LOG_FILE
+    for path in (artifacts, folder / "evaluation"):  # a trial's folder has its evaluator's scratch folder too
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+    (folder / "overrides.json").write_text(json.dumps(request.overrides, indent=1, sort_keys=True))
+    (folder / "reported_metrics.json").unlink(missing_ok=True)
+    out: dict[str, Any] = {"ok": False, "timeout": False, "reason": "", "elapsed_s": 0.0,
+                           "host": socket.gethostname(),
+                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    try:
+        _copy_program(Path(request.snapshot_dir), work)
+        argv, env = sandboxed(request, "train", *training_step(request))
+    except (TaskError, OSError, sandboxing.SandboxError) as exc:
+        log_path.write_text("")
+        out["reason"] = f"the program could not be started: {exc}"
+        return out
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        code, failure, reason = _run_step(argv, work, env, request.time_limit_s, log)
+    out["elapsed_s"] = time.monotonic() - started
+    if failure is not None:
+        out.update(reason=reason, timeout=failure is FailureClass.TIMEOUT)
+    elif code != 0:
+        out["reason"] = f"the program exited with status {code}"
+    elif not any(path.is_file() for path in artifacts.rglob("*")):
+        out["reason"] = ("the training step wrote nothing into its artifacts folder (the evaluator scores "
+                         "what is there)")
+    else:
+        out["ok"] = True
+    return out

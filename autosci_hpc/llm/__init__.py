@@ -100,6 +100,9 @@ def make_llm_policy(config: "CampaignConfig", store: "Store", *, task: Optional[
 
     task = task or load_task(config.task.path)
     sandbox, _ = campaign_sandbox(config, store.folder, network=task.network)
+    from ..execution.smoke import smoke_executor
+
     return LLMPolicy(client, task=task, llm=config.llm, recorder=StoreRecorder(store),
                      campaign_folder=store.folder, budget_usd=config.budget.llm_dollars, secrets=[key],
-                     sleep=sleep, heldout=heldout, sandbox=sandbox)
+                     sleep=sleep, heldout=heldout, sandbox=sandbox,
+                     smoke_executor=smoke_executor(config, store.folder / "jobs-smoke", task))

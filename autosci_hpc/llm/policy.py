@@ -39,6 +39,7 @@ from .chat import (Attempt, ChatClient, ChatRequest, ChatResponse, LLMError, Mes
                    ToolCall, ToolResult, ToolSpec, call_with_retries, clean_text, clip_marked)
 from .context import (CHARS_PER_TOKEN, MEMORY_CHARS, clip, compact, dead_end_line, listing, post_line,
                       proposal_line, render_state, task_text, trial_line)
+from ..execution.executors import TrialExecutor
 from ..execution.sandbox import SandboxSettings
 from ..scrub import Scrubber
 from .keys import redact
@@ -99,8 +100,11 @@ class LLMPolicy:
                  budget_usd: Optional[float] = None, secrets: Iterable[Optional[str]] = (),
                  sleep: Callable[[float], None] = time.sleep,
                  heldout: Callable[[], tuple[list[float], list[float]]] = lambda: ([], []),
-                 sandbox: Optional[SandboxSettings] = None) -> None:
+                 sandbox: Optional[SandboxSettings] = None,
+                 smoke_executor: Optional[TrialExecutor] = None) -> None:
         self.client = client
+        #: What the experimenters' smoke runs go through (`execution.smoke`).
+        self.smoke_executor = smoke_executor
         self.task = task
         self.llm = llm or LLMSection(backend="anthropic", model=client.model)
         self.recorder: Recorder = recorder or MemoryRecorder()
@@ -224,7 +228,8 @@ class LLMPolicy:
         try:
             ws = Workspace.create(self.task, source, parent, name=agent.name,
                                   base_overrides=view.champion.overrides, secrets=self.secrets,
-                                  heldout=self.heldout()[0], sandbox=self.sandbox)
+                                  heldout=self.heldout()[0], sandbox=self.sandbox,
+                                  executor=self.smoke_executor)
         except (OSError, WorkspaceError) as exc:
             raise LLMPolicyError(f"{agent.name}: implement: cannot prepare the scratch workspace: {exc}") from None
         try:

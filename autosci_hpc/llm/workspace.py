@@ -9,24 +9,23 @@ snapshot (`task.apply_edits`, as the experimenter's launch does) they give the s
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
-import shlex
 import shutil
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import yaml
 
-from ..procs import kill_group
 from ..config import LLMSection
 from ..execution import sandbox as sandboxing
-from ..execution.trial import LOG_FILE
+from ..execution.executors import ShortJobError, TrialExecutor
+from ..execution.local import LocalTrialExecutor
+from ..execution.smoke import QUEUE_WAIT_S, smoke_plan
+from ..execution.trial import LOG_FILE, TrialRequest, run_smoke
 from ..layout import visible_data
 from ..scrub import Scrubber
 from ..task import Edit, TaskSpec, flatten, unknown_keys_reason
@@ -44,8 +43,11 @@ class WorkspaceError(ValueError):
 class Workspace:
     def __init__(self, task: TaskSpec, root: Path, base_overrides: Optional[dict[str, Any]] = None,
                  secrets: Iterable[Optional[str]] = (), *, heldout: Iterable[float] = (),
-                 sandbox: Optional[sandboxing.SandboxSettings] = None) -> None:
+                 sandbox: Optional[sandboxing.SandboxSettings] = None,
+                 executor: Optional[TrialExecutor] = None) -> None:
         self.task = task
+        #: What smoke runs go through (`execution.smoke`); None: a local executor, CPU only.
+        self.executor = executor
         self.root = root
         self.base_overrides = dict(base_overrides or {})
         self.overrides: dict[str, Any] = {}
@@ -61,14 +63,15 @@ class Workspace:
     def create(cls, task: TaskSpec, source: Path, parent: Path, name: str = "ws",
                base_overrides: Optional[dict[str, Any]] = None,
                secrets: Iterable[Optional[str]] = (), *, heldout: Iterable[float] = (),
-               sandbox: Optional[sandboxing.SandboxSettings] = None) -> "Workspace":
+               sandbox: Optional[sandboxing.SandboxSettings] = None,
+               executor: Optional[TrialExecutor] = None) -> "Workspace":
         if not source.is_dir():
             raise WorkspaceError(f"the champion snapshot {source} does not exist")
         parent.mkdir(parents=True, exist_ok=True)
         root = parent / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # symlinks=True: a link in the snapshot is copied as a link (and then refused), never followed.
         shutil.copytree(source, root, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-        return cls(task, root, base_overrides, secrets, heldout=heldout, sandbox=sandbox)
+        return cls(task, root, base_overrides, secrets, heldout=heldout, sandbox=sandbox, executor=executor)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -225,60 +228,46 @@ class Workspace:
         self.smoke_passed = True
 
     def _run(self, llm: LLMSection, data_dir: str) -> tuple[bool, str]:
-        """A short trial: the same folder layout, command, environment and sandbox as a trial's, so a
-        program cannot tell the two apart (nothing says "smoke"); only the settings are tiny."""
+        """A short trial through the executor (`execution.smoke`): the trial runner's own training step,
+        in the same folder layout, command, environment and sandbox as a trial's, so a program cannot
+        tell the two apart (nothing says "smoke"); only the settings are tiny."""
+        plan = smoke_plan(self.task, llm)
         run_dir = self.root.parent / f"{self.root.name}.run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.copytree(self.root, run_dir / "work", symlinks=True)
-        overrides = {**self.base_overrides, **self.overrides, **llm.smoke_overrides}
-        overrides_path = run_dir / "overrides.json"
-        overrides_path.write_text(json.dumps(overrides, indent=1, sort_keys=True))
-        metrics_path = run_dir / "reported_metrics.json"  # named as in a trial: {metrics} is the program's own
-        log_path = run_dir / LOG_FILE
-        artifacts = run_dir / "artifacts"
-        artifacts.mkdir()
-        (run_dir / "evaluation").mkdir()  # a trial's folder has its evaluator's scratch folder too
         if data_dir:  # the training step's share of the data only (task contract 2): split 0's visible part
             data_dir = str(visible_data(Path(data_dir), 0, self.task.splits))
-        argv = shlex.split(self.task.command.format(
-            python=shlex.quote(sys.executable), overrides=shlex.quote(str(overrides_path)),
-            metrics=shlex.quote(str(metrics_path)), seed=0, data=shlex.quote(data_dir),
-            artifacts=shlex.quote(str(artifacts))))
-        env = {k: v for k, v in os.environ.items()
-               if k not in SECRET_ENV and not any(s in v for s in self.secrets)}
-        env.update(AUTOSCI_TRIAL_ID="0", AUTOSCI_SEED="0", AUTOSCI_METRICS=str(metrics_path),
-                   AUTOSCI_ARTIFACTS=str(artifacts),
-                   AUTOSCI_OVERRIDES=str(overrides_path), AUTOSCI_DATA=data_dir, PYTHONHASHSEED="0")
+        request = TrialRequest(trial_id=0, folder=str(run_dir), snapshot_dir=str(self.root),
+                               command=self.task.command, seed=0,
+                               overrides={**self.base_overrides, **self.overrides, **plan.overrides},
+                               time_limit_s=plan.time_limit_s, metric=self.task.metric.name,
+                               test_metric=self.task.test_metric, data_dir=data_dir,
+                               editable=list(self.task.editable), sandbox=self.sandbox)
+        # Without the campaign's executor: this machine's, its job folder removed with the run's
+        jobs = self.root.parent / f"{self.root.name}.jobs"
+        executor = self.executor or LocalTrialExecutor(jobs, max_concurrent=1, timeout_min=plan.time_limit_s / 60 + 1)
         try:
-            argv, env = sandboxing.wrap(argv, env, self.sandbox.policy(str(run_dir), data_dir))
-        except sandboxing.SandboxError as exc:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            return False, f"smoke test FAILED: {exc}"
-        started = time.monotonic()
-        try:
-            with open(log_path, "wb") as log:
-                try:
-                    proc = subprocess.Popen(argv, cwd=run_dir / "work", stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
-                except OSError as exc:
-                    return False, f"smoke test FAILED: could not start {argv[0]!r}: {exc}"
-                try:
-                    code = proc.wait(timeout=llm.smoke_timeout_s)
-                except subprocess.TimeoutExpired:
-                    kill_group(proc)
-                    return False, (f"smoke test FAILED: still running after {llm.smoke_timeout_s:g} s and killed "
-                                   f"(the smoke settings {llm.smoke_overrides} should make it take seconds)\n"
-                                   + self._tail(log_path))
-            elapsed = time.monotonic() - started
-            if code != 0:
-                return False, f"smoke test FAILED: the program exited with status {code}\n" + self._tail(log_path)
-            if not any(path.is_file() for path in artifacts.rglob("*")):
-                return False, ("smoke test FAILED: the training step wrote nothing into its artifacts folder (the "
-                               "evaluator scores what is there)\n" + self._tail(log_path))
-            return True, (f"smoke test passed: the training step ran in {elapsed:.1f} s with tiny settings and wrote "
-                          "its artifacts (the sealed evaluator scores real trials only)")
+            with _without_values(self.secrets):  # the job inherits this environment: no secret value in it
+                answer = executor.run_short(run_smoke, request, plan.time_limit_s + QUEUE_WAIT_S)
+            if not isinstance(answer, dict):
+                return False, f"smoke test FAILED: the smoke job answered {type(answer).__name__}"
+            log_path = run_dir / LOG_FILE
+            if answer.get("timeout"):
+                return False, (f"smoke test FAILED: still running after {plan.time_limit_s:g} s and killed "
+                               f"(the smoke settings {plan.overrides} should make it take seconds)\n"
+                               + self._tail(log_path))
+            if not answer.get("ok"):
+                return False, f"smoke test FAILED: {answer.get('reason', '')}\n" + self._tail(log_path)
+            where = f"on {executor.name}" + (f" GPU(s) {answer['cuda_visible_devices']}"
+                                            if answer.get("cuda_visible_devices") else " without a GPU")
+            elapsed = float(answer.get("elapsed_s", 0))
+            return True, (f"smoke test passed: the training step ran in {elapsed:.1f} s ({where}) with tiny "
+                          "settings and wrote its artifacts (the sealed evaluator scores real trials only)")
+        except ShortJobError as exc:
+            return False, f"smoke test FAILED: {self._scrub(str(exc))}"
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if self.executor is None:
+                shutil.rmtree(jobs, ignore_errors=True)
 
     def _scrub(self, text: str) -> str:
         """Drop lines naming the held-out metric; then the scrubber: held-out values in any format, keys
@@ -288,11 +277,24 @@ class Workspace:
         return Scrubber(self.heldout, self.secrets).scrub("\n".join(lines))
 
     def _tail(self, log_path: Path, max_lines: int = 40) -> str:
-        lines = self._scrub(_text(log_path)).splitlines()[-max_lines:]
+        lines = self._scrub(_text(log_path) if log_path.is_file() else "").splitlines()[-max_lines:]
         return "--- output (last lines) ---\n" + "\n".join(lines)[-4000:]
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _without_values(secrets: list[str]) -> Iterator[None]:
+    """This process's environment without the API key variables and any variable holding a secret, while
+    a job that inherits it is submitted."""
+    hidden = {k: v for k, v in os.environ.items() if k in SECRET_ENV or any(s in v for s in secrets)}
+    for key in hidden:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def _text(path: Path) -> str:

@@ -18,7 +18,6 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 
-from ..state.budget import gpus_per_trial
 from ..coordination.promotion import interval_text
 from . import metrics, plots
 from .load import CampaignData, load_campaign
@@ -258,7 +257,7 @@ def _header(data: CampaignData, target: float, level: int) -> str:
             ("coordinator restarts", _num(data.campaign.get("restarts"))),
             ("trials", f"{s.trials_finished} finished of a budget of {s.trials_budget} "
                        f"({s.trials_failed} failed)"),
-            ("GPU-hours" if gpus_per_trial(data.campaign_config()) else "slot-hours (CPU trials)", gpu),
+            (metrics.compute_unit(data), gpu),
             ("wall clock", wall), ("LLM spend", llm)]
     # The description's first paragraph: what the task is, without its instructions to agents.
     description = [" ".join(data.task_description.strip().split("\n\n")[0].split())] \
@@ -266,7 +265,7 @@ def _header(data: CampaignData, target: float, level: int) -> str:
     cards = [("baseline", _num(s.baseline)), ("champion now", _num(s.final)),
              ("accepted improvements", str(s.accepted_improvements)),
              ("trials to target", str(n) if n is not None else "not reached"),
-             ("GPU-hours to target" if gpus_per_trial(data.campaign_config()) else "slot-hours to target",
+             (metrics.compute_unit(data, "") + " to target",
               _num(hours, 3) if hours is not None else "—"),
              ("rejected before compute", str(s.rejected_before_compute)),
              ("duplicates caught", str(s.duplicates)),
@@ -353,7 +352,7 @@ def _failures(data: CampaignData, level: int, figures: dict[str, bytes]) -> str:
 
 def _costs(data: CampaignData, level: int, figures: dict[str, bytes]) -> str:
     s = metrics.summarize(data)
-    unit = "GPU-hours" if gpus_per_trial(data.campaign_config()) else "slot-hours (CPU trials count one slot)"
+    unit = metrics.compute_unit(data, " (CPU trials count one slot)")
     parts = [_h(level, "Costs"),
              f"<p>{_num(s.gpu_hours, 3)} {unit} over {s.trials_finished} finished trials; "
              f"{s.wall_clock_min:.1f} min of wall clock.</p>"]

@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..execution.gpus import trial_gpus
 from ..state.budget import device_hours_of, gpus_per_trial
 from .load import CampaignData, ReportError
 
@@ -90,9 +91,24 @@ def best_so_far(data: CampaignData) -> pd.DataFrame:
     latest = len(means) - 1 - np.argmax(in_force[:, ::-1], axis=1) if len(means) else np.zeros(len(at), int)
     best = np.where(any_in_force, means[latest] if len(means) else np.nan, np.nan)
     gpus = gpus_per_trial(data.campaign_config())
-    hours = [device_hours_of(float(d), gpus) for d in done["duration_s"].fillna(0.0).astype(float)]
+    held = [trial_gpus(env if isinstance(env, dict) else {}, gpus)
+            for env in (done["environment"] if "environment" in done else [{}] * len(done))]
+    hours = [device_hours_of(float(d), g) for d, g in zip(done["duration_s"].fillna(0.0).astype(float), held)]
     return pd.DataFrame({"trial_n": done["trial_n"], "gpu_hours": np.cumsum(hours, dtype=float),
                          "best": best.astype(float), "finished_at": finished})
+
+
+def uses_gpus(data: CampaignData) -> bool:
+    """Whether the campaign's trials held GPUs: by its config, or by a trial's recorded placement."""
+    if gpus_per_trial(data.campaign_config()) > 0:
+        return True
+    envs = data.trials["environment"] if "environment" in data.trials else []
+    return any(trial_gpus(env, 0.0) > 0 for env in envs if isinstance(env, dict))
+
+
+def compute_unit(data: CampaignData, detail: str = " (CPU trials)") -> str:
+    """What the campaign's compute is counted in: GPU-hours, or slot-hours for CPU trials."""
+    return "GPU-hours" if uses_gpus(data) else f"slot-hours{detail}"
 
 
 def gpu_hours_used(data: CampaignData) -> float:

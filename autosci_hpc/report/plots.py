@@ -17,7 +17,6 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..state.budget import gpus_per_trial
 from . import metrics
 from .load import CampaignData
 
@@ -71,8 +70,7 @@ def best_so_far_plot(datas: Sequence[CampaignData], target: Optional[float],
         ax.plot(jumps[x], jumps["best"], "o", color=colour, markersize=5)
     if target is not None and not math.isnan(target):
         ax.axhline(target, linestyle="--", color="#444444", linewidth=1.2, label=f"target {target:.4g}")
-    gpus = gpus_per_trial(datas[0].campaign_config())
-    compute = "GPU-hours" if gpus else "slot-hours (CPU trials)"
+    compute = metrics.compute_unit(datas[0])
     ax.set_xlabel("finished trials" if x == "trial_n" else compute)
     first = datas[0]
     ax.set_ylabel(f"best {first.metric} ({first.direction})")

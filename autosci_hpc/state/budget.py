@@ -19,6 +19,9 @@ from .models import Campaign, LLMCall, Proposal, Trial
 AT_EXECUTOR = ("submitting", "submitted")
 #: Trials created and waiting for the coordinator's next batch: each will take a slot.
 WAITING = ("created",)
+#: The key under which a trial's environment records where it ran (`execution.gpus.PLACEMENT_KEY`
+#: writes it on the node; the state layer sits below execution, so it names the key itself).
+PLACEMENT_KEY = "placement"
 
 
 def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float = 0.0) -> bool:
@@ -33,24 +36,32 @@ def count_rows(session: Session, model: type, *where: object) -> int:
     return int(session.exec(query).one())
 
 
-def gpus_per_trial(config: CampaignConfig) -> int:
-    """GPUs one trial holds: the count in `executor.slurm.gres` ("gpu:h100:2", "gpu:1"), else 0."""
+def gpus_per_trial(config: CampaignConfig) -> float:
+    """GPUs one trial holds: on SLURM the count in `executor.slurm.gres` ("gpu:h100:2", "gpu:1") or the
+    task's `gpus`; locally the task's `gpus` divided among the trials sharing them; else 0."""
+    task_gpus = config.task.gpus or 0
     if config.executor.kind != "slurm":
-        return 0
+        return task_gpus / config.executor.local.trials_per_gpu if task_gpus else 0.0
     match = re.search(r"gpu(?::[^:,]+)?:(\d+)", config.executor.slurm.gres)
-    return int(match.group(1)) if match else (1 if config.executor.slurm.gres.startswith("gpu") else 0)
+    gres = int(match.group(1)) if match else (1 if config.executor.slurm.gres.startswith("gpu") else 0)
+    return float(gres or task_gpus)
 
 
-def device_hours_of(duration_s: float, gpus: int) -> float:
+def device_hours_of(duration_s: float, gpus: float) -> float:
     """The accelerator time one trial consumed. A CPU-only trial counts as one slot, so the
     `budget.gpu_hours` cap and the GPU-hours axis of the analysis also mean something on CPU tasks."""
-    return duration_s * max(1, gpus) / 3600.0
+    return duration_s * (gpus if gpus > 0 else 1.0) / 3600.0
 
 
 def gpu_hours_used(session: Session, config: CampaignConfig) -> float:
-    """GPU-hours (slot-hours without GPUs) of every finished trial, from their recorded durations."""
-    total = session.exec(select(func.coalesce(func.sum(Trial.duration_s), 0.0))).one()
-    return device_hours_of(float(total or 0.0), gpus_per_trial(config))
+    """GPU-hours (slot-hours without GPUs) of every finished trial, from their recorded durations and
+    the GPUs each recorded holding (its placement; the config's count for trials without one)."""
+    default = gpus_per_trial(config)
+    held = func.json_extract(Trial.environment, f"$.{PLACEMENT_KEY}.gpus")
+    rows = session.exec(select(func.coalesce(held, -1.0), func.sum(Trial.duration_s))
+                        .where(col(Trial.duration_s).is_not(None)).group_by(held)).all()
+    return sum(device_hours_of(float(total or 0.0), default if float(gpus) < 0 else float(gpus))
+               for gpus, total in rows)
 
 
 def gpu_hours_spent(session: Session, config: CampaignConfig) -> bool:

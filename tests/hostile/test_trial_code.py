@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from autosci_hpc.execution.gpus import Placement
 from autosci_hpc.execution.sandbox import SandboxSettings
 from autosci_hpc.execution.trial import TrialRequest
 from autosci_hpc.llm.workspace import Workspace
@@ -177,7 +178,8 @@ def test_the_smoke_run_cannot_be_told_apart_from_a_trial(tmp_path: Path, mode: s
     folder, targets = campaign(tmp_path)
     task = load_task(hostile_task(tmp_path, targets, extra))
     trial = folder / "trials" / "000004"
-    req = trial_request(task, trial, mode)
+    # placed as the local executor places a CPU trial (no GPU shown), as the smoke run is placed too
+    req = trial_request(task, trial, mode, placement=Placement(executor="local", devices=""))
     run_in_runner(req.model_dump_json(), dict(os.environ))
     as_trial = (trial / "trial.log").read_text().split("FINGERPRINT ", 1)[1].splitlines()[0]
     ws = Workspace.create(task, task.program_dir, folder / "scratch", sandbox=SandboxSettings(mode=mode))

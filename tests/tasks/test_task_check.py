@@ -246,3 +246,13 @@ def test_the_held_out_reading_ignores_chance_matches():
     for text in ("0.71", "epoch 713", "71% done", "lr 0.7"):
         assert printed_held_out(text, value) is None, text
     assert printed_held_out("val 0.713", value, others=[0.7131]) is None
+
+
+def test_smoke_overrides_that_are_not_config_keys_are_an_error(tmp_path):
+    from autosci_hpc.task import SmokeSpec, load_task
+    from autosci_hpc.taskcheck import static_problems
+
+    task = load_task(REPO / "tests" / "fixtures" / "tasks" / "ranks")
+    assert static_problems(task)[0] == []
+    bad = task.model_copy(update={"smoke": SmokeSpec(overrides={"sleep": 0.0, "steps": 2})})
+    assert any("smoke.overrides: steps not key(s) of config.yaml" in e for e in static_problems(bad)[0])
