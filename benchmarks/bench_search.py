@@ -179,16 +179,20 @@ class FlatMetric:
         return math.sqrt(self.run_noise ** 2 + self.noise ** 2 / 3)
 
     def verify(self, work: Path) -> None:
-        """Run the fixture program on a few (x, y, seed) and compare: the simulation is the task."""
+        """Run the fixture program and its sealed evaluator (whose number decides) on a few (x, y, seed)
+        and compare: the simulation is the task."""
         program = FLAT_TASK / "program"
+        evaluator = FLAT_TASK.parent / "toy" / "evaluator" / "evaluate.py"
         for x, y, seed in ((0.0, 0.0, 0), (0.25, -0.5, 3), (0.75, 0.1, 7)):
-            overrides, out = work / "o.json", work / "m.json"
-            work.mkdir(parents=True, exist_ok=True)
+            overrides, out, artifacts = work / "o.json", work / "m.json", work / "artifacts"
+            artifacts.mkdir(parents=True, exist_ok=True)
             overrides.write_text(json.dumps({"x": x, "y": y, "run_noise": self.run_noise, "noise": self.noise,
                                              "planted_gain": self.planted_gain}))
             subprocess.run([sys.executable, "train.py", "--config", "config.yaml", "--overrides", str(overrides),
-                            "--seed", str(seed), "--metrics", str(out)], cwd=program, check=True,
+                            "--seed", str(seed), "--artifacts", str(artifacts)], cwd=program, check=True,
                            capture_output=True)
+            subprocess.run([sys.executable, str(evaluator), "--artifacts", str(artifacts), "--seed", str(seed),
+                            "--metrics", str(out), "--flat"], cwd=work, check=True, capture_output=True)
             measured = json.loads(out.read_text())["score"]
             if abs(measured - self(x, y, seed)) > 1e-12:
                 raise RuntimeError(f"the simulated flat metric drifted from the program: {measured} vs "

@@ -74,7 +74,10 @@ class Outcomes:
                 return self._stale(session, proposal, parent, champion, [trial])
             delta = trial.champion_delta or 0.0
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
-                self._add_seeds(session, proposal, trial, champion, list(range(1, rules.seeds)), first=True)
+                # A timed task's screen ran apart from the champion: its replication runs seed 0 again,
+                # next to the champion's, so that every pair the decision uses ran side by side.
+                seeds = list(range(0 if self.task.timed else 1, rules.seeds))
+                self._add_seeds(session, proposal, trial, champion, seeds, first=True)
                 proposal.status = "replicating"
                 session.add(proposal)
                 post(session, "result", f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
@@ -160,10 +163,10 @@ class Outcomes:
         """Replicates of the candidate on `seeds`, and the champion's runs on those of them it has no
         stored result for (all of them, and seed 0 too on the first round, when the champion is
         re-measured). Returns how many trials were created (0 if the budget has no room)."""
-        rules = self.config.promotion
         reference = self._reference(session, champion, template.group)
-        wanted = ([0, *seeds] if first else seeds) if rules.remeasure_champion else seeds
-        missing = [s for s in wanted if rules.remeasure_champion or s not in reference]
+        remeasure = self._remeasures()
+        wanted = sorted({0, *seeds}) if first and remeasure else seeds
+        missing = [s for s in wanted if remeasure or s not in reference]
         if not first and len(seeds) + len(missing) > self._room(session):
             return 0
         if first and missing and len(missing) > self._room(session):
@@ -184,6 +187,11 @@ class Outcomes:
         if missing:
             emit(session, "champion.remeasured", "champion", champion.id, proposal=proposal.id, seeds=missing)
         return len(seeds) + len(missing)
+
+    def _remeasures(self) -> bool:
+        """Whether the champion is re-run next to each replication: the task's metric depends on time or
+        hardware (`noise: timed`), or the campaign asks for it (`promotion.remeasure_champion`)."""
+        return self.config.promotion.remeasure_champion or self.task.timed
 
     def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
                group: list[Trial]) -> int:
@@ -233,7 +241,9 @@ class Outcomes:
                  team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in failed])
             self._conclude(session, proposal, "failed")
             return 1
-        metrics = {t.seed: float(t.metric) for t in group if t.metric is not None}
+        # A seed run twice (a timed task's screen and its side-by-side re-run): the re-run counts.
+        ordered = sorted(group, key=lambda t: (t.seed, t.role == "replicate", t.id or 0))
+        metrics = {t.seed: float(t.metric) for t in ordered if t.metric is not None}
         rules = self.config.promotion
         if len(group) == 1 and rules.seeds > 1:
             decision = promotion.Decision(False, rules.rule, group[0].champion_delta or 0.0,

@@ -26,9 +26,9 @@ BASE = {0: 0.50, 1: 0.52, 2: 0.48}
 class World:
     """A campaign in execution with a baseline champion (sd 0.02 over 3 seeds) and one proposal."""
 
-    def __init__(self, tmp_path: Path, *overrides: str) -> None:
-        self.config = campaign_config(tmp_path, "toy", "budget.trials=40", *overrides)
-        self.task = load_task(FIXTURE_TASKS / "toy")
+    def __init__(self, tmp_path: Path, *overrides: str, task: str = "toy") -> None:
+        self.config = campaign_config(tmp_path, task, "budget.trials=40", *overrides)
+        self.task = load_task(FIXTURE_TASKS / task)
         self.folder = self.config.campaign_folder()
         self.store = Store(self.folder)
         self.outcomes = Outcomes(self.task, self.config)
@@ -144,6 +144,46 @@ def test_remeasuring_runs_the_champion_next_to_every_seed(tmp_path: Path) -> Non
     world.finish({0: 0.60, 1: 0.61, 2: 0.59}, champion={0: 0.64, 1: 0.65, 2: 0.63})
     assert world.proposal(pid).outcome == "not_promoted"
     assert len(world.champions()) == 1
+
+
+def test_a_timed_task_reruns_the_champion_next_to_every_replicated_seed(tmp_path: Path) -> None:
+    """`noise: timed`: the stored runs of the champion are stale evidence. Its replication runs the
+    candidate again on seed 0 and the champion on every seed, created together (one submission), and the
+    decision pairs the side-by-side runs only."""
+    world = World(tmp_path, task="timed")
+    assert world.task.timed and not world.config.promotion.remeasure_champion
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.70)  # seed 0 screened against the stored champion (0.50): +0.20; all six
+    opened = world.open_trials()  # were created in that one transaction: the submitter's next batch
+    assert sorted((t.role, t.seed) for t in opened) == [
+        (CHAMPION_RERUN, 0), (CHAMPION_RERUN, 1), (CHAMPION_RERUN, 2),
+        ("replicate", 0), ("replicate", 1), ("replicate", 2)]
+    # Side by side, the champion is as good as the candidate: the screen's gain was the conditions.
+    world.finish({0: 0.70, 1: 0.71, 2: 0.69}, champion={0: 0.70, 1: 0.71, 2: 0.70})
+    assert world.proposal(pid).outcome == "not_promoted"
+    assert len(world.champions()) == 1
+    # The same measurements on a task whose runs are reproducible would reuse the stored champion runs
+    # (0.50, 0.52, 0.48) and promote: what `noise: timed` guards against.
+    seeded = World(tmp_path / "seeded")
+    pid, tid = seeded.propose({"x": 0.3})
+    seeded.report(tid, 0.70)
+    assert sorted((t.role, t.seed) for t in seeded.open_trials()) == [("replicate", 1), ("replicate", 2)]
+    seeded.finish({1: 0.71, 2: 0.69})
+    assert seeded.proposal(pid).outcome == "promoted"
+
+
+def test_a_timed_champion_decision_uses_the_rerun_of_seed_0(tmp_path: Path) -> None:
+    world = World(tmp_path, task="timed")
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.40)  # a bad screen would stop it; a good one:
+    assert world.proposal(pid).outcome == "not_promoted"
+    pid, tid = world.propose({"x": 0.35})
+    world.report(tid, 0.90)
+    world.finish({0: 0.70, 1: 0.71, 2: 0.69}, champion={0: 0.50, 1: 0.51, 2: 0.49})
+    new = world.champions()[-1]
+    assert world.proposal(pid).outcome == "promoted"
+    assert new.seed_metrics["0"] == 0.70  # the side-by-side re-run, not the screen's 0.90
+    assert new.rule_detail["champion"] == {"0": 0.50, "1": 0.51, "2": 0.49}
 
 
 def test_no_seeds_past_the_budget(tmp_path: Path) -> None:
