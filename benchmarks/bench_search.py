@@ -268,10 +268,17 @@ def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float,
     """Campaigns (the default rule unless told) on the flat task with a 2-sigma gain planted at x >= 0.5."""
     metric = FlatMetric(0.01, run_noise)
     gain = round(2 * metric.sigma, 5)
-    overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
-                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}", f"promotion.rule={rule}",
-                 "promotion.min_delta=0"]
-    datas = _compare(out, ("decentralized",), campaigns, overrides)
+    rng = random.Random(17)
+    datas = []
+    for i in range(campaigns):
+        # Each campaign starts from its own y (which the flat task ignores but its per-run noise does not):
+        # the baseline champion's draws differ between campaigns, as they would between real tasks.
+        y0 = round(rng.uniform(-1.0, 1.0), 4)
+        overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
+                     f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}, y: {y0}}}",
+                     f"promotion.rule={rule}", "promotion.min_delta=0"]
+        run_comparison([str(CONFIG)], overrides, ["decentralized"], [i], out, progress=_quiet)
+        datas.append(load_campaign(out / f"decentralized-s{i}"))
     found = []
     for data in datas:
         final = data.champions.sort_values("id").iloc[-1]
