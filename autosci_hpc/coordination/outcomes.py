@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from ..agents.roles import post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
+from ..execution import conditions as run_conditions
 from ..execution.results import FailureClass
 from ..state import emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
@@ -188,6 +189,28 @@ class Outcomes:
             emit(session, "champion.remeasured", "champion", champion.id, proposal=proposal.id, seeds=missing)
         return len(seeds) + len(missing)
 
+    def _conditions(self, session: Session, champion: Champion, group: list[Trial],
+                    metrics: dict[int, float]) -> dict[str, str]:
+        """The run conditions of the two sides of a comparison, and why they differ where they do (a
+        flag the decision, the model card and the report carry: a pair measured under different load is
+        no fair pair on a metric that depends on it)."""
+        own = group[0].group.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
+        runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
+                            .where(Trial.status == "succeeded").where(col(Trial.seed).in_(list(metrics)))
+                            .order_by(col(Trial.id))).all()
+        by_seed: dict[int, Trial] = {}
+        for run in runs:  # the same precedence as the reference: this group's reruns, else the first run
+            if run.group == own or run.seed not in by_seed:
+                by_seed[run.seed] = run
+        mine = [t.conditions or {} for t in group if t.seed in metrics]
+        theirs = [t.conditions or {} for t in by_seed.values()]
+        out = {"conditions_candidate": "; ".join(sorted({run_conditions.describe(c) for c in mine})),
+               "conditions_champion": "; ".join(sorted({run_conditions.describe(c) for c in theirs}))}
+        why = run_conditions.differ(mine, theirs)
+        if why:
+            out["conditions_differ"] = why
+        return out
+
     def _remeasures(self) -> bool:
         """Whether the champion is re-run next to each replication: the task's metric depends on time or
         hardware (`noise: timed`), or the campaign asks for it (`promotion.remeasure_champion`)."""
@@ -267,6 +290,7 @@ class Outcomes:
                 decision = promotion.decide(self.task, rules, champion, metrics, reference, spread,
                                             final=True)
                 decision.detail["stopped_by"] = "budget"
+        decision.detail.update(self._conditions(session, champion, group, metrics))
         ids = [t.id or 0 for t in group]
         if decision.promote:
             self._promote(session, proposal, champion, group, metrics, decision)

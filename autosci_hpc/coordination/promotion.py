@@ -51,6 +51,8 @@ class Decision:
             extra += f", 95% CI [{lo:+.4g}, {hi:+.4g}]"
         if d.get("min_effect") is not None:
             extra += f", min effect {d['min_effect']:.3g}"
+        if d.get("conditions_differ"):
+            extra += f"; run conditions differ: {d['conditions_differ']}"
         return (f"{self.outcome}: mean improvement {self.delta:+.4g} over {d.get('seeds', '?')} seeds "
                 f"({self.rule}{extra})")
 
@@ -283,6 +285,14 @@ def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[s
         f"program snapshot {champion.snapshot_id}; overrides {champion.overrides}",
         f"promotion rule: {rule_text(champion.rule, champion.rule_detail)}",
     ]
+    detail = champion.rule_detail or {}
+    if detail.get("conditions_candidate") or detail.get("conditions_champion"):
+        lines.append(f"run conditions: this champion's runs {detail.get('conditions_candidate') or '?'}; "
+                     f"the previous champion's runs it was compared with "
+                     f"{detail.get('conditions_champion') or '?'}")
+    if detail.get("conditions_differ"):
+        lines.append(f"WARNING: compared across different run conditions ({detail['conditions_differ']}); "
+                     "on a metric that depends on time or hardware the gain may be the conditions'")
     if previous is not None:
         lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} "
                      f"(delta {champion.delta:+.4g})")

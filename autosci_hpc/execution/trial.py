@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from ..procs import kill_group
 from ..task import (EVALUATOR_FOLDER, TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes,
                     regular_files)
+from . import conditions
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
 
@@ -134,6 +135,7 @@ def capture_environment() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
+        "conditions": conditions.current(),
     }
     if shutil.which("nvidia-smi"):
         try:
@@ -408,6 +410,17 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
 
 
 def run_trial(request: TrialRequest) -> dict[str, Any]:
+    """Train, then measure (`_run_trial`), with the trial's run conditions recorded: its slot (host and
+    devices) is marked busy while it runs, so that a trial launched next to it counts it."""
+    lifetime = request.time_limit_s + request.evaluate_time_limit_s + 600
+    conditions.enter(Path(request.folder).parent, request.trial_id, request.attempt, lifetime)
+    try:
+        return _run_trial(request)
+    finally:
+        conditions.leave()
+
+
+def _run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)

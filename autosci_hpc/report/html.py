@@ -288,7 +288,24 @@ def _champion(data: CampaignData, level: int) -> str:
             f"{_e(interval_text(float(c['metric_mean']), float(c['metric_std']), len(c['seed_metrics'] or {})))}"
             f"</b> ({_e(seeds)}), promoted by rule <code>{_e(c['rule'])}</code>; overrides "
             f"<code>{_e(c['overrides'])}</code></p>"
+            + _conditions_flags(champions)
             + _h(level + 1, "Model card") + f"<pre>{_e(c['model_card'] or '(none)')}</pre>")
+
+
+def _conditions_flags(champions: Any) -> str:
+    """A warning for every promotion decided on a comparison across different run conditions (host,
+    GPU, trials sharing the slot): on a metric that depends on time or hardware, such a gain is suspect."""
+    flagged = []
+    for _, row in champions.iterrows():
+        detail = row.get("rule_detail") if hasattr(row, "get") else None
+        why = detail.get("conditions_differ") if isinstance(detail, dict) else None
+        if why:
+            flagged.append(f"champion #{int(row['id'])}: {why}")
+    if not flagged:
+        return ""
+    return ("<p class='bad'>Compared across different run conditions (the two sides of the comparison ran on "
+            "other hosts or GPUs, or with other trials sharing the slot): "
+            + "; ".join(_e(f) for f in flagged) + "</p>")
 
 
 def _lineage(data: CampaignData, level: int) -> str:

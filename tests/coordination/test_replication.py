@@ -63,12 +63,13 @@ class World:
             assert proposal.id is not None and trial.id is not None
             return proposal.id, trial.id
 
-    def report(self, trial_id: int, metric: float) -> None:
+    def report(self, trial_id: int, metric: float, conditions: Optional[dict] = None) -> None:
         """The trial's result arrives and is acted on, in one transaction."""
         with self.store.write() as session:
             trial = session.get(Trial, trial_id)
             assert trial is not None
             trial.status, trial.metric = "succeeded", metric
+            trial.conditions = conditions or {}
             session.add(trial)
             self.outcomes.react(session, trial)
 
@@ -77,15 +78,15 @@ class World:
             return list(session.exec(select(Trial).where(Trial.status != "succeeded").order_by(col(Trial.id))).all())
 
     def finish(self, candidate: dict[int, float], champion: Optional[dict[int, float]] = None,
-               proposal: Optional[int] = None) -> None:
+               proposal: Optional[int] = None, conditions: Optional[dict] = None) -> None:
         """Report every open trial (of `proposal`, if given): the candidate's seeds from `candidate`,
-        champion reruns from `champion`."""
+        champion reruns from `champion`, all run under `conditions`."""
         for trial in self.open_trials():
             if proposal is not None and trial.proposal_id != proposal:
                 continue
             values = champion if trial.role == CHAMPION_RERUN else candidate
             assert values is not None and trial.id is not None
-            self.report(trial.id, values[trial.seed])
+            self.report(trial.id, values[trial.seed], conditions)
 
     def proposal(self, proposal_id: int) -> Proposal:
         with self.store.read() as session:
@@ -184,6 +185,39 @@ def test_a_timed_champion_decision_uses_the_rerun_of_seed_0(tmp_path: Path) -> N
     assert world.proposal(pid).outcome == "promoted"
     assert new.seed_metrics["0"] == 0.70  # the side-by-side re-run, not the screen's 0.90
     assert new.rule_detail["champion"] == {"0": 0.50, "1": 0.51, "2": 0.49}
+
+
+def test_a_comparison_across_different_run_conditions_is_flagged(tmp_path: Path) -> None:
+    """The champion's stored runs had the GPU to themselves; the challenger's shared it four ways: the
+    decision, the model card and the forum say the two sides ran under different conditions."""
+    alone = {"host": "node1", "devices": "0", "gpu": ["NVIDIA H200"], "shared": 1}
+    crowded = {**alone, "shared": 4}
+    world = World(tmp_path)
+    with world.store.write() as session:  # the baseline's three runs, as the log has them
+        for seed, value in BASE.items():
+            session.add(Trial(role="baseline", group="baseline", snapshot_id=world.snapshot, overrides={},
+                              config_signature=config_signature(world.snapshot, {}), seed=seed,
+                              status="succeeded", metric=value, conditions=alone))
+    pid, tid = world.propose({"x": 0.3})
+    world.report(tid, 0.70, crowded)
+    world.finish({1: 0.71, 2: 0.69}, conditions=crowded)
+    new = world.champions()[-1]
+    assert world.proposal(pid).outcome == "promoted"
+    assert new.rule_detail["conditions_differ"] == "trials sharing the slot 4 vs 1"
+    assert "WARNING: compared across different run conditions" in new.model_card
+    assert "4 trials on the slot at launch" in new.model_card
+    # The same comparison under the same conditions carries no flag.
+    same = World(tmp_path / "same")
+    with same.store.write() as session:
+        for seed, value in BASE.items():
+            session.add(Trial(role="baseline", group="baseline", snapshot_id=same.snapshot, overrides={},
+                              config_signature=config_signature(same.snapshot, {}), seed=seed,
+                              status="succeeded", metric=value, conditions=alone))
+    pid, tid = same.propose({"x": 0.3})
+    same.report(tid, 0.70, alone)
+    same.finish({1: 0.71, 2: 0.69}, conditions=alone)
+    assert "conditions_differ" not in same.champions()[-1].rule_detail
+    assert "WARNING" not in same.champions()[-1].model_card
 
 
 def test_no_seeds_past_the_budget(tmp_path: Path) -> None:
