@@ -8,8 +8,9 @@ same-seed retry of a trial lost to the infrastructure. Doing this in the ingest 
 crash can never leave a result ingested but not acted on.
 
 A candidate is always judged against the champion it was built on. If another champion was
-promoted while it ran, it is concluded as `stale` and never replaces the new champion (whose change
-it does not contain); its idea may be proposed again on the new champion.
+promoted while it ran, it never replaces the new champion (whose change it does not contain): its
+change is re-applied to the new champion and measured again there as a new candidate trial where it
+applies cleanly (`rebase`), and otherwise it is concluded as `stale` (its idea may be proposed again).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from ..execution import conditions as run_conditions
 from ..execution.results import FailureClass
 from ..state import emit
 from ..state.models import Agent, Campaign, Champion, Proposal, Team, Trial, utcnow
-from ..task import TaskSpec
-from . import budget, promotion, provenance
+from ..task import TaskSpec, config_signature
+from . import budget, promotion, provenance, rebase
 from .modes import first_phase
 
 #: The role of a champion's run on a seed it had no stored result for (or on every seed of a
 #: replication when `promotion.remeasure_champion` is set); its group is the candidate's + this.
 CHAMPION_RERUN = "champion_rerun"
 RERUN_SUFFIX = ":champion"
+#: How many times one proposal's change is re-applied to a newer champion before it is left stale.
+MAX_REBASES = 2
 
 
 class Outcomes:
@@ -211,6 +214,43 @@ class Outcomes:
             out["conditions_differ"] = why
         return out
 
+    def _rebase(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
+                group: list[Trial]) -> Optional[str]:
+        """Re-apply the candidate's change to `champion` as a new seed-0 candidate trial; None when done,
+        else why not (a conflict, the change is in the champion already, no budget, re-based enough)."""
+        source = next((t for t in group if t.role == "candidate"), group[0])
+        groups = session.exec(select(Trial.group).where(Trial.proposal_id == proposal.id)
+                              .where(Trial.role == "candidate")).all()
+        if len(set(groups)) > MAX_REBASES:
+            return f"re-based {MAX_REBASES} times already"
+        if self._room(session) < 1:
+            return "the trial budget has no room to measure it again"
+        folder = Path(session.exec(select(Campaign)).one().folder)
+        moved = rebase.rebase(self.task, folder, (parent.snapshot_id, dict(parent.overrides)),
+                              (source.snapshot_id, dict(source.overrides)),
+                              (champion.snapshot_id, dict(champion.overrides)))
+        if isinstance(moved, str):
+            return f"its change does not apply cleanly to champion #{champion.id} ({moved})"
+        signature = config_signature(moved.snapshot_id, moved.overrides)
+        if signature == champion.config_signature:
+            return f"champion #{champion.id} already holds its change"
+        name = f"{source.group.split('@')[0]}@{champion.id}"
+        trial = Trial(proposal_id=proposal.id, team_id=source.team_id, experimenter_id=source.experimenter_id,
+                      role="candidate", group=name, snapshot_id=moved.snapshot_id, overrides=moved.overrides,
+                      config_signature=signature, seed=0, parent_champion_id=champion.id, notes=source.notes)
+        session.add(trial)
+        proposal.status, proposal.base_champion_id = "running", champion.id
+        proposal.updated_at = utcnow()
+        session.add(proposal)
+        session.flush()
+        post(session, "result", f"#{proposal.id} re-based on champion #{champion.id}",
+             f"champion #{champion.id} was promoted while it ran on champion #{parent.id}; its change is "
+             f"re-applied to the new champion and measured again (trial {trial.id}).",
+             team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
+        emit(session, "proposal.rebased", "proposal", proposal.id, parent=parent.id, champion=champion.id,
+             trial=trial.id)
+        return None
+
     def _remeasures(self) -> bool:
         """Whether the champion is re-run next to each replication: the task's metric depends on time or
         hardware (`noise: timed`), or the campaign asks for it (`promotion.remeasure_champion`)."""
@@ -218,12 +258,19 @@ class Outcomes:
 
     def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
                group: list[Trial]) -> int:
-        """A candidate built on an earlier champion: recorded, never promoted over the new one."""
+        """A candidate built on an earlier champion: never promoted over the new one. Its change is
+        re-applied to the new champion and measured again there where that is unambiguous (`rebase`), and
+        the budget has room; otherwise it is concluded as stale."""
+        why = self._rebase(session, proposal, parent, champion, group)
+        if why is None:
+            return 0
         post(session, "result", f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
              f"it was built on champion #{parent.id} and measured against it; promoting it would drop the "
-             f"change of champion #{champion.id}. Propose it again on the new champion to test it there.",
+             f"change of champion #{champion.id}. It was not re-based: {why}. Propose it again on the new "
+             "champion to test it there.",
              team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
-        emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id)
+        emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id,
+             reason=why)
         self._conclude(session, proposal, "stale")
         return 1
 

@@ -230,7 +230,7 @@ def test_no_seeds_past_the_budget(tmp_path: Path) -> None:
     assert world.open_trials() == []
 
 
-def test_a_candidate_that_finishes_after_a_new_champion_is_stale(tmp_path: Path) -> None:
+def test_a_candidate_that_finishes_after_a_new_champion_is_rebased_and_measured_again(tmp_path: Path) -> None:
     world = World(tmp_path)
     slow, slow_trial = world.propose({"y": -0.3})  # built on the baseline ...
     fast, fast_trial = world.propose({"x": 0.6})
@@ -238,6 +238,28 @@ def test_a_candidate_that_finishes_after_a_new_champion_is_stale(tmp_path: Path)
     world.finish({1: 0.91, 2: 0.89}, proposal=fast)  # ... while this one is promoted
     assert world.proposal(fast).outcome == "promoted" and len(world.champions()) == 2
     world.report(slow_trial, 0.95)  # better than anything, but measured against the old champion
+    champions = world.champions()
+    assert len(champions) == 2 and champions[-1].overrides == {"x": 0.6}  # never replaced by it
+    # Its change (y) is re-applied on the new champion (x) and measured there: a new seed-0 candidate.
+    proposal = world.proposal(slow)
+    assert proposal.status == "running" and proposal.base_champion_id == champions[-1].id
+    [again] = world.open_trials()
+    assert (again.role, again.seed, again.overrides) == ("candidate", 0, {"x": 0.6, "y": -0.3})
+    assert again.parent_champion_id == champions[-1].id and again.group == f"p{slow}@{champions[-1].id}"
+    world.report(again.id or 0, 0.97)  # on the new champion's seed 0 (0.9): it passes the screen
+    world.finish({1: 0.98, 2: 0.96})
+    assert world.proposal(slow).outcome == "promoted"
+    last = world.champions()[-1]
+    assert last.overrides == {"x": 0.6, "y": -0.3} and last.previous_id == champions[-1].id
+
+
+def test_a_candidate_whose_change_conflicts_with_the_new_champion_is_stale(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    slow, slow_trial = world.propose({"x": 0.2})  # sets the same key the new champion sets differently
+    fast, fast_trial = world.propose({"x": 0.6})
+    world.report(fast_trial, 0.9)
+    world.finish({1: 0.91, 2: 0.89}, proposal=fast)
+    world.report(slow_trial, 0.95)
     proposal = world.proposal(slow)
     assert proposal.status == "done" and proposal.outcome == "stale"
     champions = world.champions()
@@ -245,9 +267,28 @@ def test_a_candidate_that_finishes_after_a_new_champion_is_stale(tmp_path: Path)
     assert world.open_trials() == []  # no replication spent on it
 
 
-def test_a_replication_that_completes_after_a_new_champion_is_stale(tmp_path: Path) -> None:
+def test_a_code_change_is_rebased_file_by_file(tmp_path: Path) -> None:
+    """A code edit built on the baseline goes onto a newer champion that changed another file (or none)."""
     world = World(tmp_path)
-    slow, slow_trial = world.propose({"y": -0.3})
+    slow, slow_trial = world.propose({}, edits=[Edit(path="train.py", search="import argparse",
+                                                     replace="import argparse  # rebased")])
+    fast, fast_trial = world.propose({"x": 0.6})
+    world.report(fast_trial, 0.9)
+    world.finish({1: 0.91, 2: 0.89}, proposal=fast)
+    world.report(slow_trial, 0.95)
+    [again] = world.open_trials()
+    assert again.overrides == {"x": 0.6}
+    with world.store.read() as session:
+        original = session.get(Trial, slow_trial)
+        assert original is not None
+    assert again.snapshot_id == original.snapshot_id  # the new champion kept the program: same files
+    code = (world.folder / "snapshots" / again.snapshot_id / "train.py").read_text()
+    assert "import argparse  # rebased" in code
+
+
+def test_a_replication_that_completes_after_a_new_champion_is_never_promoted_over_it(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    slow, slow_trial = world.propose({"x": 0.2})
     world.report(slow_trial, 0.95)  # passes its screen: replicating on seeds 1, 2
     fast, fast_trial = world.propose({"x": 0.6})
     world.report(fast_trial, 0.9)
@@ -257,7 +298,7 @@ def test_a_replication_that_completes_after_a_new_champion_is_stale(tmp_path: Pa
             world.report(trial_id, 0.9)
     assert world.proposal(fast).outcome == "promoted"
     world.finish({1: 0.95, 2: 0.95})
-    assert world.proposal(slow).outcome == "stale"
+    assert world.proposal(slow).outcome == "stale"  # x set both ways: a conflict
     assert [c.overrides for c in world.champions()] == [{}, {"x": 0.6}]
 
 
