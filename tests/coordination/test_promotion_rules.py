@@ -102,10 +102,11 @@ def test_an_inconclusive_result(direction: str) -> None:
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_the_paired_rule_adds_seeds_up_to_its_cap(direction: str) -> None:
-    mixed = (MIXED * 4)[:5]
-    assert decide(direction, "paired", mixed, max_seeds=7).more_seeds == 2
-    assert decide(direction, "paired", mixed, max_seeds=6).more_seeds == 1
-    assert decide(direction, "paired", mixed, max_seeds=5).more_seeds == 0
+    mixed = (MIXED * 4)[:5]  # mean +0.004, just under the minimum effect: futile unless futility is low
+    assert decide(direction, "paired", mixed, max_seeds=7).detail["verdict"] == "futile"
+    assert decide(direction, "paired", mixed, max_seeds=7, futility=0.2).more_seeds == 2
+    assert decide(direction, "paired", mixed, max_seeds=6, futility=0.2).more_seeds == 1
+    assert decide(direction, "paired", mixed, max_seeds=5, futility=0.2).more_seeds == 0
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -156,8 +157,8 @@ def test_no_more_seeds_than_the_task_has_data_splits() -> None:
     reference = {k: CHAMPION[k] for k in range(3)}
     for splits, more in ((1, 2), (3, 0), (4, 1)):
         split_task = task.model_copy(update={"splits": splits})
-        verdict = promotion.decide(split_task, rules("paired"), champ, candidate(split_task, MIXED), reference,
-                                   baseline=(0.01, 3))
+        unsure = candidate(split_task, [0.03, -0.01, 0.02])  # above the minimum effect, far from significant
+        verdict = promotion.decide(split_task, rules("paired"), champ, unsure, reference, baseline=(0.01, 3))
         assert not verdict.promote and verdict.more_seeds == more, (splits, verdict.detail)
 
 
