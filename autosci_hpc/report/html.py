@@ -170,7 +170,7 @@ def _comparison(datas: Sequence[CampaignData], target: float, note: str) -> str:
                        f"trials (counted as {int(row['trials_used']) + 1}, censored)")
         lines.append(f"<li>{_e(row['campaign'])} ({_e(row['mode'])}, seed {int(row['seed'])}): {reached}; "
                      f"<b>{int(row['accepted_improvements'])}</b> accepted improvement(s); final "
-                     f"{_e(datas[0].metric)} {_num(row['final_metric'])}</li>")
+                     f"{_e(datas[0].metric)} {_num(row['final_metric'])} (95% CI {_e(row['final_ci95'])})</li>")
     ratios = []
     reference = per_mode[per_mode["mode"] == metrics.REFERENCE_MODE]
     for _, row in per_mode.iterrows():
@@ -199,14 +199,17 @@ def _comparison(datas: Sequence[CampaignData], target: float, note: str) -> str:
                             "ttt_min": "min", "ttt_max": "max",
                             "ttt_ratio_vs_decentralized": "× decentralized",
                             "improvements_median": "accepted improvements (median)",
-                            "improvements_vs_decentralized": "improvements vs decentralized"})
+                            "improvements_vs_decentralized": "improvements vs decentralized",
+                            "final_mean": f"final {datas[0].metric} (mean over campaigns)",
+                            "final_ci95": "95% CI of that mean"})
         + f"<ul>{''.join(ratios)}</ul>"
         "<h3>Per campaign</h3>"
         + _table(per_campaign_view, {"campaign": "campaign", "mode": "mode", "seed": "seed",
                                      "trials_used": "trials used", "trials_to_target": "trials to target",
                                      "gpu_hours_to_target": "GPU-hours to target",
                                      "accepted_improvements": "accepted improvements",
-                                     "final_metric": f"final {datas[0].metric}"})
+                                     "final_metric": f"final {datas[0].metric}",
+                                     "final_ci95": "95% CI (final champion's seeds)"})
         + "<div class='figs'>" + "".join(_img(png, name) for name, png in figures.items()) + "</div>"
     )
 
