@@ -110,6 +110,9 @@ class PromotionSection(_Section):
     #: Re-run the champion on every seed of each replication, next to the candidate, instead of reusing
     #: its stored runs: for metrics that depend on time or hardware (a time-budgeted training run).
     remeasure_champion: bool = False
+    #: A candidate that finishes after another champion was promoted has its change re-applied to the new
+    #: champion and measured again there, where it applies cleanly; false: it is only concluded as stale.
+    rebase: bool = True
 
     @model_validator(mode="after")
     def _seeds_fit(self) -> "PromotionSection":

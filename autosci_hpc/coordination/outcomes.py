@@ -218,6 +218,8 @@ class Outcomes:
                 group: list[Trial]) -> Optional[str]:
         """Re-apply the candidate's change to `champion` as a new seed-0 candidate trial; None when done,
         else why not (a conflict, the change is in the champion already, no budget, re-based enough)."""
+        if not self.config.promotion.rebase:
+            return "re-basing is off (promotion.rebase)"
         source = next((t for t in group if t.role == "candidate"), group[0])
         groups = session.exec(select(Trial.group).where(Trial.proposal_id == proposal.id)
                               .where(Trial.role == "candidate")).all()

@@ -267,6 +267,16 @@ def test_a_candidate_whose_change_conflicts_with_the_new_champion_is_stale(tmp_p
     assert world.open_trials() == []  # no replication spent on it
 
 
+def test_with_rebase_off_an_overtaken_candidate_is_only_stale(tmp_path: Path) -> None:
+    world = World(tmp_path, "promotion.rebase=false")
+    slow, slow_trial = world.propose({"y": -0.3})
+    fast, fast_trial = world.propose({"x": 0.6})
+    world.report(fast_trial, 0.9)
+    world.finish({1: 0.91, 2: 0.89}, proposal=fast)
+    world.report(slow_trial, 0.95)
+    assert world.proposal(slow).outcome == "stale" and world.open_trials() == []
+
+
 def test_a_code_change_is_rebased_file_by_file(tmp_path: Path) -> None:
     """A code edit built on the baseline goes onto a newer champion that changed another file (or none)."""
     world = World(tmp_path)
