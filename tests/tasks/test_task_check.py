@@ -246,3 +246,18 @@ def test_the_held_out_reading_ignores_chance_matches():
     for text in ("0.71", "epoch 713", "71% done", "lr 0.7"):
         assert printed_held_out(text, value) is None, text
     assert printed_held_out("val 0.713", value, others=[0.7131]) is None
+
+
+def test_a_time_budgeted_task_must_say_noise_timed() -> None:
+    """A training run cut off by wall time measures the machine's load too: task check warns when such a
+    task keeps the default `noise: seeded` (its champion's stored runs would be trusted), and the shipped
+    GPU profile declares `noise: timed`."""
+    from autosci_hpc.task import load_task
+    from autosci_hpc.taskcheck import static_problems
+
+    h100 = load_task(Path(__file__).resolve().parents[2] / "tasks" / "tinygpt" / "h100")
+    assert h100.noise == "timed" and static_problems(h100) == ([], [])
+    seeded = h100.model_copy(update={"noise": "seeded"})
+    errors, warnings = static_problems(seeded)
+    assert errors == [] and len(warnings) == 1
+    assert "train.time_budget_s=180" in warnings[0] and "`noise: timed`" in warnings[0]
