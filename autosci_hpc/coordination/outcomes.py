@@ -39,6 +39,13 @@ RERUN_SUFFIX = ":champion"
 MAX_REBASES = 2
 
 
+def other_group(session: Session, proposal: Proposal) -> str:
+    """The group of a proposal's latest candidate trial (a re-based proposal has more than one)."""
+    row = session.exec(select(Trial).where(Trial.proposal_id == proposal.id).where(Trial.role == "candidate")
+                       .order_by(col(Trial.id).desc())).first()
+    return row.group if row is not None else ""
+
+
 class Outcomes:
     def __init__(self, task: TaskSpec, config: CampaignConfig) -> None:
         self.task = task
@@ -92,7 +99,19 @@ class Outcomes:
                 return 0
             return self._decide(session, proposal, champion, [trial])
         # A replicate or a champion rerun: decide once every seed of the group (both sides) is in.
-        group_name = trial.group.removesuffix(RERUN_SUFFIX)
+        concluded = self._when_complete(session, proposal, trial.group, parent, champion)
+        if trial.role == CHAMPION_RERUN:
+            # Another replication may have been waiting for this run of the champion (runs are shared,
+            # never doubled): it can be decided now.
+            for other in self._waiting_on(session, trial, proposal.id or 0):
+                concluded += self._when_complete(session, other, other_group(session, other), parent, champion)
+        return concluded
+
+    def _when_complete(self, session: Session, proposal: Proposal, group_name: str, parent: Champion,
+                       champion: Champion) -> int:
+        """Decide a replication once every seed of its group is in, on both sides: its own trials, its
+        own champion reruns, and the champion's runs on its seeds that another replication started."""
+        group_name = group_name.removesuffix(RERUN_SUFFIX)
         names = [group_name, group_name + RERUN_SUFFIX]
         everything = session.exec(select(Trial).where(col(Trial.group).in_(names))
                                   .where(col(Trial.superseded_by).is_(None))).all()
@@ -101,9 +120,30 @@ class Outcomes:
         group = sorted((t for t in everything if t.role in ("candidate", "replicate")), key=lambda t: t.seed)
         if not group:
             return 0
+        if self._pending_champion_seeds(session, parent, {t.seed for t in group}):
+            return 0
         if parent.id != champion.id:
             return self._stale(session, proposal, parent, champion, group)
         return self._decide(session, proposal, champion, group)
+
+    def _pending_champion_seeds(self, session: Session, champion: Champion, seeds: set[int]) -> set[int]:
+        """Seeds among `seeds` on which a run of `champion`'s configuration is under way (created or
+        submitted, not yet finished)."""
+        if not seeds:
+            return set()
+        runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
+                            .where(col(Trial.seed).in_(list(seeds)))
+                            .where(col(Trial.status).not_in(["succeeded", "failed"]))
+                            .where(col(Trial.superseded_by).is_(None))).all()
+        return {run.seed for run in runs}
+
+    def _waiting_on(self, session: Session, rerun: Trial, own: int) -> list[Proposal]:
+        """Replicating proposals (other than `own`) built on the champion `rerun` measured."""
+        rows = session.exec(select(Proposal).where(Proposal.status == "replicating")
+                            .where(Proposal.id != own)).all()
+        return [p for p in rows if p.base_champion_id == rerun.parent_champion_id
+                or any(t.parent_champion_id == rerun.parent_champion_id
+                       for t in session.exec(select(Trial).where(Trial.proposal_id == p.id)).all())]
 
     # ---- provenance and the champion's side of a paired comparison ---------------------------
 
@@ -170,7 +210,10 @@ class Outcomes:
         reference = self._reference(session, champion, template.group)
         remeasure = self._remeasures()
         wanted = sorted({0, *seeds}) if first and remeasure else seeds
-        missing = [s for s in wanted if remeasure or s not in reference]
+        # A run of the champion on a seed that another replication has under way is shared, not doubled
+        # (the decision waits for it); a remeasured champion runs next to this replication only.
+        pending = set() if remeasure else self._pending_champion_seeds(session, champion, set(wanted))
+        missing = [s for s in wanted if remeasure or (s not in reference and s not in pending)]
         if not first and len(seeds) + len(missing) > self._room(session):
             return 0
         if first and missing and len(missing) > self._room(session):

@@ -135,6 +135,35 @@ def test_stored_champion_runs_are_reused(tmp_path: Path) -> None:
     assert sorted((t.role, t.seed) for t in world.open_trials()) == [("replicate", 3), ("replicate", 4)]
 
 
+def test_two_replications_share_the_champions_runs_on_new_seeds(tmp_path: Path) -> None:
+    """Two inconclusive candidates at once both need the champion on seeds 3 and 4: it runs there once,
+    and the replication that did not start those runs waits for them before it is decided."""
+    world = World(tmp_path)
+    first, t1 = world.propose({"x": 0.3})
+    second, t2 = world.propose({"x": 0.4})
+    world.report(t1, 0.53)
+    world.report(t2, 0.53)
+    world.finish({1: 0.53, 2: 0.49}, proposal=first)  # inconclusive: seeds 3, 4 and the champion there
+    world.finish({1: 0.53, 2: 0.49}, proposal=second)  # the same: the champion's runs are under way
+    reruns = [t for t in world.open_trials() if t.role == CHAMPION_RERUN]
+    assert sorted(t.seed for t in reruns) == [3, 4] and {t.proposal_id for t in reruns} == {first}
+    # The second candidate's seeds come in first: it must wait for the champion's.
+    for trial in world.open_trials():
+        if trial.proposal_id == second and trial.id is not None:
+            world.report(trial.id, {3: 0.45, 4: 0.46}[trial.seed])
+    assert world.proposal(second).status == "replicating"
+    for trial in world.open_trials():
+        if trial.proposal_id == first and trial.role == "replicate" and trial.id is not None:
+            world.report(trial.id, {3: 0.44, 4: 0.45}[trial.seed])
+    for trial in reruns:  # the champion's runs arrive: both replications are decided on them
+        world.report(trial.id or 0, {3: 0.50, 4: 0.51}[trial.seed])
+    assert world.proposal(first).outcome == "not_promoted"
+    assert world.proposal(second).outcome == "not_promoted"
+    with world.store.read() as session:
+        reruns_made = session.exec(select(Trial).where(Trial.role == CHAMPION_RERUN)).all()
+        assert len(reruns_made) == 2
+
+
 def test_remeasuring_runs_the_champion_next_to_every_seed(tmp_path: Path) -> None:
     world = World(tmp_path, "promotion.remeasure_champion=true")
     pid, tid = world.propose({"x": 0.3})
