@@ -166,7 +166,8 @@ class FlatMetric:
     """The flat fixture's validation metric, computed as its sealed evaluator computes it (checked by
     `verify`): 0.5 + noise * u(seed) + run_noise * v(x, y, seed) (+ planted_gain where x >= planted_from)."""
 
-    def __init__(self, noise: float, run_noise: float, planted_gain: float = 0.0, planted_from: float = 0.5) -> None:
+    def __init__(self, noise: float, run_noise: float, planted_gain: float = 0.0,
+                 planted_from: float = 0.5) -> None:
         self.noise, self.run_noise, self.planted_gain = noise, run_noise, planted_gain
         self.planted_from = planted_from
 
@@ -195,8 +196,9 @@ class FlatMetric:
             subprocess.run([sys.executable, "train.py", "--config", "config.yaml", "--overrides", str(overrides),
                             "--seed", str(seed), "--artifacts", str(artifacts)], cwd=program, check=True,
                            capture_output=True)
-            subprocess.run([sys.executable, str(evaluator), "--artifacts", str(artifacts), "--seed", str(seed),
-                            "--metrics", str(out), "--flat"], cwd=work, check=True, capture_output=True)
+            subprocess.run([sys.executable, str(evaluator), "--artifacts", str(artifacts), "--seed",
+                            str(seed), "--metrics", str(out), "--flat"],
+                           cwd=work, check=True, capture_output=True)
             measured = json.loads(out.read_text())["score"]
             if abs(measured - self(x, y, seed)) > 1e-12:
                 raise RuntimeError(f"the simulated flat metric drifted from the program: {measured} vs "
@@ -282,8 +284,8 @@ def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float, 
         # the baseline champion's draws differ between campaigns, as they would between real tasks.
         y0 = round(rng.uniform(-1.0, 1.0), 4)
         overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
-                     f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}, planted_from: {planted_from}, "
-                     f"y: {y0}}}",
+                     f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}, "
+                     f"planted_from: {planted_from}, y: {y0}}}",
                      f"promotion.rule={rule}", "promotion.min_delta=0"]
         run_comparison([str(CONFIG)], overrides, ["decentralized"], [i], out, progress=_quiet)
         datas.append(load_campaign(out / f"decentralized-s{i}"))
@@ -345,8 +347,9 @@ def _rule_rows(part3: dict[str, Any], part4: dict[str, Any], part5: Optional[dic
         rows.append(bl.row(
             f"campaigns that found a planted 2σ gain (default rule, {part5['campaigns']} campaigns of "
             f"{part5['trials']} trials, gain where x >= {part5['planted_from']})",
-            f"{bl.pct(part5['rate'])} ({part5['found']}/{part5['campaigns']}, 95% CI {ci(part5)}); the search "
-            f"proposed a change there in {part5['campaigns_that_tried_it']}; {part5['of_which_promoted']} of its "
+            f"{bl.pct(part5['rate'])} ({part5['found']}/{part5['campaigns']}, 95% CI {ci(part5)}); "
+            f"the search proposed a change there in {part5['campaigns_that_tried_it']}; "
+            f"{part5['of_which_promoted']} of its "
             f"{part5['planted_proposals_before_found']} such proposals promoted", "—", "—",
             "≥ 80%", targets["planted_gain_found"]["met"]))
     return rows

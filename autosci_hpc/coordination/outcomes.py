@@ -104,7 +104,8 @@ class Outcomes:
             # Another replication may have been waiting for this run of the champion (runs are shared,
             # never doubled): it can be decided now.
             for other in self._waiting_on(session, trial, proposal.id or 0):
-                concluded += self._when_complete(session, other, other_group(session, other), parent, champion)
+                group_name = other_group(session, other)
+                concluded += self._when_complete(session, other, group_name, parent, champion)
         return concluded
 
     def _when_complete(self, session: Session, proposal: Proposal, group_name: str, parent: Champion,

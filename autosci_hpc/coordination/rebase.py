@@ -102,8 +102,11 @@ def _write_snapshot(folder: Path, files: dict[str, bytes]) -> str:
     return sid
 
 
-def rebase(task: TaskSpec, folder: Path, parent: tuple[str, dict[str, Any]], candidate: tuple[str, dict[str, Any]],
-           new: tuple[str, dict[str, Any]]) -> Union[Rebased, str]:
+Program = tuple[str, dict[str, Any]]  # (snapshot id, overrides)
+
+
+def rebase(task: TaskSpec, folder: Path, parent: Program, candidate: Program,
+           new: Program) -> Union[Rebased, str]:
     """The candidate (snapshot, overrides) built on `parent`, re-applied to `new`; or why it cannot be."""
     overrides = merge_overrides(parent[1], candidate[1], new[1])
     if isinstance(overrides, str):

@@ -170,7 +170,8 @@ def _comparison(datas: Sequence[CampaignData], target: float, note: str) -> str:
                        f"trials (counted as {int(row['trials_used']) + 1}, censored)")
         lines.append(f"<li>{_e(row['campaign'])} ({_e(row['mode'])}, seed {int(row['seed'])}): {reached}; "
                      f"<b>{int(row['accepted_improvements'])}</b> accepted improvement(s); final "
-                     f"{_e(datas[0].metric)} {_num(row['final_metric'])} (95% CI {_e(row['final_ci95'])})</li>")
+                     f"{_e(datas[0].metric)} {_num(row['final_metric'])} "
+                     f"(95% CI {_e(row['final_ci95'])})</li>")
     ratios = []
     reference = per_mode[per_mode["mode"] == metrics.REFERENCE_MODE]
     for _, row in per_mode.iterrows():

@@ -472,7 +472,8 @@ def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.Data
                       "ttt_min": float(ttt.min()), "ttt_max": float(ttt.max()),
                       "improvements_median": float(per_campaign["accepted_improvements"][mine].median()),
                       "final_mean": float(per_campaign["final_metric"][mine].mean()),
-                      "final_ci95": _ci_text(_bounds(mean_interval(list(per_campaign["final_metric"][mine]))))})
+                      "final_ci95": _ci_text(_bounds(mean_interval(list(per_campaign["final_metric"][mine]))))
+                      })
     per_mode = pd.DataFrame(stats, columns=["mode", "campaigns", "reached", "censored", "ttt_median",
                                             "ttt_min", "ttt_max", "improvements_median", "final_mean",
                                             "final_ci95"])
