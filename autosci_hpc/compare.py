@@ -130,4 +130,31 @@ def run_comparison(files: Sequence[str], overrides: Sequence[str], arms: Sequenc
         raise RuntimeError(f"no campaign state for {names}")
     from .report.html import write_report
 
-    return write_report([r.folder for r in done], CampaignLayout(out).report_html, target=target)
+    report = write_report([r.folder for r in done], CampaignLayout(out).report_html, target=target)
+    for line in summary_lines([r.folder for r in done]):
+        progress(line)
+    return report
+
+
+def summary_lines(folders: Sequence[Path]) -> list[str]:
+    """Per mode, the final champions' mean over its campaigns with its 95% interval, and per campaign the
+    final champion with its own interval over seeds: no comparison is shown without its uncertainty."""
+    from .report import metrics
+    from .report.load import load_campaign
+
+    datas = [load_campaign(Path(f)) for f in folders]
+    if not datas:
+        return []
+    name = datas[0].metric
+    lines = []
+    for mode in sorted({d.arm for d in datas}):
+        finals = [metrics.final_metric(d) for d in datas if d.arm == mode]
+        interval = metrics.mean_interval(finals)
+        shown = (f"{interval[0]:.4g} (95% CI [{interval[1]:.4g}, {interval[2]:.4g}], {len(finals)} campaigns)"
+                 if interval else f"{finals[0]:.4g} (1 campaign: no interval across campaigns)")
+        lines.append(f"{mode}: final {name} {shown}")
+        for data in (d for d in datas if d.arm == mode):
+            own = metrics.final_interval(data)
+            lines.append(f"  {data.label}: {metrics.final_metric(data):.4g}"
+                         + (f" (95% CI [{own[0]:.4g}, {own[1]:.4g}], {own[2]} seeds)" if own else ""))
+    return lines

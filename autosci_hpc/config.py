@@ -105,11 +105,16 @@ class PromotionSection(_Section):
     max_seeds: int = Field(default=11, ge=1)
     seed_step: int = Field(default=2, ge=1)
     #: `paired`: stop adding seeds once the gain is below the minimum effect with this one-sided
-    #: confidence (1 - futility); higher stops hopeless candidates sooner.
-    futility: float = Field(default=0.2, gt=0, lt=1)
+    #: confidence (1 - futility); higher stops hopeless candidates sooner. 0.5 stops as soon as the mean
+    #: gain is below the minimum effect: a third fewer trials per null candidate than 0.2 at the same
+    #: false-promotion rate and nearly the same power on a 2-sigma gain (the rules benchmark).
+    futility: float = Field(default=0.5, gt=0, lt=1)
     #: Re-run the champion on every seed of each replication, next to the candidate, instead of reusing
     #: its stored runs: for metrics that depend on time or hardware (a time-budgeted training run).
     remeasure_champion: bool = False
+    #: A candidate that finishes after another champion was promoted has its change re-applied to the new
+    #: champion and measured again there, where it applies cleanly; false: it is only concluded as stale.
+    rebase: bool = True
 
     @model_validator(mode="after")
     def _seeds_fit(self) -> "PromotionSection":

@@ -136,6 +136,11 @@ class TaskSpec(BaseModel):
     #: Whether the metric changes with the seed (the usual case: `autosci task check` then requires two
     #: seeds to give two metrics). A task whose measurement is deterministic whatever the seed says false.
     seed_dependent: bool = True
+    #: What besides the seed moves the metric. `seeded` (default): the program, its config and the seed
+    #: decide it, so a champion's stored runs are reused as its side of a paired comparison. `timed`: time
+    #: or hardware moves it too (a training run cut off by a time budget, a shared GPU), so the champion is
+    #: re-run next to each challenger's replication, in the same submission and on the same seeds.
+    noise: Literal["seeded", "timed"] = "seeded"
     #: Whether trial code needs the network (to download weights, say). Without it, sandboxed trials have none.
     network: bool = False
     #: GPUs one trial uses (0: a CPU task, whose trials see no GPU). Above 1, the training step runs as
@@ -157,6 +162,11 @@ class TaskSpec(BaseModel):
     @property
     def evaluator_dir(self) -> Path:
         return self.folder / self.evaluator
+
+    @property
+    def timed(self) -> bool:
+        """Whether a champion's stored runs are stale evidence: its metric depends on time or hardware."""
+        return self.noise == "timed"
 
     def split_of(self, seed: int) -> int:
         """Which prepared split a seed trains and is scored on."""

@@ -101,6 +101,11 @@ def static_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     if smoke_keys:
         errors.append(f"smoke.overrides: {', '.join(smoke_keys)} not key(s) of config.yaml: every smoke run "
                       "would fail on them")
+    budgets = time_budgets(task, config)
+    if budgets and not task.timed:
+        warnings.append(f"the metric looks time-budgeted ({', '.join(budgets)}) but task.yaml declares "
+                        "`noise: seeded`: say `noise: timed` so that the champion is re-run next to each "
+                        "challenger instead of trusting runs made under other load")
     sealed_errors, sealed_warnings = sealed_contract_problems(task)
     errors += sealed_errors
     warnings += sealed_warnings
@@ -109,6 +114,17 @@ def static_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
     elif len(task.groups()) < 2:
         warnings.append("all axes are in one group: teams will all share one hypothesis")
     return errors, warnings
+
+
+def time_budgets(task: TaskSpec, config: dict[str, Any]) -> list[str]:
+    """Where a task cuts its training off by wall time (a config key `*time_budget_s` above 0, or the
+    evaluator told `--time-budget`): such a metric depends on the machine's load, not only on the seed."""
+    found = [f"{key}={value}" for key, value in sorted(config.items())
+             if key.rsplit(".", 1)[-1] == "time_budget_s" and isinstance(value, (int, float)) and value > 0]
+    match = re.search(r"--time-budget[= ]+(\S+)", task.evaluate)
+    if match and match.group(1) not in ("0", "0.0"):
+        found.append(f"evaluate --time-budget {match.group(1)}")
+    return found
 
 
 def sealed_contract_problems(task: TaskSpec) -> tuple[list[str], list[str]]:
@@ -195,7 +211,7 @@ def check_task(path: Union[str, Path], *, seed: int = 0, folder: Optional[Path] 
         return report.fail("contract", "; ".join(errors), 2, time.monotonic() - started)
     report.steps.append(Step("task.yaml", True, f"{task.name} v{task.version}: metric {task.metric.name} "
                                                 f"({task.metric.direction}), {len(task.axes)} axes in "
-                                                f"{len(task.groups())} groups",
+                                                f"{len(task.groups())} groups, noise {task.noise}",
                              time.monotonic() - started))
 
     temporary = folder is None

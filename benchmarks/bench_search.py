@@ -27,7 +27,9 @@ policy and the local executor, on one matched budget per part:
    of 2 sigma (sigma: the seed-to-seed spread of one configuration) is promoted; the trials each
    decision costs, candidate and champion reruns apart.
 5. *Planted improvement, whole campaigns*: the flat task with a gain of 2 sigma planted where
-   x >= 0.5 (`planted_gain`); a campaign found it if its final champion is there.
+   x >= `--planted-from` (`planted_gain`), each campaign from its own start (its own baseline draws); a
+   campaign found it if its final champion is there. Whether the offline search proposed a change in
+   the region at all is reported apart, with how many of those proposals the rule promoted.
 """
 
 from __future__ import annotations
@@ -60,11 +62,11 @@ NAME = "search efficiency"
 # Quick: about 8 minutes on 2 cores for parts 1-2 (diabetes trials take ~2.5 s of CPU each, 2 at a time), and
 # 6-12 more for the rules (parts 3-5; `--only-rules` runs just those).
 QUICK = {"task": "tasks/diabetes", "seeds": 5, "trials": 18, "strong_seeds": 2, "strong_trials": 15,
-         "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 4000, "planted_campaigns": 5,
-         "planted_trials": 60}
+         "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 4000, "planted_campaigns": 20,
+         "planted_trials": 40, "planted_from": 0.25}
 FULL = {"task": "tasks/diabetes", "seeds": 8, "trials": 40, "strong_seeds": 3, "strong_trials": 40,
-        "noise_trials": 60, "run_noise": 0.02, "sim_candidates": 20000, "planted_campaigns": 10,
-        "planted_trials": 60}
+        "noise_trials": 60, "run_noise": 0.02, "sim_candidates": 20000, "planted_campaigns": 40,
+        "planted_trials": 60, "planted_from": 0.25}
 #: The rules side by side: the gate off, the earlier `mean` and `ttest` rules, and the default.
 RULES = {"off (1 seed, mean)": {"seeds": 1, "rule": "mean"},
          "mean (3 seeds)": {"seeds": 3, "rule": "mean"},
@@ -161,16 +163,18 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 class FlatMetric:
-    """The flat fixture's validation metric, computed as its program computes it (checked by `verify`):
-    0.5 + noise * u(seed) + run_noise * v(x, y, seed) (+ planted_gain where x >= 0.5)."""
+    """The flat fixture's validation metric, computed as its sealed evaluator computes it (checked by
+    `verify`): 0.5 + noise * u(seed) + run_noise * v(x, y, seed) (+ planted_gain where x >= planted_from)."""
 
-    def __init__(self, noise: float, run_noise: float, planted_gain: float = 0.0) -> None:
+    def __init__(self, noise: float, run_noise: float, planted_gain: float = 0.0,
+                 planted_from: float = 0.5) -> None:
         self.noise, self.run_noise, self.planted_gain = noise, run_noise, planted_gain
+        self.planted_from = planted_from
 
     def __call__(self, x: float, y: float, seed: int) -> float:
         u = random.Random(seed).uniform(-1.0, 1.0)
         v = random.Random(f"{x!r}:{y!r}:{seed}").gauss(0.0, 1.0) if self.run_noise else 0.0
-        planted = self.planted_gain if x >= 0.5 else 0.0
+        planted = self.planted_gain if x >= self.planted_from else 0.0
         return 0.5 + self.noise * u + self.run_noise * v + planted
 
     @property
@@ -179,16 +183,22 @@ class FlatMetric:
         return math.sqrt(self.run_noise ** 2 + self.noise ** 2 / 3)
 
     def verify(self, work: Path) -> None:
-        """Run the fixture program on a few (x, y, seed) and compare: the simulation is the task."""
+        """Run the fixture program and its sealed evaluator (whose number decides) on a few (x, y, seed)
+        and compare: the simulation is the task."""
         program = FLAT_TASK / "program"
+        evaluator = FLAT_TASK.parent / "toy" / "evaluator" / "evaluate.py"
         for x, y, seed in ((0.0, 0.0, 0), (0.25, -0.5, 3), (0.75, 0.1, 7)):
-            overrides, out = work / "o.json", work / "m.json"
-            work.mkdir(parents=True, exist_ok=True)
+            overrides, out, artifacts = work / "o.json", work / "m.json", work / "artifacts"
+            artifacts.mkdir(parents=True, exist_ok=True)
             overrides.write_text(json.dumps({"x": x, "y": y, "run_noise": self.run_noise, "noise": self.noise,
-                                             "planted_gain": self.planted_gain}))
+                                             "planted_gain": self.planted_gain,
+                                             "planted_from": self.planted_from}))
             subprocess.run([sys.executable, "train.py", "--config", "config.yaml", "--overrides", str(overrides),
-                            "--seed", str(seed), "--metrics", str(out)], cwd=program, check=True,
+                            "--seed", str(seed), "--artifacts", str(artifacts)], cwd=program, check=True,
                            capture_output=True)
+            subprocess.run([sys.executable, str(evaluator), "--artifacts", str(artifacts), "--seed",
+                            str(seed), "--metrics", str(out), "--flat"],
+                           cwd=work, check=True, capture_output=True)
             measured = json.loads(out.read_text())["score"]
             if abs(measured - self(x, y, seed)) > 1e-12:
                 raise RuntimeError(f"the simulated flat metric drifted from the program: {measured} vs "
@@ -259,23 +269,53 @@ def rule_simulation(candidates: int, run_noise: float, noise: float = 0.01, seed
 
 # ---- a planted improvement, whole campaigns ------------------------------------------------------
 
-def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float,
-                      rule: str = "paired") -> dict[str, Any]:
-    """Campaigns (the default rule unless told) on the flat task with a 2-sigma gain planted at x >= 0.5."""
+def planted_campaigns(out: Path, campaigns: int, trials: int, run_noise: float, rule: str = "paired",
+                      planted_from: float = 0.25) -> dict[str, Any]:
+    """Campaigns (the default rule unless told) on the flat task with a 2-sigma gain planted where
+    x >= planted_from. A campaign found it if its final champion is there. Whether the search tried the
+    region at all is the search's doing, not the rule's: reported apart (campaigns that tried it, and
+    the share of those candidates the rule promoted)."""
     metric = FlatMetric(0.01, run_noise)
     gain = round(2 * metric.sigma, 5)
-    overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
-                 f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}}}", f"promotion.rule={rule}",
-                 "promotion.min_delta=0"]
-    datas = _compare(out, ("decentralized",), campaigns, overrides)
-    found = []
+    rng = random.Random(17)
+    datas = []
+    for i in range(campaigns):
+        # Each campaign starts from its own y (which the flat task ignores but its per-run noise does not):
+        # the baseline champion's draws differ between campaigns, as they would between real tasks.
+        y0 = round(rng.uniform(-1.0, 1.0), 4)
+        overrides = [f"task.path={FLAT_TASK}", f"budget.trials={trials}", "coordination.poll_interval_s=0.05",
+                     f"task.overrides={{run_noise: {run_noise}, planted_gain: {gain}, "
+                     f"planted_from: {planted_from}, y: {y0}}}",
+                     f"promotion.rule={rule}", "promotion.min_delta=0"]
+        run_comparison([str(CONFIG)], overrides, ["decentralized"], [i], out, progress=_quiet)
+        datas.append(load_campaign(out / f"decentralized-s{i}"))
+    found, tried, hits, promoted_hits = [], [], 0, 0
     for data in datas:
         final = data.champions.sort_values("id").iloc[-1]
-        found.append(float(dict(final["overrides"]).get("x", 0.0)) >= 0.5)
+        found.append(float(dict(final["overrides"]).get("x", 0.0)) >= planted_from)
+        candidates = data.trials[data.trials["role"] == "candidate"]
+        first = candidates.drop_duplicates("proposal_id")  # a proposal's first candidate trial
+        inside = [pid for pid, o in zip(first["proposal_id"], first["overrides"])
+                  if float(dict(o).get("x", 0.0)) >= planted_from]
+        # Only proposals made while the champion was outside the region carry the planted gain.
+        entered = data.champions[[float(dict(o).get("x", 0.0)) >= planted_from
+                                  for o in data.champions["overrides"]]]
+        entry = int(entered["proposal_id"].min()) if not entered.empty else None
+        before = [pid for pid in inside if entry is None or pid <= entry]
+        tried.append(bool(before))
+        hits += len(before)
+        promoted_hits += int(entry is not None and entry in before)
     lo, hi = wilson(sum(found), len(found))
-    tried = [int((d.trials["role"] == "candidate").sum()) for d in datas]
+    n_tried = sum(tried)
+    per_tried = wilson(sum(f for f, t in zip(found, tried) if t), n_tried)
+    candidates_per_campaign = [int((d.trials["role"] == "candidate").sum()) for d in datas]
     return {"campaigns": len(found), "found": sum(found), "rate": sum(found) / len(found), "ci95": [lo, hi],
-            "planted_gain": gain, "sigma": metric.sigma, "candidates_per_campaign": tried}
+            "planted_gain": gain, "planted_from": planted_from, "sigma": metric.sigma, "trials": trials,
+            "candidates_per_campaign": candidates_per_campaign,
+            "campaigns_that_tried_it": n_tried,
+            "found_when_tried": sum(f for f, t in zip(found, tried) if t) / n_tried if n_tried else None,
+            "found_when_tried_ci95": list(per_tried),
+            "planted_proposals_before_found": hits, "of_which_promoted": promoted_hits}
 
 
 def _rule_rows(part3: dict[str, Any], part4: dict[str, Any], part5: Optional[dict[str, Any]],
@@ -305,8 +345,12 @@ def _rule_rows(part3: dict[str, Any], part4: dict[str, Any], part5: Optional[dic
             f"{entry['trials_per_decision']:.2f}" if entry["rate"] is not None else "—"))
     if part5 is not None:
         rows.append(bl.row(
-            f"campaigns that found a planted 2σ gain (default rule, {part5['campaigns']} campaigns)",
-            f"{bl.pct(part5['rate'])} ({part5['found']}/{part5['campaigns']}, 95% CI {ci(part5)})", "—", "—",
+            f"campaigns that found a planted 2σ gain (default rule, {part5['campaigns']} campaigns of "
+            f"{part5['trials']} trials, gain where x >= {part5['planted_from']})",
+            f"{bl.pct(part5['rate'])} ({part5['found']}/{part5['campaigns']}, 95% CI {ci(part5)}); "
+            f"the search proposed a change there in {part5['campaigns_that_tried_it']}; "
+            f"{part5['of_which_promoted']} of its "
+            f"{part5['planted_proposals_before_found']} such proposals promoted", "—", "—",
             "≥ 80%", targets["planted_gain_found"]["met"]))
     return rows
 
@@ -315,11 +359,12 @@ def run_rules(sizes: dict[str, Any], work: Path) -> tuple[dict[str, Any], dict[s
                                                          dict[str, Any], list[dict[str, Any]]]:
     """Parts 3-5: the promotion rules, in real campaigns, candidate by candidate, and on a planted gain."""
     FlatMetric(0.01, sizes["run_noise"]).verify(work / "verify")
-    FlatMetric(0.01, sizes["run_noise"], 0.04).verify(work / "verify")
+    FlatMetric(0.01, sizes["run_noise"], 0.04, sizes["planted_from"]).verify(work / "verify")
     part4 = rule_simulation(sizes["sim_candidates"], sizes["run_noise"])
     part3 = false_promotions(work / "noise", sizes["noise_trials"], sizes["run_noise"])
     part5 = (planted_campaigns(work / "planted", sizes["planted_campaigns"], sizes["planted_trials"],
-                               sizes["run_noise"]) if sizes["planted_campaigns"] else None)
+                               sizes["run_noise"], planted_from=sizes["planted_from"])
+             if sizes["planted_campaigns"] else None)
     default = part4["rules"][DEFAULT_RULE]
     targets = {
         "default_rule_false_promotions": bl.target(
@@ -426,6 +471,8 @@ def _options(parser: argparse.ArgumentParser) -> None:
                         help="simulated candidates per rule and case (part 4)")
     parser.add_argument("--planted-campaigns", dest="planted_campaigns", type=int)
     parser.add_argument("--planted-trials", dest="planted_trials", type=int)
+    parser.add_argument("--planted-from", dest="planted_from", type=float,
+                        help="the planted gain applies where x >= this (default 0.25)")
     parser.add_argument("--only-rules", dest="only_rules", action="store_true",
                         help="only parts 3-5 (the promotion rules)")
     parser.add_argument("--keep", help="keep the campaigns in this folder (and resume them there)")

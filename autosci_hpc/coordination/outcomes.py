@@ -8,8 +8,9 @@ same-seed retry of a trial lost to the infrastructure. Doing this in the ingest 
 crash can never leave a result ingested but not acted on.
 
 A candidate is always judged against the champion it was built on. If another champion was
-promoted while it ran, it is concluded as `stale` and never replaces the new champion (whose change
-it does not contain); its idea may be proposed again on the new champion.
+promoted while it ran, it never replaces the new champion (whose change it does not contain): its
+change is re-applied to the new champion and measured again there as a new candidate trial where it
+applies cleanly (`rebase`), and otherwise it is concluded as `stale` (its idea may be proposed again).
 """
 
 from __future__ import annotations
@@ -22,19 +23,29 @@ from sqlmodel import Session, col, select
 from ..agents.roles import post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
+from ..execution import conditions as run_conditions
 from ..execution.results import FailureClass
 from ..state import budget, campaigns, champions, emit, proposals, trials
 from ..state.lifecycle import (FINISHED_TRIALS, PostKind, ProposalOutcome, ProposalStatus, TrialRole,
                                TrialStatus)
 from ..state.models import Campaign, Champion, Proposal, Team, Trial
-from ..task import TaskSpec
-from . import promotion, provenance
+from ..task import TaskSpec, config_signature
+from . import promotion, provenance, rebase
 from .modes import first_phase
 
 #: The role of a champion's run on a seed it had no stored result for (or on every seed of a
 #: replication when `promotion.remeasure_champion` is set); its seed set is the candidate's + this.
 CHAMPION_RERUN = TrialRole.CHAMPION_RERUN.value
 RERUN_SUFFIX = trials.RERUN_SUFFIX
+#: How many times one proposal's change is re-applied to a newer champion before it is left stale.
+MAX_REBASES = 2
+
+
+def latest_seed_set(session: Session, proposal: Proposal) -> str:
+    """The seed set of a proposal's latest candidate trial (a re-based proposal has more than one)."""
+    row = session.exec(select(Trial).where(Trial.proposal_id == proposal.id)
+                       .where(Trial.role == TrialRole.CANDIDATE).order_by(col(Trial.id).desc())).first()
+    return row.seed_set if row is not None else ""
 
 
 class Outcomes:
@@ -76,7 +87,10 @@ class Outcomes:
                 return self._stale(session, proposal, parent, champion, [trial])
             delta = trial.champion_delta or 0.0
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
-                self._add_seeds(session, proposal, trial, champion, list(range(1, rules.seeds)), first=True)
+                # A timed task's screen ran apart from the champion: its replication runs seed 0 again,
+                # next to the champion's, so that every pair the decision uses ran side by side.
+                seeds = list(range(0 if self.task.timed else 1, rules.seeds))
+                self._add_seeds(session, proposal, trial, champion, seeds, first=True)
                 proposals.replicate(session, proposal)
                 post(session, PostKind.RESULT, f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
                      f"{self.task.metric.name}={trial.metric:.4g}; replicating on seeds 1..{rules.seeds - 1}",
@@ -86,7 +100,20 @@ class Outcomes:
                 return 0
             return self._decide(session, proposal, champion, [trial])
         # A replicate or a champion rerun: decide once every seed of the seed set (both sides) is in.
-        seed_set = trial.seed_set.removesuffix(RERUN_SUFFIX)
+        concluded = self._when_complete(session, proposal, trial.seed_set, parent, champion)
+        if trial.role == CHAMPION_RERUN:
+            # Another replication may have been waiting for this run of the champion (runs are shared,
+            # never doubled): it can be decided now.
+            for other in self._waiting_on(session, trial, proposal.id or 0):
+                concluded += self._when_complete(session, other, latest_seed_set(session, other), parent,
+                                                 champion)
+        return concluded
+
+    def _when_complete(self, session: Session, proposal: Proposal, seed_set: str, parent: Champion,
+                       champion: Champion) -> int:
+        """Decide a replication once every seed of its seed set is in, on both sides: its own trials, its
+        own champion reruns, and the champion's runs on its seeds that another replication started."""
+        seed_set = seed_set.removesuffix(RERUN_SUFFIX)
         names = [seed_set, seed_set + RERUN_SUFFIX]
         everything = session.exec(select(Trial).where(col(Trial.group).in_(names))
                                   .where(col(Trial.superseded_by).is_(None))).all()
@@ -96,9 +123,30 @@ class Outcomes:
                        key=lambda t: t.seed)
         if not group:
             return 0
+        if self._pending_champion_seeds(session, parent, {t.seed for t in group}):
+            return 0
         if parent.id != champion.id:
             return self._stale(session, proposal, parent, champion, group)
         return self._decide(session, proposal, champion, group)
+
+    def _pending_champion_seeds(self, session: Session, champion: Champion, seeds: set[int]) -> set[int]:
+        """Seeds among `seeds` on which a run of `champion`'s configuration is under way (created or
+        submitted, not yet finished)."""
+        if not seeds:
+            return set()
+        runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
+                            .where(col(Trial.seed).in_(list(seeds)))
+                            .where(col(Trial.status).not_in(FINISHED_TRIALS))
+                            .where(col(Trial.superseded_by).is_(None))).all()
+        return {run.seed for run in runs}
+
+    def _waiting_on(self, session: Session, rerun: Trial, own: int) -> list[Proposal]:
+        """Replicating proposals (other than `own`) built on the champion `rerun` measured."""
+        rows = session.exec(select(Proposal).where(Proposal.status == "replicating")
+                            .where(Proposal.id != own)).all()
+        return [p for p in rows if p.base_champion_id == rerun.parent_champion_id
+                or any(t.parent_champion_id == rerun.parent_champion_id
+                       for t in session.exec(select(Trial).where(Trial.proposal_id == p.id)).all())]
 
     # ---- provenance and the champion's side of a paired comparison ---------------------------
 
@@ -163,10 +211,13 @@ class Outcomes:
         """Replicates of the candidate on `seeds`, and the champion's runs on those of them it has no
         stored result for (all of them, and seed 0 too on the first round, when the champion is
         re-measured). Returns how many trials were created (0 if the budget has no room)."""
-        rules = self.config.promotion
         reference = self._reference(session, champion, template.seed_set)
-        wanted = ([0, *seeds] if first else seeds) if rules.remeasure_champion else seeds
-        missing = [s for s in wanted if rules.remeasure_champion or s not in reference]
+        remeasure = self._remeasures()
+        wanted = sorted({0, *seeds}) if first and remeasure else seeds
+        # A run of the champion on a seed that another replication has under way is shared, not doubled
+        # (the decision waits for it); a remeasured champion runs next to this replication only.
+        pending = set() if remeasure else self._pending_champion_seeds(session, champion, set(wanted))
+        missing = [s for s in wanted if remeasure or (s not in reference and s not in pending)]
         if not first and len(seeds) + len(missing) > self._room(session):
             return 0
         if first and missing and len(missing) > self._room(session):
@@ -177,15 +228,82 @@ class Outcomes:
             emit(session, "champion.remeasured", "champion", champion.id, proposal=proposal.id, seeds=missing)
         return len(seeds) + len(missing)
 
+    def _conditions(self, session: Session, champion: Champion, group: list[Trial],
+                    metrics: dict[int, float]) -> dict[str, str]:
+        """The run conditions of the two sides of a comparison, and why they differ where they do (a
+        flag the decision, the model card and the report carry: a pair measured under different load is
+        no fair pair on a metric that depends on it)."""
+        own = group[0].seed_set.removesuffix(RERUN_SUFFIX) + RERUN_SUFFIX
+        runs = session.exec(select(Trial).where(Trial.config_signature == champion.config_signature)
+                            .where(Trial.status == TrialStatus.SUCCEEDED).where(col(Trial.seed).in_(list(metrics)))
+                            .order_by(col(Trial.id))).all()
+        by_seed: dict[int, Trial] = {}
+        for run in runs:  # the same precedence as the reference: this seed set's reruns, else the first run
+            if run.seed_set == own or run.seed not in by_seed:
+                by_seed[run.seed] = run
+        mine = [t.conditions or {} for t in group if t.seed in metrics]
+        theirs = [t.conditions or {} for t in by_seed.values()]
+        out = {"conditions_candidate": "; ".join(sorted({run_conditions.describe(c) for c in mine})),
+               "conditions_champion": "; ".join(sorted({run_conditions.describe(c) for c in theirs}))}
+        why = run_conditions.differ(mine, theirs)
+        if why:
+            out["conditions_differ"] = why
+        return out
+
+    def _rebase(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
+                group: list[Trial]) -> Optional[str]:
+        """Re-apply the candidate's change to `champion` as a new seed-0 candidate trial; None when done,
+        else why not (a conflict, the change is in the champion already, no budget, re-based enough)."""
+        if not self.config.promotion.rebase:
+            return "re-basing is off (promotion.rebase)"
+        source = next((t for t in group if t.role == TrialRole.CANDIDATE), group[0])
+        seed_sets = session.exec(select(Trial.group).where(Trial.proposal_id == proposal.id)
+                                 .where(Trial.role == TrialRole.CANDIDATE)).all()
+        if len(set(seed_sets)) > MAX_REBASES:
+            return f"re-based {MAX_REBASES} times already"
+        if self._room(session) < 1:
+            return "the trial budget has no room to measure it again"
+        folder = Path(session.exec(select(Campaign)).one().folder)
+        moved = rebase.rebase(self.task, folder, (parent.snapshot_id, dict(parent.overrides)),
+                              (source.snapshot_id, dict(source.overrides)),
+                              (champion.snapshot_id, dict(champion.overrides)))
+        if isinstance(moved, str):
+            return f"its change does not apply cleanly to champion #{champion.id} ({moved})"
+        signature = config_signature(moved.snapshot_id, moved.overrides)
+        if signature == champion.config_signature:
+            return f"champion #{champion.id} already holds its change"
+        trial = trials.rebased_candidate(session, proposal, source, champion, snapshot_id=moved.snapshot_id,
+                                         overrides=moved.overrides, config_signature=signature)
+        proposals.rebase(session, proposal, champion.id or 0)
+        post(session, PostKind.RESULT, f"#{proposal.id} re-based on champion #{champion.id}",
+             f"champion #{champion.id} was promoted while it ran on champion #{parent.id}; its change is "
+             f"re-applied to the new champion and measured again (trial {trial.id}).",
+             team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
+        emit(session, "proposal.rebased", "proposal", proposal.id, parent=parent.id, champion=champion.id,
+             trial=trial.id)
+        return None
+
+    def _remeasures(self) -> bool:
+        """Whether the champion is re-run next to each replication: the task's metric depends on time or
+        hardware (`noise: timed`), or the campaign asks for it (`promotion.remeasure_champion`)."""
+        return self.config.promotion.remeasure_champion or self.task.timed
+
     def _stale(self, session: Session, proposal: Proposal, parent: Champion, champion: Champion,
                group: list[Trial]) -> int:
-        """A candidate built on an earlier champion: recorded, never promoted over the new one."""
+        """A candidate built on an earlier champion: never promoted over the new one. Its change is
+        re-applied to the new champion and measured again there where that is unambiguous (`rebase`), and
+        the budget has room; otherwise it is concluded as stale."""
+        why = self._rebase(session, proposal, parent, champion, group)
+        if why is None:
+            return 0
         post(session, PostKind.RESULT,
              f"#{proposal.id} is stale: champion #{champion.id} was promoted while it ran",
              f"it was built on champion #{parent.id} and measured against it; promoting it would drop the "
-             f"change of champion #{champion.id}. Propose it again on the new champion to test it there.",
+             f"change of champion #{champion.id}. It was not re-based: {why}. Propose it again on the new "
+             "champion to test it there.",
              team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in group])
-        emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id)
+        emit(session, "proposal.stale", "proposal", proposal.id, parent=parent.id, champion=champion.id,
+             reason=why)
         proposals.conclude(session, proposal, ProposalOutcome.STALE)
         return 1
 
@@ -219,7 +337,9 @@ class Outcomes:
                  team_id=proposal.team_id, proposal_id=proposal.id, trial_ids=[t.id or 0 for t in failed])
             proposals.conclude(session, proposal, ProposalOutcome.FAILED)
             return 1
-        metrics = {t.seed: float(t.metric) for t in group if t.metric is not None}
+        # A seed run twice (a timed task's screen and its side-by-side re-run): the re-run counts.
+        ordered = sorted(group, key=lambda t: (t.seed, t.role == TrialRole.REPLICATE, t.id or 0))
+        metrics = {t.seed: float(t.metric) for t in ordered if t.metric is not None}
         rules = self.config.promotion
         if len(group) == 1 and rules.seeds > 1:
             decision = promotion.Decision(False, rules.rule, group[0].champion_delta or 0.0,
@@ -242,6 +362,7 @@ class Outcomes:
                 decision = promotion.decide(self.task, rules, champion, metrics, reference, spread,
                                             final=True)
                 decision.detail["stopped_by"] = "budget"
+        decision.detail.update(self._conditions(session, champion, group, metrics))
         ids = [t.id or 0 for t in group]
         if decision.promote:
             self._promote(session, proposal, champion, group, metrics, decision)

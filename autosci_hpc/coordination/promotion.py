@@ -12,7 +12,10 @@ of `min_effect_sigmas` baseline standard deviations, and adaptive replication: w
 neither significant nor clearly below the minimum effect, the candidate gets `seed_step` more seeds,
 up to `max_seeds`. Its level `alpha` is split evenly over the possible looks (Bonferroni), so the
 chance that a candidate no better than the champion is promoted stays below `alpha` however many
-seeds it took. `mean` and `ttest` are the earlier rules, kept as named options.
+seeds it took. On a task whose seed picks a data split (`splits` > 1) the baseline's spread is mostly
+the difference between splits, which cancels in a paired difference: there the spread of the paired
+differences themselves calibrates the test and the minimum effect, and seeds stop at the number of splits.
+`mean` and `ttest` are the earlier rules, kept as named options.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Decision:
             extra += f", 95% CI [{lo:+.4g}, {hi:+.4g}]"
         if d.get("min_effect") is not None:
             extra += f", min effect {d['min_effect']:.3g}"
+        if d.get("conditions_differ"):
+            extra += f"; run conditions differ: {d['conditions_differ']}"
         return (f"{self.outcome}: mean improvement {self.delta:+.4g} over {d.get('seeds', '?')} seeds "
                 f"({self.rule}{extra})")
 
@@ -79,9 +84,16 @@ def max_seeds(rules: PromotionSection) -> int:
     return max(rules.seeds, rules.max_seeds) if rules.rule == "paired" else rules.seeds
 
 
-def looks(rules: PromotionSection) -> int:
+def seed_cap(rules: PromotionSection, splits: int = 1) -> int:
+    """The most seeds the `paired` rule runs a candidate on. A task whose seed picks one of `splits` fixed
+    data splits measures seed s and s + splits on the same split: beyond that many seeds a deterministic
+    program repeats its numbers, and counting them as new evidence would make the test overconfident."""
+    return max_seeds(rules) if splits <= 1 else min(max_seeds(rules), max(rules.seeds, splits))
+
+
+def looks(rules: PromotionSection, splits: int = 1) -> int:
     """How many decisions the `paired` rule may take on one candidate (its alpha is split over them)."""
-    return 1 + math.ceil((max_seeds(rules) - rules.seeds) / rules.seed_step)
+    return 1 + math.ceil((seed_cap(rules, splits) - rules.seeds) / rules.seed_step)
 
 
 def decide(task: TaskSpec, rules: PromotionSection, champion: Champion, candidate: dict[int, float],
@@ -145,15 +157,24 @@ def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: fl
     n = len(deltas)
     squares = sum((d - mean) ** 2 for d in deltas)
     df = n - 1
-    if replicates >= 2 and sigma > 0:
-        # The difference of two runs varies twice as much as one run: pool that prior knowledge
-        # (the baseline's replicates) with the spread the differences show themselves.
-        squares += 2 * (replicates - 1) * sigma ** 2
-        df += replicates - 1
+    if splits > 1:
+        # The seed picks the data split: the baseline's seed-to-seed spread is mostly the difference between
+        # splits, which cancels in a paired difference (both sides scored on the same split). The noise
+        # that matters is the spread of the differences themselves, so they alone calibrate the test and the
+        # minimum effect (in the units of one run: a difference of two runs varies sqrt(2) times as much).
+        calibration = "paired differences"
+        sigma = math.sqrt(squares / df / 2) if df > 0 else 0.0
+    else:
+        calibration = "baseline replicates"
+        if replicates >= 2 and sigma > 0:
+            # The difference of two runs varies twice as much as one run: pool that prior knowledge
+            # (the baseline's replicates) with the spread the differences show themselves.
+            squares += 2 * (replicates - 1) * sigma ** 2
+            df += replicates - 1
     sd = math.sqrt(squares / df) if df > 0 else 0.0
     se = sd / math.sqrt(n)
     min_effect = max(rules.min_delta, rules.min_effect_sigmas * max(sigma, 0.0))
-    level = rules.alpha / looks(rules)
+    level = rules.alpha / looks(rules, splits)
     if df == 0:  # one seed and nothing to calibrate against: no test is possible yet
         p_value, ci, futile = 1.0, None, False
     elif se <= 1e-12 * max(1.0, abs(mean)):  # no variation at all: the difference is what it is
@@ -165,14 +186,12 @@ def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: fl
         ci = [mean - half, mean + half]
         futile = mean + _t_quantile(1 - rules.futility, df) * se < min_effect
     promote = p_value < level and mean >= min_effect and mean > rules.min_delta
-    # A task whose seed picks one of `splits` fixed data splits measures seed s and s + splits on the same
-    # split: beyond that many seeds a deterministic program repeats its numbers, and counting them as new
-    # evidence would make the test overconfident. So more seeds stop at the number of splits.
-    cap = max_seeds(rules) if splits <= 1 else min(max_seeds(rules), max(rules.seeds, splits))
+    cap = seed_cap(rules, splits)
     at_cap = final or n >= cap
     more = 0 if promote or futile or at_cap else min(rules.seed_step, cap - n)
-    detail.update({"p_value": p_value, "alpha": rules.alpha, "level": level, "looks": looks(rules),
-                   "min_effect": min_effect, "baseline_sd": sigma, "baseline_replicates": replicates,
+    detail.update({"p_value": p_value, "alpha": rules.alpha, "level": level, "looks": looks(rules, splits),
+                   "min_effect": min_effect, "calibration": calibration,
+                   "baseline_sd": sigma, "baseline_replicates": replicates if splits <= 1 else n,
                    "pooled_sd": sd, "df": df, "ci95": ci,
                    "verdict": "promote" if promote else "futile" if futile else "more seeds" if more
                    else "inconclusive at the cap"})
@@ -234,7 +253,9 @@ def rule_text(rule: str, detail: dict[str, Any]) -> str:
                      f"p={detail['p_value']:.3g}")
     if detail.get("min_effect") is not None:
         sd = detail.get("baseline_sd", 0.0)
-        parts.append(f"min effect {detail['min_effect']:.3g} (baseline sd {sd:.3g})")
+        source = ("sd of the paired differences / sqrt 2" if detail.get("calibration") == "paired differences"
+                  else "baseline sd")
+        parts.append(f"min effect {detail['min_effect']:.3g} ({source} {sd:.3g})")
     elif detail.get("min_delta"):
         parts.append(f"min delta {detail['min_delta']:.3g}")
     return ", ".join(parts)
@@ -264,6 +285,14 @@ def model_card(task: TaskSpec, champion: Champion, change: str, team: Optional[s
         f"program snapshot {champion.snapshot_id}; overrides {champion.overrides}",
         f"promotion rule: {rule_text(champion.rule, champion.rule_detail)}",
     ]
+    detail = champion.rule_detail or {}
+    if detail.get("conditions_candidate") or detail.get("conditions_champion"):
+        lines.append(f"run conditions: this champion's runs {detail.get('conditions_candidate') or '?'}; "
+                     f"the previous champion's runs it was compared with "
+                     f"{detail.get('conditions_champion') or '?'}")
+    if detail.get("conditions_differ"):
+        lines.append(f"WARNING: compared across different run conditions ({detail['conditions_differ']}); "
+                     "on a metric that depends on time or hardware the gain may be the conditions'")
     if previous is not None:
         lines.append(f"previous champion #{previous.id}: {previous.metric_mean:.4g} "
                      f"(delta {champion.delta:+.4g})")

@@ -106,6 +106,8 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         trial.log_tail = clean.scrub(result.log_tail)
         scrub.record(session, clean, "trial", trial.id, "the trial's log tail, failure reason or metrics")
         trial.environment = result.environment
+        recorded = result.environment.get("conditions") if isinstance(result.environment, dict) else None
+        trial.conditions = recorded if isinstance(recorded, dict) else {}
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:
         trials.finish(session, trial, TrialStatus.FAILED)

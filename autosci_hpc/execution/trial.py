@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from ..layout import CampaignLayout
 from ..procs import kill_group
 from ..task import TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes, regular_files
+from . import conditions
 from . import gpus as gpu_placement
 from . import sandbox as sandboxing
 from .results import FailureClass, TrialResult, write_result
@@ -162,6 +163,7 @@ def capture_environment() -> dict[str, Any]:
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
         # the GPUs Slurm gave the job (indices on its node), next to what CUDA calls them
         "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
+        "conditions": conditions.current(),
     }
     if shutil.which("nvidia-smi"):
         try:
@@ -438,6 +440,17 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
 
 
 def run_trial(request: TrialRequest) -> dict[str, Any]:
+    """Train, then measure (`_run_trial`), with the trial's run conditions recorded: its slot (host and
+    devices) is marked busy while it runs, so that a trial launched next to it counts it."""
+    lifetime = request.time_limit_s + request.evaluate_time_limit_s + 600
+    conditions.enter(Path(request.folder).parent, request.trial_id, request.attempt, lifetime)
+    try:
+        return _run_trial(request)
+    finally:
+        conditions.leave()
+
+
+def _run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
     gpu_placement.apply(request.placement)
     folder = Path(request.folder)

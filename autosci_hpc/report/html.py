@@ -169,7 +169,8 @@ def _comparison(datas: Sequence[CampaignData], target: float, note: str) -> str:
                        f"trials (counted as {int(row['trials_used']) + 1}, censored)")
         lines.append(f"<li>{_e(row['campaign'])} ({_e(row['mode'])}, seed {int(row['seed'])}): {reached}; "
                      f"<b>{int(row['accepted_improvements'])}</b> accepted improvement(s); final "
-                     f"{_e(datas[0].metric)} {_num(row['final_metric'])}</li>")
+                     f"{_e(datas[0].metric)} {_num(row['final_metric'])} "
+                     f"(95% CI {_e(row['final_ci95'])})</li>")
     ratios = []
     reference = per_mode[per_mode["mode"] == metrics.REFERENCE_MODE]
     for _, row in per_mode.iterrows():
@@ -198,14 +199,17 @@ def _comparison(datas: Sequence[CampaignData], target: float, note: str) -> str:
                             "ttt_min": "min", "ttt_max": "max",
                             "ttt_ratio_vs_decentralized": "× decentralized",
                             "improvements_median": "accepted improvements (median)",
-                            "improvements_vs_decentralized": "improvements vs decentralized"})
+                            "improvements_vs_decentralized": "improvements vs decentralized",
+                            "final_mean": f"final {datas[0].metric} (mean over campaigns)",
+                            "final_ci95": "95% CI of that mean"})
         + f"<ul>{''.join(ratios)}</ul>"
         "<h3>Per campaign</h3>"
         + _table(per_campaign_view, {"campaign": "campaign", "mode": "mode", "seed": "seed",
                                      "trials_used": "trials used", "trials_to_target": "trials to target",
                                      "gpu_hours_to_target": "GPU-hours to target",
                                      "accepted_improvements": "accepted improvements",
-                                     "final_metric": f"final {datas[0].metric}"})
+                                     "final_metric": f"final {datas[0].metric}",
+                                     "final_ci95": "95% CI (final champion's seeds)"})
         + "<div class='figs'>" + "".join(_img(png, name) for name, png in figures.items()) + "</div>"
     )
 
@@ -287,7 +291,24 @@ def _champion(data: CampaignData, level: int) -> str:
             f"{_e(interval_text(float(c['metric_mean']), float(c['metric_std']), len(c['seed_metrics'] or {})))}"
             f"</b> ({_e(seeds)}), promoted by rule <code>{_e(c['rule'])}</code>; overrides "
             f"<code>{_e(c['overrides'])}</code></p>"
+            + _conditions_flags(champions)
             + _h(level + 1, "Model card") + f"<pre>{_e(c['model_card'] or '(none)')}</pre>")
+
+
+def _conditions_flags(champions: Any) -> str:
+    """A warning for every promotion decided on a comparison across different run conditions (host,
+    GPU, trials sharing the slot): on a metric that depends on time or hardware, such a gain is suspect."""
+    flagged = []
+    for _, row in champions.iterrows():
+        detail = row.get("rule_detail") if hasattr(row, "get") else None
+        why = detail.get("conditions_differ") if isinstance(detail, dict) else None
+        if why:
+            flagged.append(f"champion #{int(row['id'])}: {why}")
+    if not flagged:
+        return ""
+    return ("<p class='bad'>Compared across different run conditions (the two sides of the comparison ran on "
+            "other hosts or GPUs, or with other trials sharing the slot): "
+            + "; ".join(_e(f) for f in flagged) + "</p>")
 
 
 def _lineage(data: CampaignData, level: int) -> str:

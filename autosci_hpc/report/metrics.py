@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from ..coordination.promotion import t975
 from ..execution.gpus import trial_gpus
 from ..state.budget import device_hours_of, gpus_per_trial
 from .load import CampaignData, ReportError
@@ -137,6 +138,31 @@ def final_metric(data: CampaignData) -> float:
     """The metric_mean of the champion in force at the end (NaN without any champion)."""
     champions = champions_in_order(data)
     return float(champions["metric_mean"].iloc[-1]) if len(champions) else math.nan
+
+
+def final_interval(data: CampaignData) -> Optional[tuple[float, float, int]]:
+    """(low, high, seeds) of the 95% interval of the final champion's mean over its seeds (None with
+    fewer than two seeds): the same interval status, the report and the model card show."""
+    champions = champions_in_order(data)
+    if not len(champions):
+        return None
+    last = champions.iloc[-1]
+    n = len(last["seed_metrics"] or {})
+    if n < 2:
+        return None
+    half = t975(n - 1) * float(last["metric_std"]) / math.sqrt(n)
+    mean = float(last["metric_mean"])
+    return mean - half, mean + half, n
+
+
+def mean_interval(values: Sequence[float]) -> Optional[tuple[float, float, float]]:
+    """(mean, low, high): the 95% t interval of a mean over campaigns (None with fewer than two)."""
+    clean = [float(v) for v in values if not math.isnan(float(v))]
+    if len(clean) < 2:
+        return None
+    mean = float(np.mean(clean))
+    half = t975(len(clean) - 1) * float(np.std(clean, ddof=1)) / math.sqrt(len(clean))
+    return mean, mean - half, mean + half
 
 
 def accepted_improvements(data: CampaignData) -> int:
@@ -408,6 +434,15 @@ def campaign_seed(data: CampaignData) -> int:
     return int((data.config.get("campaign") or {}).get("seed", 0))
 
 
+def _bounds(interval: Optional[tuple[float, float, float]]) -> Optional[tuple[float, float]]:
+    return (interval[1], interval[2]) if interval else None
+
+
+def _ci_text(interval: Optional[tuple[float, ...]]) -> str:
+    """`[lo, hi]` of an interval's first two numbers, or `—` where there is none."""
+    return f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "—"
+
+
 def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per campaign, per mode).
 
@@ -417,6 +452,8 @@ def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.Data
 
     Per mode: campaigns, reached, censored (campaigns that never reached the target: counted at
     their trials_used + 1), ttt_median / ttt_min / ttt_max (trials to target), improvements_median,
+    final_mean / final_ci95 (the final champions' mean over the mode's campaigns and its 95% t interval;
+    per campaign, final_ci95 is the final champion's own interval over its seeds),
     ttt_ratio_vs_decentralized (this mode's median trials-to-target over the decentralized median:
     the paper's "1.9x fewer experiments"), and improvements_vs_decentralized ("0 vs 7").
     """
@@ -432,10 +469,11 @@ def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.Data
             "reached": n is not None,
             "accepted_improvements": accepted_improvements(data),
             "final_metric": final_metric(data),
+            "final_ci95": _ci_text(final_interval(data)),
         })
     per_campaign = pd.DataFrame(rows, columns=["campaign", "name", "mode", "seed", "trials_used",
                                                "trials_to_target", "gpu_hours_to_target", "reached",
-                                               "accepted_improvements", "final_metric"])
+                                               "accepted_improvements", "final_metric", "final_ci95"])
     per_campaign = per_campaign.astype({"trials_to_target": "Int64", "gpu_hours_to_target": float})
     # Censoring: a campaign that never got there needed more than all the trials it had.
     censored_ttt = per_campaign["trials_to_target"].fillna(per_campaign["trials_used"] + 1).astype(float)
@@ -448,9 +486,13 @@ def compare_table(datas: Sequence[CampaignData], target: float) -> tuple[pd.Data
         stats.append({"mode": mode, "campaigns": int(mine.sum()), "reached": int(reached.sum()),
                       "censored": int((~reached).sum()), "ttt_median": float(ttt.median()),
                       "ttt_min": float(ttt.min()), "ttt_max": float(ttt.max()),
-                      "improvements_median": float(per_campaign["accepted_improvements"][mine].median())})
+                      "improvements_median": float(per_campaign["accepted_improvements"][mine].median()),
+                      "final_mean": float(per_campaign["final_metric"][mine].mean()),
+                      "final_ci95": _ci_text(_bounds(mean_interval(list(per_campaign["final_metric"][mine]))))
+                      })
     per_mode = pd.DataFrame(stats, columns=["mode", "campaigns", "reached", "censored", "ttt_median",
-                                            "ttt_min", "ttt_max", "improvements_median"])
+                                            "ttt_min", "ttt_max", "improvements_median", "final_mean",
+                                            "final_ci95"])
     reference = per_mode[per_mode["mode"] == REFERENCE_MODE]
     ref_ttt = float(reference["ttt_median"].iloc[0]) if len(reference) else math.nan
     ref_imp = float(reference["improvements_median"].iloc[0]) if len(reference) else math.nan

@@ -171,9 +171,10 @@ PROPOSAL = _table("proposal", P, (P.POSTED, P.REJECTED), {
     P.QUEUED: (P.CLAIMED, P.REJECTED),
     # its candidate trial was created; it went back (its trial never started); it could not be implemented
     P.CLAIMED: (P.RUNNING, P.QUEUED, P.APPROVED, P.DONE),
-    P.RUNNING: (P.REPLICATING, P.DONE),
-    # more seeds while the promotion rule is inconclusive
-    P.REPLICATING: (P.REPLICATING, P.DONE),
+    # past the screen; or re-based: a newer champion came while it ran, its change runs again on it
+    P.RUNNING: (P.REPLICATING, P.RUNNING, P.DONE),
+    # more seeds while the promotion rule is inconclusive; or re-based, as above
+    P.REPLICATING: (P.REPLICATING, P.RUNNING, P.DONE),
     P.REJECTED: (),
     P.DONE: (),
 })

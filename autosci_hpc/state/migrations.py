@@ -38,8 +38,18 @@ def _reopened_field(session: Session) -> None:
                          "WHERE discussion_round < 0")
 
 
+def _add_run_conditions(session: Session) -> None:
+    """Version 3 -> 4: a trial's run conditions (host, GPU, trials sharing the slot at launch), a JSON
+    column. Additive: rows written before hold `{}` (not recorded). Kept a step of its own, so that other
+    additive steps can be numbered around it."""
+    present = {row[1] for row in session.connection().exec_driver_sql("PRAGMA table_info(trial)")}
+    if "conditions" not in present:
+        session.connection().exec_driver_sql("ALTER TABLE trial ADD COLUMN conditions JSON DEFAULT '{}'")
+        session.connection().exec_driver_sql("UPDATE trial SET conditions = '{}' WHERE conditions IS NULL")
+
+
 #: version -> step that upgrades a database at that version to version + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance, 2: _reopened_field}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance, 2: _reopened_field, 3: _add_run_conditions}
 
 
 class SchemaError(RuntimeError):

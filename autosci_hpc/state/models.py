@@ -18,7 +18,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 #: Bump when a table changes, and add the step to `state.migrations.MIGRATIONS`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def utcnow() -> datetime:
@@ -191,6 +191,9 @@ class Trial(SQLModel, table=True):
     parent_champion_id: Optional[int] = Field(default=None, foreign_key="champion.id")
     diff: Optional[str] = None
     notes: Optional[str] = None
+    #: What the trial ran under, as its node saw it at launch: host, devices and GPU names, and how many
+    #: trials shared that slot (itself included). Comparisons across different conditions are flagged.
+    conditions: dict[str, Any] = _json(dict)
 
     @property
     def seed_set(self) -> str:

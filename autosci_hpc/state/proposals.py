@@ -91,6 +91,15 @@ def start(session: Session, proposal: Proposal) -> None:
     session.add(proposal)
 
 
+def rebase(session: Session, proposal: Proposal, champion_id: int) -> None:
+    """A newer champion was promoted while its candidate ran: its change is re-applied to that champion
+    and measured again from seed 0 (a new candidate trial), so it runs again, on the new base."""
+    _move(proposal, ProposalStatus.RUNNING)
+    proposal.base_champion_id = champion_id
+    proposal.updated_at = utcnow()
+    session.add(proposal)
+
+
 def replicate(session: Session, proposal: Proposal) -> None:
     """More seeds are out: the first replication after the screen, or more while the rule is unsure."""
     _move(proposal, ProposalStatus.REPLICATING)

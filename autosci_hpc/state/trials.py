@@ -62,6 +62,20 @@ def candidate(session: Session, proposal: Proposal, *, experimenter_id: int, sna
     return trial
 
 
+def rebased_candidate(session: Session, proposal: Proposal, source: Trial, champion: Champion, *,
+                      snapshot_id: str, overrides: dict[str, Any], config_signature: str) -> Trial:
+    """The candidate `source`'s change re-applied to a newer `champion`: a new seed-0 candidate in a seed
+    set of its own (`p<id>@<champion id>`), so its replicates and champion reruns stay apart from the
+    first measurement's; flushed, so it has its id."""
+    trial = _new(proposal_id=proposal.id, team_id=source.team_id, experimenter_id=source.experimenter_id,
+                 role=TrialRole.CANDIDATE.value, group=f"{source.seed_set.split('@')[0]}@{champion.id}",
+                 snapshot_id=snapshot_id, overrides=overrides, config_signature=config_signature, seed=0,
+                 parent_champion_id=champion.id, notes=source.notes)
+    session.add(trial)
+    session.flush()
+    return trial
+
+
 def replicates(session: Session, template: Trial, seeds: Sequence[int], champion: Champion) -> list[Trial]:
     """The candidate `template` again on `seeds` (same program, overrides, provenance)."""
     rows = [_new(proposal_id=template.proposal_id, team_id=template.team_id,

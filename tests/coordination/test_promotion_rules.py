@@ -10,6 +10,8 @@ minimize task and keep its gains.
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Optional
 
 import pytest
@@ -100,10 +102,11 @@ def test_an_inconclusive_result(direction: str) -> None:
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_the_paired_rule_adds_seeds_up_to_its_cap(direction: str) -> None:
-    mixed = (MIXED * 4)[:5]
-    assert decide(direction, "paired", mixed, max_seeds=7).more_seeds == 2
-    assert decide(direction, "paired", mixed, max_seeds=6).more_seeds == 1
-    assert decide(direction, "paired", mixed, max_seeds=5).more_seeds == 0
+    mixed = (MIXED * 4)[:5]  # mean +0.004, just under the minimum effect: futile unless futility is low
+    assert decide(direction, "paired", mixed, max_seeds=7).detail["verdict"] == "futile"
+    assert decide(direction, "paired", mixed, max_seeds=7, futility=0.2).more_seeds == 2
+    assert decide(direction, "paired", mixed, max_seeds=6, futility=0.2).more_seeds == 1
+    assert decide(direction, "paired", mixed, max_seeds=5, futility=0.2).more_seeds == 0
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -154,6 +157,35 @@ def test_no_more_seeds_than_the_task_has_data_splits() -> None:
     reference = {k: CHAMPION[k] for k in range(3)}
     for splits, more in ((1, 2), (3, 0), (4, 1)):
         split_task = task.model_copy(update={"splits": splits})
-        verdict = promotion.decide(split_task, rules("paired"), champ, candidate(split_task, MIXED), reference,
-                                   baseline=(0.01, 3))
+        unsure = candidate(split_task, [0.03, -0.01, 0.02])  # above the minimum effect, far from significant
+        verdict = promotion.decide(split_task, rules("paired"), champ, unsure, reference, baseline=(0.01, 3))
         assert not verdict.promote and verdict.more_seeds == more, (splits, verdict.detail)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_on_split_seeded_tasks_the_paired_differences_calibrate_the_rule(direction: str) -> None:
+    """Seed s scores on split s % splits: the baseline's spread (here 0.07) is the splits' difference, which
+    cancels in each pair. A gain that holds on every split must not be judged against it, and the minimum
+    effect is half a standard deviation of the differences (in one run's units), not of the baseline."""
+    task = task_of(direction)
+    split_task = task.model_copy(update={"splits": 5})
+    gain = [0.040, 0.036, 0.046, 0.041, 0.038]
+    reference = {k: CHAMPION[k] for k in range(5)}
+    values = candidate(task, gain)
+    unsplit = promotion.decide(task, rules("paired"), champion(0.07, 5), values, reference, baseline=(0.07, 3))
+    assert not unsplit.promote and unsplit.detail["calibration"] == "baseline replicates"
+    split = promotion.decide(split_task, rules("paired"), champion(0.07, 5), values, reference,
+                             baseline=(0.07, 3))
+    assert split.promote and split.detail["calibration"] == "paired differences"
+    spread = statistics.stdev(gain) / math.sqrt(2)
+    assert split.detail["min_effect"] == pytest.approx(0.5 * spread)
+    assert split.detail["looks"] == 2  # seeds 3 and 5: the cap is the number of splits
+    # Differences that disagree between splits are not a gain, whatever the baseline's spread.
+    mixed = candidate(task, [0.05, -0.04, 0.03, -0.03, 0.01])
+    noisy = promotion.decide(split_task, rules("paired"), champion(0.001, 5), mixed, reference,
+                             baseline=(0.001, 3))
+    assert not noisy.promote and noisy.more_seeds == 0
+    # A consistent loss stays out.
+    loss = promotion.decide(split_task, rules("paired"), champion(0.07, 5), candidate(task, [-g for g in gain]),
+                            reference, baseline=(0.07, 3))
+    assert not loss.promote

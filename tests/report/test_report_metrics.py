@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from sqlmodel import select
 
 from autosci_hpc.coordination.coordinator import Coordinator
+from autosci_hpc.compare import summary_lines
 from autosci_hpc.report import (ReportError, accepted_improvements, best_so_far, compare_table,
                                 default_target, gpu_hours_to_target, load_campaign, trials_to_target)
 from autosci_hpc.report import metrics
@@ -132,6 +134,18 @@ def test_compare_table_per_campaign_and_per_mode(tmp_path: Path) -> None:
     assert single["ttt_ratio_vs_decentralized"] == pytest.approx(10 / 6.5)
     assert dec["ttt_ratio_vs_decentralized"] == 1.0
     assert single["improvements_vs_decentralized"] == "0 vs 1.5"
+    # Every number compared comes with its interval: the final champion's over its two seeds (sd 0.01,
+    # t 12.706), and the mode's mean over its campaigns (none for a mode of one campaign).
+    half = 12.706 * 0.01 / math.sqrt(2)
+    assert per_campaign["final_ci95"][0] == f"[{0.7 - half:.4g}, {0.7 + half:.4g}]"
+    assert dec["final_mean"] == pytest.approx(0.69)
+    spread = 12.706 * statistics.stdev([0.7, 0.68]) / math.sqrt(2)
+    assert dec["final_ci95"] == f"[{0.69 - spread:.4g}, {0.69 + spread:.4g}]"
+    assert single["final_ci95"] == "—"
+    lines = summary_lines([a, b, c])
+    assert lines[0] == f"decentralized: final score 0.69 (95% CI [{0.69 - spread:.4g}, {0.69 + spread:.4g}], 2 campaigns)"
+    assert lines[1] == f"  standard: 0.7 (95% CI [{0.7 - half:.4g}, {0.7 + half:.4g}], 2 seeds)"
+    assert lines[3].startswith("single: final score 0.5 (1 campaign: no interval across campaigns)")
 
 
 def test_the_random_search_baseline_is_its_own_arm(tmp_path: Path) -> None:

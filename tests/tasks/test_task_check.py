@@ -256,3 +256,18 @@ def test_smoke_overrides_that_are_not_config_keys_are_an_error(tmp_path):
     assert static_problems(task)[0] == []
     bad = task.model_copy(update={"smoke": SmokeSpec(overrides={"sleep": 0.0, "steps": 2})})
     assert any("smoke.overrides: steps not key(s) of config.yaml" in e for e in static_problems(bad)[0])
+
+
+def test_a_time_budgeted_task_must_say_noise_timed() -> None:
+    """A training run cut off by wall time measures the machine's load too: task check warns when such a
+    task keeps the default `noise: seeded` (its champion's stored runs would be trusted), and the shipped
+    GPU profile declares `noise: timed`."""
+    from autosci_hpc.task import load_task
+    from autosci_hpc.taskcheck import static_problems
+
+    h100 = load_task(Path(__file__).resolve().parents[2] / "tasks" / "tinygpt" / "h100")
+    assert h100.noise == "timed" and static_problems(h100) == ([], [])
+    seeded = h100.model_copy(update={"noise": "seeded"})
+    errors, warnings = static_problems(seeded)
+    assert errors == [] and len(warnings) == 1
+    assert "train.time_budget_s=180" in warnings[0] and "`noise: timed`" in warnings[0]
