@@ -92,7 +92,8 @@ def _place_folder(command: str, words: list[str], option_folders: list[str]) -> 
     else:
         given, last = words, None
     if command != "report" and len(given) > 1:
-        raise Misuse(f"one campaign folder at a time: autosci {command} {given[0]}" + (f" {last}" if last else ""))
+        folder = next((word for word in given if _looks_like_folder(word)), given[0])
+        raise Misuse(f"one campaign folder at a time: autosci {command} {folder}" + (f" {last}" if last else ""))
     folders = list(dict.fromkeys(given + option_folders))
     if command != "report" and len(folders) > 1:
         raise Misuse(f"two campaign folders given ({folders[0]}, {folders[1]}): give one, as "

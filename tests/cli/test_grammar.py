@@ -106,6 +106,7 @@ def test_report_of_the_newest_and_of_several_named(here: Path) -> None:
 
 @pytest.mark.parametrize(("argv", "line"), [
     (["log", "runs/a", "runs/b"], "autosci log: one campaign folder at a time: autosci log runs/a"),
+    (["log", "3", "runs/a"], "autosci log: one campaign folder at a time: autosci log runs/a"),
     (["status", "runs/a", "-C", "runs/b"], "autosci status: two campaign folders given (runs/a, runs/b): give one, "
                                            "as autosci status runs/a"),
     (["rerun", "3", "runs/a"], "autosci rerun: the folder comes first: autosci rerun runs/a 3"),
