@@ -261,7 +261,10 @@ class Outcomes:
                                  .where(Trial.role == TrialRole.CANDIDATE)).all()
         if len(set(seed_sets)) > MAX_REBASES:
             return f"re-based {MAX_REBASES} times already"
-        if self._room(session) < 1:
+        # Measured again as a new candidate: one trial now, and the replication a candidate reserves
+        # (`_room` counts it already for a proposal still at its screen, not for one replicating).
+        needed = 1 if proposal.status == ProposalStatus.RUNNING else self.config.promotion.seeds
+        if self._room(session) < needed:
             return "the trial budget has no room to measure it again"
         folder = Path(session.exec(select(Campaign)).one().folder)
         moved = rebase.rebase(self.task, folder, (parent.snapshot_id, dict(parent.overrides)),
