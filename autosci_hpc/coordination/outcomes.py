@@ -197,14 +197,9 @@ class Outcomes:
         return (baseline.metric_std, len(baseline.seed_metrics)) if baseline is not None else None
 
     def _room(self, session: Session) -> int:
-        """Trials that may still be created without eating into what running candidates have reserved."""
-        campaign = session.exec(select(Campaign)).one()
-        seeds = self.config.promotion.seeds
-        created = budget.count_rows(session, Trial, Trial.status == TrialStatus.CREATED)
-        screening = budget.count_rows(session, Proposal, Proposal.status == ProposalStatus.RUNNING)
-        claimed = budget.count_rows(session, Proposal, Proposal.status == ProposalStatus.CLAIMED)
-        committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
-        return self.config.budget.trials - committed
+        """Trials that may still be created without eating into what running candidates have reserved
+        (the budget's own count: a trial being submitted counts as one to come)."""
+        return budget.trials_room(session, self.config)
 
     def _add_seeds(self, session: Session, proposal: Proposal, template: Trial, champion: Champion,
                    seeds: list[int], first: bool = False) -> int:

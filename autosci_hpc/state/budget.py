@@ -9,6 +9,7 @@ executor's figure (`TrialExecutor.capacity`): callers pass it in, nothing here r
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from sqlmodel import Session, col, func, select
 
@@ -76,6 +77,14 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
     if (not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config)
             or gpu_hours_spent(session, config)):
         return False
+    return trials_room(session, config, campaign) >= config.promotion.seeds
+
+
+def trials_room(session: Session, config: CampaignConfig, campaign: Optional[Campaign] = None) -> int:
+    """Trials that may still be created without eating into what candidates have reserved: the trial
+    budget less the trials submitted, those to come, and the replication each candidate at its screen
+    (its seeds after the first) or claimed and not yet launched (all its seeds) may still need."""
+    campaign = campaign or session.exec(select(Campaign)).one()
     seeds = config.promotion.seeds
     # Created or being submitted (recorded, sbatch not yet confirmed): both are trials to come.
     created = count_rows(session, Trial, col(Trial.status).in_(["created", "submitting"]))
@@ -83,7 +92,7 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
     # Assigned but not yet launched (central mode's workers launch in their own step): a whole replication.
     claimed = count_rows(session, Proposal, Proposal.status == "claimed")
     committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
-    return committed + seeds <= config.budget.trials
+    return config.budget.trials - committed
 
 
 def llm_spent(session: Session, config: CampaignConfig) -> bool:

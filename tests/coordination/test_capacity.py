@@ -33,3 +33,24 @@ def test_free_slots_and_the_room_to_submit_are_one_count_seen_from_two_sides(tmp
     with store.read() as session:
         assert budget.free_slots(session, 5) == 1  # 5 - (2 created + 1 submitting + 1 submitted)
         assert budget.submit_room(session, 5) == 3  # 5 - (1 submitting + 1 submitted)
+
+
+def test_the_outcomes_and_the_agents_read_one_trial_budget(tmp_path: Path) -> None:
+    """The room an outcome has to add seeds and the agents' gate on a new candidate are one count: a
+    trial being submitted (recorded, the scheduler's answer not in yet) is a trial to come for both."""
+    from autosci_hpc.coordination.outcomes import Outcomes
+
+    config = campaign_config(tmp_path, "toy", "budget.trials=10", "promotion.seeds=3")
+    store = Store(tmp_path / "campaign")
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="toy", mode="decentralized",
+                             trials_submitted=4))
+        for i, status in enumerate(["created", "submitting"]):
+            session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"s|{i}", seed=0,
+                              status=status))
+    outcomes = Outcomes.__new__(Outcomes)  # only its budget view is asked for here
+    outcomes.config = config
+    with store.read() as session:
+        assert budget.trials_room(session, config) == 4  # 10 - (4 submitted + 1 created + 1 submitting)
+        assert outcomes._room(session) == budget.trials_room(session, config)
+        assert budget.may_start_candidate(session, config)  # 3 seeds fit in 4
