@@ -471,12 +471,18 @@ def build_snapshot(task: TaskSpec, campaign_folder: Path, base_snapshot: str = "
     base_dir = root / base_snapshot if base_snapshot else task.program_dir
     if not base_dir.is_dir():
         raise TaskError(f"base snapshot {base_snapshot!r} not found under {root}")
-    files = apply_edits(task, _program_files(base_dir), edits or [])
+    return write_snapshot(campaign_folder, apply_edits(task, _program_files(base_dir), edits or []))
+
+
+def write_snapshot(campaign_folder: Path, files: dict[str, bytes]) -> str:
+    """Write a program's files as the snapshot `<campaign>/snapshots/<id>/` (id: their content); returns
+    the id. Written once: a snapshot that exists is complete, since it is renamed into place."""
+    root = CampaignLayout(campaign_folder).snapshots
     sid = snapshot_id_of(files)
     target = root / sid
     if target.is_dir():
         return sid
-    tmp = root / f".{sid}.tmp"
+    tmp = root / f".{sid}.{os.getpid()}.tmp"  # per process: another may be writing the same snapshot
     shutil.rmtree(tmp, ignore_errors=True)
     for rel, content in files.items():
         dest = tmp / rel

@@ -17,12 +17,12 @@ Pure functions of the snapshot store and the two champions: nothing here runs tr
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..task import TaskSpec, regular_files, snapshot_id_of
+from ..layout import CampaignLayout
+from ..task import TaskSpec, regular_files, write_snapshot
 
 _MISSING = object()
 
@@ -58,9 +58,9 @@ def merge_overrides(parent: dict[str, Any], candidate: dict[str, Any],
 
 
 def _files(task: TaskSpec, folder: Path, snapshot_id: str) -> dict[str, bytes]:
-    base = folder / "snapshots" / snapshot_id if snapshot_id else task.program_dir
+    base = CampaignLayout(folder).snapshots / snapshot_id if snapshot_id else task.program_dir
     if not base.is_dir():
-        raise FileNotFoundError(f"snapshot {snapshot_id!r} not found under {folder / 'snapshots'}")
+        raise FileNotFoundError(f"snapshot {snapshot_id!r} not found under {CampaignLayout(folder).snapshots}")
     return {rel: path.read_bytes() for rel, path in regular_files(base)}
 
 
@@ -82,26 +82,6 @@ def merge_files(parent: dict[str, bytes], candidate: dict[str, bytes],
     return out
 
 
-def _write_snapshot(folder: Path, files: dict[str, bytes]) -> str:
-    """Content-addressed, written once (renamed into place), like every other snapshot."""
-    root = folder / "snapshots"
-    sid = snapshot_id_of(files)
-    target = root / sid
-    if target.is_dir():
-        return sid
-    tmp = root / f".{sid}.rebase.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    for rel, content in files.items():
-        dest = tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(content)
-    try:
-        tmp.rename(target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
-    return sid
-
-
 Program = tuple[str, dict[str, Any]]  # (snapshot id, overrides)
 
 
@@ -121,5 +101,5 @@ def rebase(task: TaskSpec, folder: Path, parent: Program, candidate: Program,
             return f"the snapshots cannot be read: {exc}"
         if isinstance(files, str):
             return files
-        snapshot = _write_snapshot(folder, files)
+        snapshot = write_snapshot(folder, files)
     return Rebased(snapshot_id=snapshot, overrides=overrides)
