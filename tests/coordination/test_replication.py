@@ -63,6 +63,14 @@ class World:
             assert proposal.id is not None and trial.id is not None
             return proposal.id, trial.id
 
+    def baseline_runs(self, conditions: dict) -> None:
+        """The baseline's runs on the seeds of BASE, as the log holds them, run under `conditions`."""
+        with self.store.write() as session:
+            for seed, value in BASE.items():
+                session.add(Trial(role="baseline", group="baseline", snapshot_id=self.snapshot, overrides={},
+                                  config_signature=config_signature(self.snapshot, {}), seed=seed,
+                                  status="succeeded", metric=value, conditions=conditions))
+
     def report(self, trial_id: int, metric: float, conditions: Optional[dict] = None) -> None:
         """The trial's result arrives and is acted on, in one transaction."""
         with self.store.write() as session:
@@ -222,11 +230,7 @@ def test_a_comparison_across_different_run_conditions_is_flagged(tmp_path: Path)
     alone = {"host": "node1", "devices": "0", "gpu": ["NVIDIA H200"], "shared": 1}
     crowded = {**alone, "shared": 4}
     world = World(tmp_path)
-    with world.store.write() as session:  # the baseline's three runs, as the log has them
-        for seed, value in BASE.items():
-            session.add(Trial(role="baseline", group="baseline", snapshot_id=world.snapshot, overrides={},
-                              config_signature=config_signature(world.snapshot, {}), seed=seed,
-                              status="succeeded", metric=value, conditions=alone))
+    world.baseline_runs(alone)  # the baseline's three runs, as the log has them
     pid, tid = world.propose({"x": 0.3})
     world.report(tid, 0.70, crowded)
     world.finish({1: 0.71, 2: 0.69}, conditions=crowded)
@@ -237,11 +241,7 @@ def test_a_comparison_across_different_run_conditions_is_flagged(tmp_path: Path)
     assert "4 trials on the slot at launch" in new.model_card
     # The same comparison under the same conditions carries no flag.
     same = World(tmp_path / "same")
-    with same.store.write() as session:
-        for seed, value in BASE.items():
-            session.add(Trial(role="baseline", group="baseline", snapshot_id=same.snapshot, overrides={},
-                              config_signature=config_signature(same.snapshot, {}), seed=seed,
-                              status="succeeded", metric=value, conditions=alone))
+    same.baseline_runs(alone)
     pid, tid = same.propose({"x": 0.3})
     same.report(tid, 0.70, alone)
     same.finish({1: 0.71, 2: 0.69}, conditions=alone)
