@@ -86,7 +86,7 @@ class PromotionSection(_Section):
     #: Seeds a candidate is run on before the first decision (seed 0 screens, the rest replicate).
     seeds: int = Field(default=3, ge=1)
     #: paired (default): a one-sided test on the paired differences (candidate seed k against the
-    #: champion's seed k) with a minimum effect calibrated from the baseline's replicates, adding seeds
+    #: champion's seed k) against the runs' pooled spread, with a minimum effect calibrated from it, adding seeds
     #: while the result is inconclusive; mean: the mean difference exceeds `min_delta`; ttest: that and
     #: a one-sided paired t-test at `alpha`, on the first `seeds` seeds only.
     rule: Literal["paired", "mean", "ttest"] = "paired"
@@ -97,8 +97,8 @@ class PromotionSection(_Section):
     #: Significance level. For `paired` it is the chance, summed over all its looks (Bonferroni), that a
     #: candidate no better than the champion is promoted; for `ttest` the level of its single test.
     alpha: float = Field(default=0.01, gt=0, lt=1)
-    #: `paired`: the minimum effect, in standard deviations of the baseline's replicates (the larger of
-    #: this and `min_delta` applies).
+    #: `paired`: the minimum effect, in standard deviations of one program's runs (pooled from the compared
+    #: runs and the baseline's replicates; the larger of this and `min_delta` applies).
     min_effect_sigmas: float = Field(default=0.5, ge=0)
     #: `paired`: the most seeds a candidate runs on (at least `seeds`); while inconclusive it gets
     #: `seed_step` more at a time.

@@ -6,16 +6,18 @@ seeds replicate; the configured rule decides, and the rule with its numbers (mea
 interval, minimum effect) is recorded on the champion row.
 
 The default rule, `paired`, is what an experimenter would insist on before believing a gain: a
-one-sided test on the paired differences whose variance is pooled with the spread of the baseline's
-replicates (so three lucky seeds with nearly equal differences cannot look certain), a minimum effect
-of `min_effect_sigmas` baseline standard deviations, and adaptive replication: while the result is
-neither significant nor clearly below the minimum effect, the candidate gets `seed_step` more seeds,
-up to `max_seeds`. Its level `alpha` is split evenly over the possible looks (Bonferroni), so the
-chance that a candidate no better than the champion is promoted stays below `alpha` however many
-seeds it took. On a task whose seed picks a data split (`splits` > 1) the baseline's spread is mostly
-the difference between splits, which cancels in a paired difference: there the spread of the paired
-differences themselves calibrates the test and the minimum effect, and seeds stop at the number of splits.
-`mean` and `ttest` are the earlier rules, kept as named options.
+one-sided test of the mean paired difference against the spread of one program's runs, pooled from the
+candidate's runs, the champion's runs on the same seeds and (when the champion is a later program) the
+baseline's replicates, so that three lucky seeds with nearly equal differences cannot look certain; a
+minimum effect of `min_effect_sigmas` such standard deviations; and adaptive replication: while the
+result is neither significant nor clearly below the minimum effect, the candidate gets `seed_step` more
+seeds, up to `max_seeds`. Its level `alpha` is spent over the possible looks in proportion to their
+seeds (Bonferroni: the shares sum to `alpha`), so the chance that a candidate no better than the
+champion is promoted stays below `alpha` however many seeds it took. On a task whose seed picks a data
+split (`splits` > 1) a program's spread is mostly the difference between splits, which cancels in a
+paired difference: there the spread of the paired differences themselves calibrates the test and the
+minimum effect, and seeds stop at the number of splits. `mean` and `ttest` are the earlier rules, kept
+as named options.
 """
 
 from __future__ import annotations
@@ -119,8 +121,11 @@ def decide(task: TaskSpec, rules: PromotionSection, champion: Champion, candidat
     if not deltas:
         return Decision(False, rules.rule, 0.0, {**detail, "reason": "no seed in common with the champion"})
     if rules.rule == "paired":
-        sigma, replicates = baseline if baseline is not None else (champion.metric_std, len(ref))
-        return _paired(rules, deltas, mean_delta, sigma, replicates, final, detail, splits=task.splits)
+        # The baseline's replicates are evidence apart from this comparison only when the champion is
+        # another program: the baseline champion's own runs are already among the compared ones.
+        prior = baseline if baseline is not None and champion.rule != "baseline" else None
+        return _paired(rules, deltas, mean_delta, [candidate[s] for s in seeds], [ref[s] for s in seeds],
+                       prior, final, detail, splits=task.splits)
     detail["ci95"] = _interval(deltas, 0.975)
     promote = mean_delta > rules.min_delta
     if rules.rule == "ttest":
@@ -152,29 +157,46 @@ def _interval(deltas: list[float], q: float) -> Optional[list[float]]:
     return [mean - half, mean + half]
 
 
-def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: float, replicates: int,
-            final: bool, detail: dict[str, Any], splits: int = 1) -> Decision:
+def level_at(rules: PromotionSection, n: int, splits: int = 1) -> float:
+    """The share of `alpha` the `paired` rule spends at its look on `n` seeds: in proportion to the seeds
+    (the information) each look has, so the early looks, which can reject only a very large gain, spend
+    little; the shares over all possible looks sum to `alpha` (Bonferroni), whatever path a candidate takes."""
+    cap = seed_cap(rules, splits)
+    points = [min(rules.seeds + k * rules.seed_step, cap) for k in range(looks(rules, splits))]
+    return rules.alpha * min(n, cap) / sum(points)
+
+
+def _paired(rules: PromotionSection, deltas: list[float], mean: float, candidate: list[float],
+            champion: list[float], baseline: Optional[tuple[float, int]], final: bool, detail: dict[str, Any],
+            splits: int = 1) -> Decision:
     n = len(deltas)
-    squares = sum((d - mean) ** 2 for d in deltas)
-    df = n - 1
     if splits > 1:
-        # The seed picks the data split: the baseline's seed-to-seed spread is mostly the difference between
+        # The seed picks the data split: a program's seed-to-seed spread is mostly the difference between
         # splits, which cancels in a paired difference (both sides scored on the same split). The noise
         # that matters is the spread of the differences themselves, so they alone calibrate the test and the
         # minimum effect (in the units of one run: a difference of two runs varies sqrt(2) times as much).
         calibration = "paired differences"
-        sigma = math.sqrt(squares / df / 2) if df > 0 else 0.0
+        squares, df = sum((d - mean) ** 2 for d in deltas) / 2, n - 1
+        replicates = n
     else:
-        calibration = "baseline replicates"
-        if replicates >= 2 and sigma > 0:
-            # The difference of two runs varies twice as much as one run: pool that prior knowledge
-            # (the baseline's replicates) with the spread the differences show themselves.
-            squares += 2 * (replicates - 1) * sigma ** 2
-            df += replicates - 1
-    sd = math.sqrt(squares / df) if df > 0 else 0.0
-    se = sd / math.sqrt(n)
-    min_effect = max(rules.min_delta, rules.min_effect_sigmas * max(sigma, 0.0))
-    level = rules.alpha / looks(rules, splits)
+        # The spread of one program's runs, pooled from the candidate's runs and the champion's runs on the
+        # compared seeds (and the baseline's replicates when the champion is another program). Each side's
+        # spread is independent of its own mean, so the test is exact for normal noise; estimating it from
+        # the differences' spread plus the baseline's replicates would count the champion's runs twice when
+        # the champion is the baseline (tight baseline seeds then made every candidate look certain).
+        # Noise that a seed gives every program alike (a shared initialisation) only widens this spread.
+        calibration = "replicates of both programs"
+        squares = _squares(candidate) + _squares(champion)
+        df = 2 * (n - 1)
+        replicates = 2 * n
+        if baseline is not None and baseline[1] >= 2 and baseline[0] > 0:
+            squares += (baseline[1] - 1) * baseline[0] ** 2
+            df += baseline[1] - 1
+            replicates += baseline[1]
+    sigma = math.sqrt(squares / df) if df > 0 else 0.0
+    se = sigma * math.sqrt(2 / n)
+    min_effect = max(rules.min_delta, rules.min_effect_sigmas * sigma)
+    level = level_at(rules, n, splits)
     if df == 0:  # one seed and nothing to calibrate against: no test is possible yet
         p_value, ci, futile = 1.0, None, False
     elif se <= 1e-12 * max(1.0, abs(mean)):  # no variation at all: the difference is what it is
@@ -191,11 +213,15 @@ def _paired(rules: PromotionSection, deltas: list[float], mean: float, sigma: fl
     more = 0 if promote or futile or at_cap else min(rules.seed_step, cap - n)
     detail.update({"p_value": p_value, "alpha": rules.alpha, "level": level, "looks": looks(rules, splits),
                    "min_effect": min_effect, "calibration": calibration,
-                   "baseline_sd": sigma, "baseline_replicates": replicates if splits <= 1 else n,
-                   "pooled_sd": sd, "df": df, "ci95": ci,
+                   "pooled_sd": sigma, "replicates": replicates, "df": df, "ci95": ci,
                    "verdict": "promote" if promote else "futile" if futile else "more seeds" if more
                    else "inconclusive at the cap"})
     return Decision(promote=promote, rule="paired", delta=mean, detail=detail, more_seeds=more)
+
+
+def _squares(values: list[float]) -> float:
+    mean = statistics.fmean(values) if values else 0.0
+    return sum((v - mean) ** 2 for v in values)
 
 
 def _one_sided_paired_p(deltas: list[float]) -> float:
@@ -252,9 +278,11 @@ def rule_text(rule: str, detail: dict[str, Any]) -> str:
         parts.append(f"p={detail['p_value']:.3g} (< {level:.3g})" if level is not None else
                      f"p={detail['p_value']:.3g}")
     if detail.get("min_effect") is not None:
-        sd = detail.get("baseline_sd", 0.0)
-        source = ("sd of the paired differences / sqrt 2" if detail.get("calibration") == "paired differences"
-                  else "baseline sd")
+        # `baseline_sd` is what champions promoted before the runs' pooled spread was recorded carry.
+        sd = detail.get("pooled_sd", detail.get("baseline_sd", 0.0))
+        source = {"paired differences": "sd of the paired differences / sqrt 2",
+                  "replicates of both programs": f"sd of the runs, {detail.get('df', '?')} df"}.get(
+                      str(detail.get("calibration")), "baseline sd")
         parts.append(f"min effect {detail['min_effect']:.3g} ({source} {sd:.3g})")
     elif detail.get("min_delta"):
         parts.append(f"min delta {detail['min_delta']:.3g}")
