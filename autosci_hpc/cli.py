@@ -216,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .coordination.coordinator import Coordinator
     from .execution.slurm import SubmissionError
     from .state.lease import LeaseHeld
+    from .state.lifecycle import CampaignStatus
     from .status import render_status
 
     folder = config.campaign_folder()
@@ -266,7 +267,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                   f"champion {summary.champion_metric} (baseline {summary.baseline_metric})", highlight=False)
     console.print(f"campaign folder: {summary.folder}", highlight=False, soft_wrap=True)
-    return 0 if summary.status == "finished" else 1
+    return 0 if summary.status == CampaignStatus.FINISHED else 1
 
 
 def cmd_coordinate(args: argparse.Namespace) -> int:
@@ -275,6 +276,7 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
 
     from .coordination.coordinator import Coordinator
     from .state.lease import LeaseHeld
+    from .state.lifecycle import CampaignStatus
     from .status import render_status
 
     loaded = _load(args)
@@ -313,12 +315,12 @@ def cmd_coordinate(args: argparse.Namespace) -> int:
         return _refused(exc, config, folder)
     finally:
         taker.release()
-    if summary.status in ("finished", "failed"):
+    if summary.status in (CampaignStatus.FINISHED, CampaignStatus.FAILED):
         with open(CampaignLayout(folder).report_text, "w") as handle:
             Console(file=handle, width=140).print(render_status(coordinator.store))
         console.print(f"campaign {summary.status}: {summary.trials} trials, {summary.promotions} promotion(s); "
                       f"report in {folder / 'report.txt'}", highlight=False, soft_wrap=True)
-        return 0 if summary.status == "finished" else 1
+        return 0 if summary.status == CampaignStatus.FINISHED else 1
     job = os.environ.get("SLURM_JOB_ID")
     console.print(f"coordinator stopped ({coordinator.stop_reason}); state saved, lease released", highlight=False)
     if job and not args.no_requeue:

@@ -72,9 +72,10 @@ def finished(folder: Path) -> bool:
     if not CampaignLayout(folder).database.is_file():
         return False
     from .state import Store
+    from .state.lifecycle import CampaignStatus
 
     store = Store(folder, read_only=True, create=False)
-    return store.campaign().status in ("finished", "failed")
+    return store.campaign().status in (CampaignStatus.FINISHED, CampaignStatus.FAILED)
 
 
 #: `autosci coordinate`'s exit status when another coordinator holds the campaign's lease.

@@ -18,6 +18,7 @@ from .agents.views import current_champion
 from .state.budget import count_rows
 from .coordination.promotion import interval_text
 from .state import Store
+from .state.lifecycle import PostKind, ProposalStatus, TrialRole, TrialStatus
 from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,
                            Trial)
 
@@ -48,10 +49,11 @@ def render_status(store: Store) -> Group:
         budget = cfg.get("budget", {}).get("trials", 0)
         champion = current_champion(session)
         baseline = session.exec(select(Champion).order_by(col(Champion.id))).first()
-        running = session.exec(select(Trial).where(Trial.status == "submitted").order_by(col(Trial.id))).all()
+        running = session.exec(select(Trial).where(Trial.status == TrialStatus.SUBMITTED)
+                               .order_by(col(Trial.id))).all()
         teams = session.exec(select(Team).order_by(col(Team.id))).all()
-        failed = count_rows(session, Trial, Trial.status == "failed")
-        rejected = count_rows(session, Proposal, Proposal.status == "rejected")
+        failed = count_rows(session, Trial, Trial.status == TrialStatus.FAILED)
+        rejected = count_rows(session, Proposal, Proposal.status == ProposalStatus.REJECTED)
         dead = count_rows(session, DeadEnd)
         header = Text()
         header.append(f"{campaign.name}", style="bold")
@@ -71,7 +73,8 @@ def render_status(store: Store) -> Group:
                        "queued"):
             teams_table.add_column(column)
         for team in teams:
-            queued = count_rows(session, Proposal, Proposal.team_id == team.id, Proposal.status == "queued")
+            queued = count_rows(session, Proposal, Proposal.team_id == team.id,
+                                Proposal.status == ProposalStatus.QUEUED)
             teams_table.add_row(team.name, team.focus, team.status, ", ".join(team.roster),
                                 str(team.experiments_total), str(team.experiments_since_improvement),
                                 str(team.improvements), str(queued))
@@ -169,7 +172,7 @@ def _trial_diff(session: Session, t: Trial, folder: Any) -> tuple[Optional[int],
     if t.diff is not None:
         return parent_id, t.diff
     parent = session.get(Champion, parent_id) if parent_id is not None else None
-    if parent is None or t.role in ("baseline", "champion_rerun"):
+    if parent is None or t.role in (TrialRole.BASELINE, TrialRole.CHAMPION_RERUN):
         return parent_id, ""
     return parent_id, provenance.program_diff(folder, parent.snapshot_id, parent.overrides, t.snapshot_id,
                                               t.overrides)
@@ -218,6 +221,11 @@ def _show_proposal(session: Session, proposal_id: int) -> str:
     return "\n".join(lines)
 
 
+#: The forum posts `autosci show TEAM` lists: what changed the team (rosters, discussions, promotions,
+#: dead ends), not every critique.
+TEAM_POSTS = (PostKind.ROSTER, PostKind.DISCUSSION, PostKind.PROMOTION, PostKind.DEAD_END)
+
+
 def _show_team(session: Session, name: str) -> str:
     team = session.exec(select(Team).where(Team.name == name)).first()
     if team is None:
@@ -227,7 +235,7 @@ def _show_team(session: Session, name: str) -> str:
              f"experiments {team.experiments_total}, since improvement {team.experiments_since_improvement}, "
              f"improvements {team.improvements}"]
     for post in session.exec(select(ForumPost).where(ForumPost.team_id == team.id)
-                             .where(col(ForumPost.kind).in_(["roster", "discussion", "promotion", "dead_end"]))
+                             .where(col(ForumPost.kind).in_(TEAM_POSTS))
                              .order_by(col(ForumPost.id))).all():
         lines.append(f"  [{post.kind}] {post.title}")
     return "\n".join(lines)

@@ -278,7 +278,7 @@ def _run_checks(report: CheckReport, task: TaskSpec, campaign: Path, seed: int,
     if result is None:
         report.fail("champion run", "the trial wrote no result file", 1, seconds)
         return
-    if result.status != "succeeded":
+    if not _succeeded(result):
         report.fail("champion run", f"{result.failure_class}: {result.failure_reason}", 1, seconds)
         return
     report.metric, report.test_metric, report.metrics = result.metric, result.test_metric, result.metrics
@@ -317,6 +317,14 @@ def _run_once(request: Any) -> tuple[Any, str]:
     return read_result(folder, request.trial_id), log
 
 
+def _succeeded(result: Any) -> bool:
+    """Whether a trial's result file (None: it wrote none) says it succeeded. The enum is imported
+    here so that loading this module does not load the database layer."""
+    from .state.lifecycle import TrialStatus
+
+    return result is not None and result.status == TrialStatus.SUCCEEDED
+
+
 def seed_dependent(task: TaskSpec) -> bool:
     """Whether the task says its metric depends on the seed (task.yaml `seed_dependent`, default true:
     a program that ignores --seed then gives every replicate the same number, and promotion's
@@ -341,7 +349,7 @@ def check_second_seed(report: CheckReport, task: TaskSpec, first: Any) -> bool:
         report.fail("second seed", f"the trial runner failed: {exc!r}", 1, time.monotonic() - t0)
         return False
     seconds = time.monotonic() - t0
-    if result is None or result.status != "succeeded":
+    if not _succeeded(result):
         report.log_tail = result.log_tail if result else log[-3000:]
         why = f"{result.failure_class}: {result.failure_reason}" if result else "no result file"
         report.fail("second seed", f"seed {seed} fails where seed {first.seed} ran: {why}", 1, seconds)
@@ -374,7 +382,7 @@ def check_unknown_override(report: CheckReport, task: TaskSpec, first: Any) -> b
     if code == 2:
         report.steps.append(Step("unknown override", True, f"{UNKNOWN_KEY}=1 is refused (exit 2)", seconds))
         return True
-    if result is not None and result.status == "succeeded":
+    if _succeeded(result):
         what = "ran and reported a metric: it silently ignores override keys it does not know"
     else:
         what = f"failed with exit status {code} ({result.failure_class if result else 'no result file'})"

@@ -15,7 +15,7 @@ from collections import defaultdict
 from sqlmodel import Session, col, select
 
 from ..execution.results import FailureClass
-from ..state.lifecycle import OPEN_PROPOSALS
+from ..state.lifecycle import OPEN_PROPOSALS, ProposalOutcome, ProposalStatus, TrialRole, TrialStatus
 from ..state.models import DeadEnd, Proposal, Trial
 
 HARD_GATES = ("duplicate:", "dead_end:")
@@ -25,7 +25,7 @@ def assess(session: Session, proposal: Proposal, harm_margin: float) -> list[str
     findings: list[str] = []
     tried = session.exec(
         select(Trial).where(Trial.config_signature == proposal.config_signature)
-        .where(col(Trial.role).in_(["baseline", "candidate"]))
+        .where(col(Trial.role).in_([TrialRole.BASELINE, TrialRole.CANDIDATE]))
     ).first()
     if tried is not None:
         findings.append(f"duplicate: trial {tried.id} already ran this configuration ({proposal.change_signature})")
@@ -55,7 +55,7 @@ def blocking(findings: list[str]) -> list[str]:
 def _direction_results(session: Session) -> list[tuple[str, int, float]]:
     rows = session.exec(
         select(Trial, Proposal).where(Trial.proposal_id == Proposal.id)
-        .where(Trial.role == "candidate").where(Trial.status == "succeeded")
+        .where(Trial.role == TrialRole.CANDIDATE).where(Trial.status == TrialStatus.SUCCEEDED)
     ).all()
     out = []
     for trial, proposal in rows:
@@ -73,11 +73,11 @@ def direction_evidence(session: Session) -> dict[str, list[int]]:
     evidence: dict[str, list[int]] = defaultdict(list)
     rows = session.exec(
         select(Trial, Proposal).where(Trial.proposal_id == Proposal.id)
-        .where(Trial.role == "candidate").where(Proposal.status == "done")
-        .where(col(Proposal.outcome).in_(["not_promoted", "failed"]))
+        .where(Trial.role == TrialRole.CANDIDATE).where(Proposal.status == ProposalStatus.DONE)
+        .where(col(Proposal.outcome).in_([ProposalOutcome.NOT_PROMOTED, ProposalOutcome.FAILED]))
     ).all()
     for trial, proposal in rows:
-        if trial.status == "failed":
+        if trial.status == TrialStatus.FAILED:
             try:
                 if not FailureClass(trial.failure_class).is_evidence:
                     continue

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from ..layout import CampaignLayout
-from ..state.lifecycle import OPEN_PROPOSALS
+from ..state.lifecycle import FINISHED_TRIALS, OPEN_PROPOSALS, TrialStatus
 from ..state.models import Agent, Champion, DeadEnd, ForumPost, Proposal, Team, Trial
 from ..task import Axis, TaskSpec
 
@@ -153,12 +153,12 @@ def build_view(session: Session, task: TaskSpec, *, all_trials: bool = False,
                folder: Optional[Path] = None) -> StateView:
     """`folder` (the campaign folder), when given, fills the champion's `snapshot_dir`."""
     authors = {a.id: a.name for a in session.exec(select(Agent)).all() if a.id is not None}
-    query = select(Trial).where(col(Trial.status).in_(["succeeded", "failed"])).order_by(col(Trial.id).desc())
+    query = select(Trial).where(col(Trial.status).in_(FINISHED_TRIALS)).order_by(col(Trial.id).desc())
     if not all_trials:
         query = query.limit(RECENT_TRIALS)
     trials = [_trial_view(t) for t in session.exec(query).all() if t.id is not None]
     metric = col(Trial.metric)
-    best_query = (select(Trial).where(Trial.status == "succeeded").where(metric.is_not(None))
+    best_query = (select(Trial).where(Trial.status == TrialStatus.SUCCEEDED).where(metric.is_not(None))
                   .order_by(metric.desc() if task.maximize else metric.asc()).limit(BEST_TRIALS))
     best_trials = [_trial_view(t) for t in session.exec(best_query).all() if t.id is not None]
     # Open proposals and the newest concluded ones: a view of a long campaign stays the same size

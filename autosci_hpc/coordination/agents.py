@@ -20,11 +20,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from .. import faults
 from ..state import Store, emit
 from ..state import agents as agent_rows
+from ..state.lifecycle import CampaignStatus, ProposalStatus
 from ..state.models import Agent, Campaign, Proposal, as_utc, utcnow
 from .modes import make_agent, release
 
@@ -75,7 +76,7 @@ def agent_main(folder: str, config_json: str, agent_id: int, poll_s: float, coor
     last_beat = 0.0
     while os.getppid() == coordinator_pid:
         campaign = store.campaign()
-        if campaign.status in ("finished", "failed") or not campaign.accepting_work:
+        if campaign.status in (CampaignStatus.FINISHED, CampaignStatus.FAILED) or not campaign.accepting_work:
             return
         now = time.monotonic()
         if now - last_beat >= HEARTBEAT_EVERY_S:
@@ -164,14 +165,15 @@ class Supervisor:
         """Return what the agent had claimed but not launched; keep its memory; record the restart."""
         with self.store.write() as session:
             claimed = session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
-                                   .where(Proposal.status == "claimed")).all()
+                                   .where(Proposal.status == ProposalStatus.CLAIMED)).all()
             for proposal in claimed:
                 release(proposal)
                 session.add(proposal)
             row = session.get(Agent, agent_id)
             assert row is not None
+            launched = (ProposalStatus.RUNNING, ProposalStatus.REPLICATING)
             if not session.exec(select(Proposal).where(Proposal.claimed_by == agent_id)
-                                .where(Proposal.status.in_(["running", "replicating"]))).first():  # type: ignore[attr-defined]
+                                .where(col(Proposal.status).in_(launched))).first():
                 agent_rows.idle(session, row)
             row.heartbeat_at = utcnow()
             session.add(row)

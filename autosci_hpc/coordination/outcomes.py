@@ -142,7 +142,7 @@ class Outcomes:
 
     def _waiting_on(self, session: Session, rerun: Trial, own: int) -> list[Proposal]:
         """Replicating proposals (other than `own`) built on the champion `rerun` measured."""
-        rows = session.exec(select(Proposal).where(Proposal.status == "replicating")
+        rows = session.exec(select(Proposal).where(Proposal.status == ProposalStatus.REPLICATING)
                             .where(Proposal.id != own)).all()
         return [p for p in rows if p.base_champion_id == rerun.parent_champion_id
                 or any(t.parent_champion_id == rerun.parent_champion_id

@@ -43,7 +43,7 @@ class Monitor:
 
     def outstanding(self) -> list[Trial]:
         with self.store.read() as session:
-            return list(session.exec(select(Trial).where(Trial.status == "submitted")).all())
+            return list(session.exec(select(Trial).where(Trial.status == TrialStatus.SUBMITTED)).all())
 
     def observe(self) -> list[Observation]:
         trials = self.outstanding()
@@ -88,7 +88,7 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
     """Record an observation on its trial, once. Returns the updated trial, or None if the trial
     was already ingested (a re-read result file, a requeued attempt) — nothing is counted twice."""
     trial = session.get(Trial, obs.trial_id)
-    if trial is None or trial.status != "submitted":
+    if trial is None or trial.status != TrialStatus.SUBMITTED:
         return None
     result = obs.result
     if result is not None:

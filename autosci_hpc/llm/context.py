@@ -16,10 +16,12 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ..agents.policy import AgentInfo
 from ..agents.views import DeadEndView, PostView, ProposalView, StateView, TaskView, TrialView
+from ..state.lifecycle import PostKind, ProposalStatus, TrialStatus
 
 CHARS_PER_TOKEN = 3
 #: Forum kinds worth showing first: what changed the state of the search.
-HIGHLIGHT_KINDS = ("promotion", "result", "dead_end", "roster", "failure", "discussion")
+HIGHLIGHT_KINDS = (PostKind.PROMOTION, PostKind.RESULT, PostKind.DEAD_END, PostKind.ROSTER, PostKind.FAILURE,
+                   PostKind.DISCUSSION)
 #: Shares of the state budget.
 SHARES = {"champion": 0.14, "best": 0.1, "recent": 0.2, "forum": 0.18, "dead_ends": 0.1, "proposals": 0.16,
           "memory": 0.07, "teams": 0.05}
@@ -74,7 +76,7 @@ def trial_line(t: TrialView) -> str:
             + f": metric {fmt(t.metric)}" + (f" (Δ champion {t.champion_delta:+.4g})" if t.champion_delta is not None
                                              else "")
             + f" | {clip(change, 160)}")
-    if t.status == "failed":
+    if t.status == TrialStatus.FAILED:
         text += f" | {t.failure_class}: {clip(t.failure_reason, 160)}"
     return text
 
@@ -126,9 +128,9 @@ def render_state(view: StateView, agent: AgentInfo, budget_tokens: int) -> str:
                 f"{compact(champion.overrides, 600)}\nprogram snapshot {champion.snapshot_id}\n"
                 f"model card:\n{champion.model_card.strip()}")
         parts.append(clip(text, share["champion"] * CHARS_PER_TOKEN))
-    best = view.best_trials or sorted([t for t in view.trials if t.metric is not None and t.status == "succeeded"],
-                                      key=lambda t: t.metric if view.task.direction == "minimize"
-                                      else -(t.metric or 0.0))
+    scored = [t for t in view.trials if t.metric is not None and t.status == TrialStatus.SUCCEEDED]
+    best = view.best_trials or sorted(scored, key=lambda t: t.metric if view.task.direction == "minimize"
+                                                            else -(t.metric or 0.0))
     parts.append(section(f"Best trials ({view.task.direction} {view.task.metric})", map(trial_line, best),
                          share["best"]))
     parts.append(section("Most recent trials", map(trial_line, view.trials), share["recent"],
@@ -142,8 +144,9 @@ def render_state(view: StateView, agent: AgentInfo, budget_tokens: int) -> str:
                                                  d.signature))
     parts.append(section("Dead ends (directions shown not to help: proposals moving there are refused)",
                          map(dead_end_line, dead), share["dead_ends"], more_hint="read_dead_ends lists them"))
-    open_first = sorted(view.proposals, key=lambda p: (p.status in ("done", "rejected"),
-                                                      p.team_id != agent.team_id, -p.id))
+    concluded = (ProposalStatus.DONE, ProposalStatus.REJECTED)
+    open_first = sorted(view.proposals,
+                        key=lambda p: (p.status in concluded, p.team_id != agent.team_id, -p.id))
     parts.append(section("Proposals (open ones and your team's first)", map(proposal_line, open_first),
                          share["proposals"], more_hint="read_proposals filters them"))
     if view.teams:

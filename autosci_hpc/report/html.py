@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import pandas as pd
 
 from ..coordination.promotion import interval_text
+from ..state.lifecycle import PostKind
 from . import metrics, plots
 from .load import CampaignData, load_campaign
 
@@ -40,7 +41,8 @@ summary{cursor:pointer;font-weight:600;font-size:1.1em}
 """
 
 #: Forum kinds worth showing a reader: decisions and turning points, not every critique.
-HIGHLIGHT_KINDS = ("promotion", "discussion", "roster", "dead_end", "failure", "analysis")
+HIGHLIGHT_KINDS = (PostKind.PROMOTION, PostKind.DISCUSSION, PostKind.ROSTER, PostKind.DEAD_END,
+                   PostKind.FAILURE, PostKind.ANALYSIS)
 HIGHLIGHTS = 14
 
 

@@ -28,11 +28,13 @@ import pandas as pd
 from ..coordination.promotion import t975
 from ..execution.gpus import trial_gpus
 from ..state.budget import device_hours_of, gpus_per_trial
+from ..state.lifecycle import FINISHED_TRIALS, ProposalStatus, TrialStatus
 from .load import CampaignData, ReportError
 
-FINISHED = ("succeeded", "failed")
+FINISHED = FINISHED_TRIALS
 #: Proposal statuses past the critics: the proposal was approved (and may since have run).
-APPROVED = ("approved", "queued", "claimed", "running", "replicating", "done")
+APPROVED = (ProposalStatus.APPROVED, ProposalStatus.QUEUED, ProposalStatus.CLAIMED, ProposalStatus.RUNNING,
+            ProposalStatus.REPLICATING, ProposalStatus.DONE)
 #: The mode the others are measured against (the paper's decentralized teams).
 REFERENCE_MODE = "decentralized"
 
@@ -325,7 +327,7 @@ def team_contributions(data: CampaignData) -> pd.DataFrame:
             "status": "" if team is None else str(team["status"]),
             "proposals": len(posted),
             "approved": int(posted["status"].isin(APPROVED).sum()),
-            "rejected": int((posted["status"] == "rejected").sum()),
+            "rejected": int((posted["status"] == ProposalStatus.REJECTED).sum()),
             "trials": len(mine(trials)),
             "promotions": len(won),
             "best_delta": float(won["delta"].max()) if len(won) else math.nan,
@@ -350,7 +352,7 @@ def dead_ends_by_reason(data: CampaignData) -> pd.DataFrame:
 
 def failure_classes(data: CampaignData) -> pd.DataFrame:
     """Failed trials by failure class; `retried` counts those the infrastructure retried."""
-    failed = data.trials[data.trials["status"] == "failed"]
+    failed = data.trials[data.trials["status"] == TrialStatus.FAILED]
     rows = []
     classes = failed["failure_class"].fillna("").replace("", "unclassified")
     for cls, group in failed.groupby(classes, sort=False):
@@ -378,7 +380,7 @@ def rejection_kind(reason: str) -> str:
 
 def rejections(data: CampaignData) -> pd.DataFrame:
     """Proposals rejected before any compute, by kind of reason (duplicate, dead end, critics, ...)."""
-    rejected = data.proposals[data.proposals["status"] == "rejected"]
+    rejected = data.proposals[data.proposals["status"] == ProposalStatus.REJECTED]
     kinds = [rejection_kind(str(r)) for r in rejected["reject_reason"].fillna("")]
     counts = pd.Series(kinds, dtype=object).value_counts()
     return pd.DataFrame({"kind": [str(k) for k in counts.index],
@@ -416,7 +418,7 @@ def summarize(data: CampaignData) -> Summary:
     budget = (data.config.get("budget") or {}).get("trials") or 0
     return Summary(
         trials_finished=len(finished_trials(data)),
-        trials_failed=int((data.trials["status"] == "failed").sum()),
+        trials_failed=int((data.trials["status"] == TrialStatus.FAILED).sum()),
         trials_budget=int(budget), gpu_hours=gpu_hours_used(data),
         wall_clock_min=float(data.campaign.get("wall_clock_s") or 0.0) / 60.0,
         baseline=baseline_metric(data), final=final_metric(data),

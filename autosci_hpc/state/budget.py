@@ -14,12 +14,13 @@ from typing import Optional
 from sqlmodel import Session, col, func, select
 
 from ..config import CampaignConfig
+from .lifecycle import IN_FLIGHT_TRIALS, ProposalStatus, TrialStatus
 from .models import Campaign, LLMCall, Proposal, Trial
 
 #: Trials that hold an executor slot: being sent to the scheduler, or there.
-AT_EXECUTOR = ("submitting", "submitted")
+AT_EXECUTOR = IN_FLIGHT_TRIALS
 #: Trials created and waiting for the coordinator's next batch: each will take a slot.
-WAITING = ("created",)
+WAITING = (TrialStatus.CREATED,)
 #: The key under which a trial's environment records where it ran (`execution.gpus.PLACEMENT_KEY`
 #: writes it on the node; the state layer sits below execution, so it names the key itself).
 PLACEMENT_KEY = "placement"
@@ -87,10 +88,10 @@ def trials_room(session: Session, config: CampaignConfig, campaign: Optional[Cam
     campaign = campaign or session.exec(select(Campaign)).one()
     seeds = config.promotion.seeds
     # Created or being submitted (recorded, sbatch not yet confirmed): both are trials to come.
-    created = count_rows(session, Trial, col(Trial.status).in_(["created", "submitting"]))
-    screening = count_rows(session, Proposal, Proposal.status == "running")
+    created = count_rows(session, Trial, col(Trial.status).in_([TrialStatus.CREATED, TrialStatus.SUBMITTING]))
+    screening = count_rows(session, Proposal, Proposal.status == ProposalStatus.RUNNING)
     # Assigned but not yet launched (central mode's workers launch in their own step): a whole replication.
-    claimed = count_rows(session, Proposal, Proposal.status == "claimed")
+    claimed = count_rows(session, Proposal, Proposal.status == ProposalStatus.CLAIMED)
     committed = campaign.trials_submitted + created + (seeds - 1) * screening + seeds * claimed
     return config.budget.trials - committed
 

@@ -1,7 +1,7 @@
 """A fake Slurm on PATH, for the executor's tests on machines without a cluster.
 
 `FakeSlurm(folder)` writes small `sbatch`, `squeue`, `sacct`, `scontrol`, `scancel`, `srun` and
-`sinfo` programs into `folder/bin`; put that first on PATH (`with_path()`, or the `fake_slurm`
+`sinfo` programs into `folder/bin`; put that first on PATH (`path_env()`, or the `fake_slurm`
 fixture) and submitit, the executor and the CLI talk to it as to Slurm. The programs share one JSON
 state file (locked with flock), and `sbatch` appends every submission to `sbatch.log`: the count of
 real submissions that the consistency checks read, not the database's own count.
@@ -10,7 +10,7 @@ With `run_jobs=True`, `sbatch` runs each job (each array task) at once as a back
 with the variables Slurm gives a job (`SLURM_JOB_ID`, `SLURM_ARRAY_JOB_ID`, `SLURM_ARRAY_TASK_ID`);
 `srun` drops its options and runs its command with `--output`/`--error` redirected. Job states
 follow the processes (RUNNING, then COMPLETED or FAILED by exit code; CANCELLED after `scancel`).
-Without it, jobs stay PENDING until a test sets their state (`set_state`).
+Without it, jobs stay PENDING (for tests that only need the programs on PATH).
 """
 
 from __future__ import annotations
@@ -25,24 +25,22 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "srun", "sinfo")
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY")
 
 
 class FakeSlurm:
-    def __init__(self, folder: Path, *, run_jobs: bool = False, accounting: bool = True,
-                 max_array_size: int = 1001, first_job_id: int = 100) -> None:
+    def __init__(self, folder: Path, *, run_jobs: bool = False) -> None:
         self.folder = Path(folder)
         self.bin = self.folder / "bin"
         self.bin.mkdir(parents=True, exist_ok=True)
         self.state_file = self.folder / "state.json"
         self.log = self.folder / "sbatch.log"
         if not self.state_file.exists():
-            self.state_file.write_text(json.dumps({
-                "next_id": first_job_id, "jobs": {}, "run_jobs": run_jobs, "accounting": accounting,
-                "max_array_size": max_array_size, "requeued": [], "fail_sbatch": ""}))
+            self.state_file.write_text(json.dumps({"next_id": 100, "jobs": {}, "run_jobs": run_jobs,
+                                                   "requeued": []}))
         here = Path(__file__).resolve().parent
         for name in COMMANDS:
             path = self.bin / name
@@ -53,17 +51,8 @@ class FakeSlurm:
 
     # ---- what tests read and set ------------------------------------------------------------------
 
-    def path_env(self, base: Optional[str] = None) -> str:
-        return os.pathsep.join([str(self.bin), base if base is not None else os.environ.get("PATH", "")])
-
-    @contextlib.contextmanager
-    def with_path(self) -> Iterator["FakeSlurm"]:
-        old = os.environ.get("PATH", "")
-        os.environ["PATH"] = self.path_env(old)
-        try:
-            yield self
-        finally:
-            os.environ["PATH"] = old
+    def path_env(self) -> str:
+        return os.pathsep.join([str(self.bin), os.environ.get("PATH", "")])
 
     def state(self) -> dict[str, Any]:
         with _locked(self.state_file) as state:
@@ -74,16 +63,6 @@ class FakeSlurm:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-    def set_state(self, job_id: str, state: str) -> None:
-        with _locked(self.state_file, write=True) as data:
-            for key in _expand(data, job_id):
-                data["jobs"][key]["state"] = state
-
-    def configure(self, **values: Any) -> None:
-        """E.g. `fail_sbatch="Socket timed out"` (every sbatch refuses with that line) or accounting=False."""
-        with _locked(self.state_file, write=True) as data:
-            data.update(values)
 
 
 # ---- the programs -------------------------------------------------------------------------------
@@ -150,11 +129,6 @@ def _sbatch(state_file: Path, argv: list[str]) -> int:
         key, _, value = rest.pop(0)[2:].partition("=")
         options[key] = value
     if "test-only" in options:  # asks whether the job would be accepted; submits nothing
-        with _locked(state_file) as data:
-            refusal = data.get("fail_sbatch")
-        if refusal:
-            print(f"sbatch: error: {refusal}", file=sys.stderr)
-            return 1
         print("sbatch: Job 0 to start at 2026-01-01T00:00:00 using 1 processors on nodes fake in partition fake",
               file=sys.stderr)
         return 0
@@ -162,9 +136,6 @@ def _sbatch(state_file: Path, argv: list[str]) -> int:
     script = script_path.read_text()
     directives = {**_directives(script), **options}
     with _locked(state_file, write=True) as data:
-        if data.get("fail_sbatch"):
-            print(f"sbatch: error: {data['fail_sbatch']}", file=sys.stderr)
-            return 1
         job_id = str(data["next_id"])
         data["next_id"] += 1
         array = directives.get("array", "")
@@ -231,9 +202,6 @@ def _squeue(state_file: Path, argv: list[str]) -> int:
 def _sacct(state_file: Path, argv: list[str]) -> int:
     with _locked(state_file, write=True) as data:
         _refresh(data)
-        if not data["accounting"]:
-            print("sacct: error: Slurm accounting storage is disabled", file=sys.stderr)
-            return 1
         columns = argv[argv.index("-o") + 1].split(",") if "-o" in argv else ["JobID", "State"]
         letters = {"JobID": "i", "State": "T", "JobName": "j", "Comment": "k"}
         template = "|".join(f"%{letters.get(c, '?')}" for c in columns)
@@ -258,7 +226,7 @@ def _scancel(state_file: Path, argv: list[str]) -> int:
 def _scontrol(state_file: Path, argv: list[str]) -> int:
     with _locked(state_file, write=True) as data:
         if argv[:2] == ["show", "config"]:
-            print(f"MaxArraySize            = {data['max_array_size']}")
+            print("MaxArraySize            = 1001")
             return 0
         if argv and argv[0] == "requeue":
             data["requeued"].append(argv[1])
