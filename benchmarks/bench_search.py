@@ -209,11 +209,13 @@ class FlatMetric:
 
 
 def judge(task: Any, rules: PromotionSection, champion: Champion, reference: dict[int, float],
-          spread: tuple[float, int], candidate: Any) -> tuple[bool, int, list[int]]:
+          spread: tuple[float, int], candidate: Any, has: Optional[set[int]] = None) -> tuple[bool, int, list[int]]:
     """One candidate through the coordinator's protocol: seed-0 screen, replication, and more seeds
-    while the rule asks. Returns (promoted, candidate trials, seeds the champion was compared on)."""
+    while the rule asks. `has`: the seeds the champion has stored runs on (the screen's reference; all of
+    `reference` when None). Returns (promoted, candidate trials, seeds the champion was compared on)."""
     values = {0: candidate(0)}
-    delta = promotion.screen(task, rules, champion, 0, values[0], reference)
+    stored = {s: v for s, v in reference.items() if has is None or s in has}
+    delta = promotion.screen_gain(task, rules, champion, 0, values[0], stored)
     if not promotion.passes_screen(rules, delta) and rules.seeds > 1:
         return False, 1, [0]
     values.update({s: candidate(s) for s in range(1, rules.seeds)})
@@ -260,7 +262,7 @@ def rule_simulation(candidates: int, run_noise: float, noise: float = 0.01, seed
                     champion_has = set(base_seeds)
                     per_campaign.append(0)
                 won, used, seeds = judge(task, rules, champion, reference, (std, 3),
-                                         lambda s, x=x, y=y: null(x, y, s) + shift)
+                                         lambda s, x=x, y=y: null(x, y, s) + shift, champion_has)
                 promoted += won
                 per_campaign[-1] += won
                 if std < null.sigma / 2:

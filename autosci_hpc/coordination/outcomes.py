@@ -85,14 +85,18 @@ class Outcomes:
                 return 1
             if parent.id != champion.id:
                 return self._stale(session, proposal, parent, champion, [trial])
-            delta = trial.champion_delta or 0.0
+            delta = (promotion.screen_gain(self.task, rules, parent, trial.seed, trial.metric,
+                                           self._reference(session, parent, trial.seed_set))
+                     if trial.metric is not None else 0.0)
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
                 # A timed task's screen ran apart from the champion: its replication runs seed 0 again,
                 # next to the champion's, so that every pair the decision uses ran side by side.
                 seeds = list(range(0 if self.task.timed else 1, rules.seeds))
                 self._add_seeds(session, proposal, trial, champion, seeds, first=True)
                 proposals.replicate(session, proposal)
-                post(session, PostKind.RESULT, f"#{proposal.id} beats the champion on seed 0 by {delta:+.4g}",
+                against = ("the mean of the champion's runs" if promotion.screens_against_mean(self.task, rules)
+                           else "the champion's same seed")
+                post(session, PostKind.RESULT, f"#{proposal.id} beats {against} by {delta:+.4g} on seed 0",
                      f"{self.task.metric.name}={trial.metric:.4g}; replicating on seeds 1..{rules.seeds - 1}",
                      author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=proposal.id,
                      trial_ids=[trial.id or 0])

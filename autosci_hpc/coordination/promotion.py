@@ -66,6 +66,26 @@ def screen(task: TaskSpec, rules: PromotionSection, champion: Champion, seed: in
     return task.better(metric, ref.get(seed, champion.metric_mean))
 
 
+def screen_gain(task: TaskSpec, rules: PromotionSection, champion: Champion, seed: int, metric: float,
+                reference: Optional[dict[int, float]] = None) -> float:
+    """What the screen judges a candidate's first run by. Under the `paired` rule on a task without data
+    splits: its improvement over the mean of the champion's stored runs. Against the champion's single run
+    on the same seed, one lucky champion run would hold back every candidate of the campaign (they are all
+    screened against it) and an unlucky one would wave them all through; the mean of three or more runs
+    is steadier, and what a seed shares between two programs there is small (the paired rule assumes it
+    too). With data splits the same-seed run is the fair reference (the same split), as under the
+    earlier rules."""
+    ref = reference if reference is not None else reference_of(champion)
+    if not screens_against_mean(task, rules) or not ref:
+        return screen(task, rules, champion, seed, metric, ref)
+    return task.better(metric, statistics.fmean(ref.values()))
+
+
+def screens_against_mean(task: TaskSpec, rules: PromotionSection) -> bool:
+    """Whether `screen_gain` compares with the mean of the champion's runs (else with its same seed)."""
+    return rules.rule == "paired" and task.splits <= 1
+
+
 def passes_screen(rules: PromotionSection, delta: float) -> bool:
     return delta > rules.screen_delta
 

@@ -247,7 +247,8 @@ def false_promotions_after_tight_baselines(candidates: int) -> float:
                          seed_metrics={str(k): ref[k] for k in range(3)}, metric_mean=statistics.fmean(base),
                          metric_std=statistics.stdev(base), rule="baseline")
         values = {0: rng.gauss(0, 1)}
-        if not promotion.passes_screen(rule, promotion.screen(task, rule, champ, 0, values[0], ref)):
+        stored = {k: ref[k] for k in range(3)}
+        if not promotion.passes_screen(rule, promotion.screen_gain(task, rule, champ, 0, values[0], stored)):
             continue
         values.update({k: rng.gauss(0, 1) for k in (1, 2)})
         while True:
