@@ -19,6 +19,7 @@ from .state.budget import count_rows
 from .coordination.promotion import interval_text
 from .state import Store
 from .state.lifecycle import PostKind, ProposalStatus, TrialRole, TrialStatus
+from .state import conditions as run_conditions
 from .state.models import (Agent, Campaign, Champion, Critique, DeadEnd, Event, ForumPost, Proposal, Team,
                            Trial)
 
@@ -188,6 +189,7 @@ def _show_trial(session: Session, trial_id: int, folder: Any = None) -> str:
              f"metric {_fmt(t.metric)}  test metric {_fmt(t.test_metric)}  Δ champion {_fmt(t.champion_delta)}",
              f"snapshot {t.snapshot_id}  overrides {t.overrides}",
              f"executor {t.executor} job {t.job_id}  folder {t.folder}",
+             f"run conditions: {run_conditions.describe(t.conditions)}  {t.conditions}",
              f"environment {t.environment}"]
     if t.proposal_id:
         lines.append(f"proposal p{t.proposal_id}")

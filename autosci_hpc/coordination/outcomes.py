@@ -23,9 +23,9 @@ from sqlmodel import Session, col, select
 from ..agents.roles import post
 from ..agents.views import current_champion
 from ..config import CampaignConfig
-from ..execution import conditions as run_conditions
 from ..execution.results import FailureClass
 from ..state import budget, campaigns, champions, emit, proposals, trials
+from ..state import conditions as run_conditions
 from ..state.lifecycle import (FINISHED_TRIALS, PostKind, ProposalOutcome, ProposalStatus, TrialRole,
                                TrialStatus)
 from ..state.models import Campaign, Champion, Proposal, Team, Trial

@@ -9,8 +9,9 @@ a folder of its own, its result never read). So every trial of a campaign trains
 the measurement (each of four trials sharing a GPU gets fewer steps than one trial alone), and a
 trial that ran alone would be measured on other hardware than its champion.
 
-Where a trial ran is its `Placement`, set by the executor in its request, applied to the job's
-environment on the node (`apply`), and recorded in the trial's environment under `placement`.
+Where a trial runs is its `Placement`, set by the executor in its request and applied to the job's
+environment on the node (`apply`); the node reports it with the trial's run conditions
+(`conditions.observe`), which is where the trial's share and the GPUs it is charged with are stored.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel
 
-#: The key of a trial's recorded environment that holds its placement.
-PLACEMENT_KEY = "placement"
 #: Environment variables of the distributed launch (`ranks.py`), set on each rank of a trial.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 class Placement(BaseModel):
-    """Where one trial runs: set by its executor, recorded with its result."""
+    """Where one trial runs: set by its executor, reported with its result (its run conditions)."""
 
     #: The executor that placed it ("local", "slurm"); "" for a request nobody placed.
     executor: str = ""
@@ -47,9 +46,6 @@ class Placement(BaseModel):
     ranks: int = 1
     #: A ballast run: it only keeps a gang's GPU as loaded as its trials' champion had it.
     ballast: bool = False
-
-    def record(self) -> dict[str, object]:
-        return self.model_dump()
 
 
 def visible_gpus(environ: Optional[Mapping[str, str]] = None, smi: Optional[str] = None) -> list[str]:
@@ -129,16 +125,6 @@ def apply(placement: Placement, environ: Optional[dict[str, str]] = None) -> Non
         env.pop("CUDA_VISIBLE_DEVICES", None)
     else:
         env["CUDA_VISIBLE_DEVICES"] = placement.devices
-
-
-def trial_gpus(environment: Mapping[str, object], default: float) -> float:
-    """GPUs a finished trial held, from its recorded placement (`default` where none was recorded)."""
-    placement = environment.get(PLACEMENT_KEY) if isinstance(environment, Mapping) else None
-    if isinstance(placement, Mapping):
-        value = placement.get("gpus")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-    return default
 
 
 def with_task_gpus(config: Any, task_gpus: int) -> Any:

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 
 from .. import scrub
 from ..state import Store, emit, trials
+from ..state import conditions as run_conditions
 from ..state.lifecycle import FINISHED_TRIALS, TrialStatus
 from ..state.models import Campaign, Trial, utcnow
 from .executors import TrialExecutor
@@ -105,9 +106,11 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         trial.failure_reason = clean.scrub(result.failure_reason)
         trial.log_tail = clean.scrub(result.log_tail)
         scrub.record(session, clean, "trial", trial.id, "the trial's log tail, failure reason or metrics")
-        trial.environment = result.environment
-        recorded = result.environment.get("conditions") if isinstance(result.environment, dict) else None
-        trial.conditions = recorded if isinstance(recorded, dict) else {}
+        # The run conditions are one record of their own (a result written by an older node kept them in
+        # its environment): cleaned here, since the node is where trial code runs.
+        trial.conditions = run_conditions.upgrade(result.conditions, result.environment)
+        trial.environment = {k: v for k, v in result.environment.items()
+                             if k not in run_conditions.MOVED_FROM_ENVIRONMENT}
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:
         trials.finish(session, trial, TrialStatus.FAILED)

@@ -67,6 +67,10 @@ class TrialResult(BaseModel):
     started_at: float
     finished_at: float
     environment: dict[str, Any] = {}
+    #: The trial's run conditions as the node reported them (`conditions.observe`). Any shape passes
+    #: here, so that a malformed record never costs the result its metric: ingestion keeps what
+    #: `state.conditions.clean` accepts of it.
+    conditions: Any = {}
 
 
 class ResultFileError(ValueError):

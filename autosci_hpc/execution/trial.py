@@ -153,28 +153,15 @@ def capture_environment() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    env: dict[str, Any] = {
-        "host": socket.gethostname(),
+    # The software the trial ran with; the node, its devices and their sharing are its run conditions
+    # (`conditions.observe`), a record of their own.
+    return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID", ""),
-        # the GPUs Slurm gave the job (indices on its node), next to what CUDA calls them
-        "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
-        "conditions": conditions.current(),
     }
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10,
-            )
-            env["gpu"] = out.stdout.strip().splitlines()
-        except (OSError, subprocess.SubprocessError):
-            env["gpu"] = ["unknown"]
-    return env
 
 
 METRICS_MAX_BYTES = 1 << 20
@@ -265,7 +252,8 @@ def _write(request: TrialRequest, started: float, log_path: Path, failure: Optio
         returncode=returncode,
         started_at=started,
         finished_at=time.time(),
-        environment={**capture_environment(), gpu_placement.PLACEMENT_KEY: request.placement.record()},
+        environment=capture_environment(),
+        conditions=conditions.observe(request.placement),
     ))
 
 
@@ -440,17 +428,6 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
 
 
 def run_trial(request: TrialRequest) -> dict[str, Any]:
-    """Train, then measure (`_run_trial`), with the trial's run conditions recorded: its slot (host and
-    devices) is marked busy while it runs, so that a trial launched next to it counts it."""
-    lifetime = request.time_limit_s + request.evaluate_time_limit_s + 600
-    conditions.enter(Path(request.folder).parent, request.trial_id, request.attempt, lifetime)
-    try:
-        return _run_trial(request)
-    finally:
-        conditions.leave()
-
-
-def _run_trial(request: TrialRequest) -> dict[str, Any]:
     """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
     gpu_placement.apply(request.placement)
     folder = Path(request.folder)

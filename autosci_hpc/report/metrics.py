@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..coordination.promotion import t975
-from ..execution.gpus import trial_gpus
+from ..state import conditions as run_conditions
 from ..state.budget import device_hours_of, gpus_per_trial
 from ..state.lifecycle import FINISHED_TRIALS, ProposalStatus, TrialStatus
 from .load import CampaignData, ReportError
@@ -94,19 +94,26 @@ def best_so_far(data: CampaignData) -> pd.DataFrame:
     latest = len(means) - 1 - np.argmax(in_force[:, ::-1], axis=1) if len(means) else np.zeros(len(at), int)
     best = np.where(any_in_force, means[latest] if len(means) else np.nan, np.nan)
     gpus = gpus_per_trial(data.campaign_config())
-    held = [trial_gpus(env if isinstance(env, dict) else {}, gpus)
-            for env in (done["environment"] if "environment" in done else [{}] * len(done))]
+    held = [run_conditions.gpus_held(c, gpus) for c in trial_conditions(done)]
     hours = [device_hours_of(float(d), g) for d, g in zip(done["duration_s"].fillna(0.0).astype(float), held)]
     return pd.DataFrame({"trial_n": done["trial_n"], "gpu_hours": np.cumsum(hours, dtype=float),
                          "best": best.astype(float), "finished_at": finished})
 
 
 def uses_gpus(data: CampaignData) -> bool:
-    """Whether the campaign's trials held GPUs: by its config, or by a trial's recorded placement."""
+    """Whether the campaign's trials held GPUs: by its config, or by a trial's recorded run conditions."""
     if gpus_per_trial(data.campaign_config()) > 0:
         return True
-    envs = data.trials["environment"] if "environment" in data.trials else []
-    return any(trial_gpus(env, 0.0) > 0 for env in envs if isinstance(env, dict))
+    return any(run_conditions.gpus_held(c, 0.0) > 0 for c in trial_conditions(data.trials))
+
+
+def trial_conditions(trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """Each trial's run conditions (the report reads a database read-only, so one written before the
+    record was one is read as its migration would make it)."""
+    n = len(trials)
+    stored = trials["conditions"] if "conditions" in trials else [{}] * n
+    environments = trials["environment"] if "environment" in trials else [{}] * n
+    return [run_conditions.upgrade(c, env) for c, env in zip(stored, environments)]
 
 
 def compute_unit(data: CampaignData, detail: str = " (CPU trials)") -> str:

@@ -14,6 +14,7 @@ from typing import Optional
 from sqlmodel import Session, col, func, select
 
 from ..config import CampaignConfig
+from . import conditions
 from .lifecycle import IN_FLIGHT_TRIALS, ProposalStatus, TrialStatus
 from .models import Campaign, LLMCall, Proposal, Trial
 
@@ -21,9 +22,6 @@ from .models import Campaign, LLMCall, Proposal, Trial
 AT_EXECUTOR = IN_FLIGHT_TRIALS
 #: Trials created and waiting for the coordinator's next batch: each will take a slot.
 WAITING = (TrialStatus.CREATED,)
-#: The key under which a trial's environment records where it ran (`execution.gpus.PLACEMENT_KEY`
-#: writes it on the node; the state layer sits below execution, so it names the key itself).
-PLACEMENT_KEY = "placement"
 
 
 def wall_clock_spent(campaign: Campaign, config: CampaignConfig, extra_s: float = 0.0) -> bool:
@@ -57,9 +55,9 @@ def device_hours_of(duration_s: float, gpus: float) -> float:
 
 def gpu_hours_used(session: Session, config: CampaignConfig) -> float:
     """GPU-hours (slot-hours without GPUs) of every finished trial, from their recorded durations and
-    the GPUs each recorded holding (its placement; the config's count for trials without one)."""
+    the GPUs each was charged with (its run conditions; the config's count for trials without one)."""
     default = gpus_per_trial(config)
-    held = func.json_extract(Trial.environment, f"$.{PLACEMENT_KEY}.gpus")
+    held = func.json_extract(Trial.conditions, f"$.{conditions.GPUS}")
     rows = session.exec(select(func.coalesce(held, -1.0), func.sum(Trial.duration_s))
                         .where(col(Trial.duration_s).is_not(None)).group_by(held)).all()
     return sum(device_hours_of(float(total or 0.0), default if float(gpus) < 0 else float(gpus))

@@ -7,11 +7,13 @@ newer autosci_hpc is refused rather than silently mis-read.
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+from typing import Any, Callable
 
 from sqlmodel import Session, select
 
 from .. import __version__
+from . import conditions
 from .models import SCHEMA_VERSION, SchemaInfo
 
 
@@ -48,8 +50,33 @@ def _add_run_conditions(session: Session) -> None:
         session.connection().exec_driver_sql("UPDATE trial SET conditions = '{}' WHERE conditions IS NULL")
 
 
+def _one_conditions_record(session: Session) -> None:
+    """Version 4 -> 5: a trial's run conditions are one record, in its `conditions` column. The executor's
+    placement (its share of the GPU, the GPUs it is charged with), the node's host, devices and GPU names,
+    and a copy of the conditions were kept in its `environment`: they move into the column, cleaned, and
+    leave the environment; the old launch-time count of trials on the slot is dropped (a launch-order
+    count, not the planned share)."""
+    conn = session.connection()
+    rows = conn.exec_driver_sql("SELECT id, conditions, environment FROM trial").all()
+    for trial_id, stored, environment in rows:
+        old, env = _json_value(stored), _json_value(environment)
+        kept = {k: v for k, v in env.items() if k not in conditions.MOVED_FROM_ENVIRONMENT} if env else {}
+        conn.exec_driver_sql("UPDATE trial SET conditions = ?, environment = ? WHERE id = ?",
+                             (json.dumps(conditions.upgrade(old, env)), json.dumps(kept), trial_id))
+
+
+def _json_value(text: object) -> dict[str, Any]:
+    """A stored JSON object ({} for NULL, a non-object or unreadable text)."""
+    try:
+        value = json.loads(text) if isinstance(text, (str, bytes)) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 #: version -> step that upgrades a database at that version to version + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {1: _add_provenance, 2: _reopened_field, 3: _add_run_conditions}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {
+    1: _add_provenance, 2: _reopened_field, 3: _add_run_conditions, 4: _one_conditions_record}
 
 
 class SchemaError(RuntimeError):

@@ -18,7 +18,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 #: Bump when a table changes, and add the step to `state.migrations.MIGRATIONS`.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def utcnow() -> datetime:
@@ -191,8 +191,9 @@ class Trial(SQLModel, table=True):
     parent_champion_id: Optional[int] = Field(default=None, foreign_key="champion.id")
     diff: Optional[str] = None
     notes: Optional[str] = None
-    #: What the trial ran under, as its node saw it at launch: host, devices and GPU names, and how many
-    #: trials shared that slot (itself included). Comparisons across different conditions are flagged.
+    #: Its run conditions, the one record of where and how it ran (`state.conditions`): the node's host,
+    #: devices and GPU names, and its executor's placement (trials sharing its GPU, GPUs charged, ranks).
+    #: Comparisons across different conditions are flagged; the GPU-hours are counted from it.
     conditions: dict[str, Any] = _json(dict)
 
     @property

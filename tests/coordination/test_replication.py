@@ -227,8 +227,8 @@ def test_a_timed_champion_decision_uses_the_rerun_of_seed_0(tmp_path: Path) -> N
 def test_a_comparison_across_different_run_conditions_is_flagged(tmp_path: Path) -> None:
     """The champion's stored runs had the GPU to themselves; the challenger's shared it four ways: the
     decision, the model card and the forum say the two sides ran under different conditions."""
-    alone = {"host": "node1", "devices": "0", "gpu": ["NVIDIA H200"], "shared": 1}
-    crowded = {**alone, "shared": 4}
+    alone = {"host": "node1", "devices": "0", "gpu": ["NVIDIA H200"], "share": 1}
+    crowded = {**alone, "share": 4}
     world = World(tmp_path)
     world.baseline_runs(alone)  # the baseline's three runs, as the log has them
     pid, tid = world.propose({"x": 0.3})
@@ -236,9 +236,9 @@ def test_a_comparison_across_different_run_conditions_is_flagged(tmp_path: Path)
     world.finish({1: 0.71, 2: 0.69}, conditions=crowded)
     new = world.champions()[-1]
     assert world.proposal(pid).outcome == "promoted"
-    assert new.rule_detail["conditions_differ"] == "trials sharing the slot 4 vs 1"
+    assert new.rule_detail["conditions_differ"] == "trials sharing the GPU 4 vs 1"
     assert "WARNING: compared across different run conditions" in new.model_card
-    assert "4 trials on the slot at launch" in new.model_card
+    assert "GPU NVIDIA H200, shared by 4 trials" in new.model_card
     # The same comparison under the same conditions carries no flag.
     same = World(tmp_path / "same")
     same.baseline_runs(alone)

@@ -68,7 +68,7 @@ def test_a_batch_is_one_submission_and_every_failure_class_reaches_the_log(execu
     trials = [drain(store, executor)[r.trial_id] for r in requests]
     best, other = trials[:2]
     assert best.status == other.status == "succeeded" and best.metric > other.metric  # type: ignore[operator]
-    assert best.environment["host"] and best.environment["python"]
+    assert best.conditions["host"] and best.environment["python"]
     for spec, trial in zip(specs[2:], trials[2:]):
         assert (trial.status, trial.failure_class) == ("failed", CLASSES[spec["behaviour"]]), spec
     assert "deliberate crash" in trials[2].log_tail

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from sqlmodel import select
@@ -80,17 +80,17 @@ def test_each_trial_sees_its_slots_gpu_and_a_short_gang_is_filled_with_ballast(t
     assert all(t.status == "succeeded" for t in trials.values())
     devices = [seen(r)["ranks"][0]["visible"] for r in requests]
     assert devices == ["3", "3", "5"]
-    placements = [trials[r.trial_id].environment["placement"] for r in requests]
+    placements = [trials[r.trial_id].conditions for r in requests]
     assert [p["slot"] for p in placements] == [0, 1, 2]
     assert all(p["share"] == 2 and p["executor"] == "local" and not p["ballast"] for p in placements)
     # GPU "3" served two trials, GPU "5" one (its ballast ran for it): what each is charged with
     assert [p["gpus"] for p in placements] == [0.5, 0.5, 1.0]
-    assert [trials[r.trial_id].environment["cuda_visible_devices"] for r in requests] == ["3", "3", "5"]
+    assert [p["devices"] for p in placements] == ["3", "3", "5"]
     # The ballast ran the third trial's program on GPU "5", slot 3, in its own folder.
     (ballast,) = sorted((tmp_path / "jobs" / "ballast").glob("run-*"))
     result = read_result(ballast, requests[2].trial_id)
-    assert result is not None and result.environment["placement"]["ballast"] is True
-    assert result.environment["placement"]["slot"] == 3 and seen_of(ballast)["visible"] == "5"
+    assert result is not None and result.conditions["ballast"] is True
+    assert result.conditions["slot"] == 3 and seen_of(ballast)["visible"] == "5"
     for job in executor._gangs[1]:
         job.wait()
     assert sorted(executor.free_groups()) == [0, 1] and executor.capacity == 4 and executor.room(3) == 4
@@ -108,7 +108,7 @@ def test_cpu_trials_of_the_local_executor_see_no_gpu_and_record_a_cpu_placement(
     submit(store, executor, requests)
     trial = drain(store, executor, grace_s=1)[requests[0].trial_id]
     assert trial.status == "succeeded" and seen(requests[0])["ranks"][0]["visible"] == ""
-    assert trial.environment["placement"]["gpus"] == 0.0
+    assert trial.conditions["gpus"] == 0.0 and trial.conditions["devices"] == "" and trial.conditions["gpu"] == []
 
 
 @pytest.mark.parametrize("sandbox", ["none", "bwrap"])
@@ -128,19 +128,19 @@ def test_a_trial_of_two_gpus_runs_two_ranks_that_meet(tmp_path: Path, sandbox: s
     assert sorted(r["device"] for r in record["ranks"]) == ["0", "1"]
     assert sorted(r["rank"] for r in record["ranks"]) == [0, 1]
     assert len({r["pid"] for r in record["ranks"]}) == 2 and len({r["master"] for r in record["ranks"]}) == 1
-    assert trial.environment["placement"]["ranks"] == 2 and trial.environment["placement"]["gpus"] == 2.0
+    assert trial.conditions["ranks"] == 2 and trial.conditions["gpus"] == 2.0
 
 
 def test_gpu_hours_count_what_each_trial_held(tmp_path: Path) -> None:
-    """A trial that shared a GPU with three others counts a quarter of its hours; a trial without a
-    recorded placement counts what the config says (here a whole GPU); a CPU trial one slot."""
+    """A trial that shared a GPU with three others counts a quarter of its hours; a trial without
+    recorded run conditions counts what the config says (here a whole GPU); a CPU trial one slot."""
     config = load_config(None, ["task.gpus=1"])
     store = Store(tmp_path / "campaign")
     with store.write() as session:
         session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
-        for i, environment in enumerate([{"placement": {"gpus": 0.25}}, {"placement": {"gpus": 0.25}}, {}]):
+        for i, conditions in enumerate([{"gpus": 0.25}, {"gpus": 0.25}, {}]):
             session.add(Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"{i}",
-                              seed=0, status="succeeded", duration_s=3600.0, environment=environment))
+                              seed=0, status="succeeded", duration_s=3600.0, conditions=conditions))
     with store.read() as session:
         assert gpu_hours_used(session, config) == pytest.approx(0.25 + 0.25 + 1.0)
         assert gpu_hours_used(session, load_config(None, [])) == pytest.approx(0.25 + 0.25 + 1.0)
@@ -154,10 +154,12 @@ def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_
     from autosci_hpc.report import metrics
     from autosci_hpc.report.load import CampaignData
 
-    def data(config: dict[str, Any], environments: list[dict[str, Any]]) -> CampaignData:
-        n = len(environments)
+    def data(config: dict[str, Any], conditions: list[dict[str, Any]],
+             environments: Optional[list[dict[str, Any]]] = None) -> CampaignData:
+        n = len(conditions)
         trials = pd.DataFrame({"id": range(1, n + 1), "status": ["succeeded"] * n,
-                               "duration_s": [1800.0] * n, "environment": environments,
+                               "duration_s": [1800.0] * n, "conditions": conditions,
+                               "environment": environments or [{}] * n,
                                "finished_at": pd.to_datetime([1.0] * n, unit="s", utc=True)})
         champions = pd.DataFrame({"id": [1], "metric_mean": [1.0], "trial_ids": [[1]],
                                   "promoted_at": pd.to_datetime([0.0], unit="s", utc=True)})
@@ -165,14 +167,19 @@ def test_the_report_names_gpu_hours_for_a_local_gpu_campaign_and_slot_hours_for_
                             config=config, campaign={}, metric="m", direction="minimize", trials=trials,
                             champions=champions)
 
-    local_gpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.5}}] * 2)
+    local_gpu = data({"executor": {"kind": "local"}}, [{"gpus": 0.5}] * 2)
     assert metrics.compute_unit(local_gpu) == "GPU-hours"
     assert metrics.gpu_hours_used(local_gpu) == pytest.approx(0.5)
+    # The report reads a database read-only: one from before the record was one (its placement in the
+    # environment) counts the same.
+    unmigrated = data({"executor": {"kind": "local"}}, [{}] * 2, [{"placement": {"gpus": 0.5}}] * 2)
+    assert metrics.compute_unit(unmigrated) == "GPU-hours"
+    assert metrics.gpu_hours_used(unmigrated) == pytest.approx(0.5)
     by_config = data({"task": {"gpus": 1}, "executor": {"kind": "local", "local": {"trials_per_gpu": 4}}},
                      [{}])
     assert metrics.compute_unit(by_config) == "GPU-hours"
     assert metrics.gpu_hours_used(by_config) == pytest.approx(0.125)
-    cpu = data({"executor": {"kind": "local"}}, [{"placement": {"gpus": 0.0}}])
+    cpu = data({"executor": {"kind": "local"}}, [{"gpus": 0.0}])
     assert metrics.compute_unit(cpu) == "slot-hours (CPU trials)"
 
 
@@ -189,10 +196,22 @@ def test_the_agents_see_a_gang_of_slots_per_gpu(tmp_path: Path) -> None:
     assert capacity(load_config(None, ["task.gpus=0", "executor.local.max_concurrent=3"])) == 3
 
 
-def test_the_state_layer_reads_the_placement_under_the_key_the_node_writes() -> None:
-    from autosci_hpc.state import budget
+def test_the_budget_counts_the_gpus_the_node_reports(tmp_path: Path) -> None:
+    """The node's record of a trial placed on a GPU shared four ways passes ingestion's cleaning whole,
+    and the GPU-hour budget reads the quarter GPU it was charged with from the stored record."""
+    from autosci_hpc.execution.conditions import observe
+    from autosci_hpc.state import conditions
 
-    assert budget.PLACEMENT_KEY == gpus.PLACEMENT_KEY
+    reported = observe(gpus.placement_for(0, 1, ["0"], 4))
+    stored = conditions.clean(reported)
+    assert stored == {k: v for k, v in reported.items() if v is not None} and stored["share"] == 4
+    store = Store(tmp_path / "campaign")
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
+        session.add(Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|", seed=0,
+                          status="succeeded", duration_s=3600.0, conditions=stored))
+    with store.read() as session:
+        assert gpu_hours_used(session, load_config(None, ["task.gpus=1"])) == pytest.approx(0.25)
 
 
 def test_a_resumed_campaign_keeps_its_gpus_and_sharing() -> None:
@@ -229,14 +248,14 @@ def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp
     with store.read() as session:
         trials = [t for t in session.exec(select(Trial)).all() if t.status in ("succeeded", "failed")]
     assert len(trials) >= 4 and all(t.status == "succeeded" for t in trials)
-    placements = [t.environment["placement"] for t in trials]
+    placements = [t.conditions for t in trials]
     assert all(p["share"] == 2 and p["devices"] == "0" for p in placements)
     alone = [t for t, p in zip(trials, placements) if p["gpus"] == 1.0]
     from autosci_hpc.execution.results import RESULT_FILE
 
     ballast = [json.loads((path / RESULT_FILE).read_text())["result"]
                for path in sorted((folder / "jobs" / "ballast").glob("run-*"))]
-    assert len(ballast) == len(alone) and all(b["environment"]["placement"]["ballast"] for b in ballast)
+    assert len(ballast) == len(alone) and all(b["conditions"]["ballast"] for b in ballast)
     for trial in alone:
         mine = read_result(Path(trial.folder), trial.id)
         assert mine is not None

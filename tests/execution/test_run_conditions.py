@@ -1,64 +1,108 @@
-"""Run conditions: every trial records its host, its devices and how many trials shared its slot at
-launch (from the trial runner's markers), old databases get the column, and a comparison across
-different conditions is told apart from one under the same."""
+"""Run conditions: every trial reports one record of where and how it ran (its node, its devices, its
+executor's placement: the trials sharing its GPU), stored cleaned in the trial's `conditions` column
+only; old databases get the column, and a comparison across different conditions is told apart from one
+under the same."""
 
 from __future__ import annotations
 
-import os
 import socket
-import time
 from pathlib import Path
 
 from sqlalchemy import Column, MetaData, Table
 from sqlmodel import SQLModel, select
 
-from autosci_hpc.execution import conditions
-from autosci_hpc.execution.results import read_result
+from autosci_hpc.execution.gpus import Placement
+from autosci_hpc.execution.monitor import Observation, ingest
+from autosci_hpc.execution.results import TrialResult, read_result, write_result
 from autosci_hpc.execution.trial import run_trial, task_request
 from autosci_hpc.state import Store, models
-from autosci_hpc.state.models import SchemaInfo
+from autosci_hpc.state import conditions
+from autosci_hpc.state.models import Campaign, SchemaInfo, Trial
 from autosci_hpc.task import load_task
 
 TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
 
 
-def test_trials_count_who_shares_their_slot_at_launch(tmp_path: Path) -> None:
-    first = conditions.enter(tmp_path, 1, 0, lifetime_s=60)
-    assert first["shared"] == 1 and first["host"] == socket.gethostname()
-    marker = next((tmp_path / conditions.RUNNING).iterdir())
-    second = conditions.enter(tmp_path, 2, 0, lifetime_s=60)  # trial 1 is still running
-    assert second["shared"] == 2
-    conditions.leave()  # trial 2 is done; trial 1's marker stays
-    assert conditions.enter(tmp_path, 3, 0, lifetime_s=60)["shared"] == 2
-    conditions.leave()
-    # A marker older than a trial can live (its job was killed) no longer counts.
-    old = time.time() - 120
-    os.utime(marker, (old, old))
-    assert conditions.enter(tmp_path, 4, 0, lifetime_s=60)["shared"] == 1
-    conditions.leave()
-
-
-def test_a_trial_result_carries_its_conditions_and_clears_its_marker(tmp_path: Path) -> None:
+def test_a_trial_result_carries_its_conditions_as_one_record(tmp_path: Path) -> None:
+    """The node's facts and the executor's placement arrive in one record, next to the environment
+    (the software), which no longer repeats any of them."""
     task = load_task(TOY)
     req = task_request(task, tmp_path / "campaign", trial_id=7, folder=tmp_path / "trials" / "t7",
                        snapshot_dir=task.program_dir, overrides={}, seed=0, time_limit_s=20)
+    req = req.model_copy(update={"placement": Placement(executor="local", devices="")})
     run_trial(req)
     result = read_result(Path(req.folder), 7)
     assert result is not None and result.status == "succeeded"
-    recorded = result.environment["conditions"]
-    assert recorded["host"] == socket.gethostname() and recorded["shared"] == 1
-    assert list((tmp_path / "trials" / conditions.RUNNING).iterdir()) == []
+    assert result.conditions == {**result.conditions, "host": socket.gethostname(), "devices": "", "gpu": [],
+                                 "executor": "local", "share": 1, "gpus": 0.0, "ranks": 1, "ballast": False}
+    assert conditions.clean(result.conditions) == {k: v for k, v in result.conditions.items() if v is not None}
+    assert not set(conditions.MOVED_FROM_ENVIRONMENT) & set(result.environment)
+    assert result.environment["python"] and "packages" in result.environment
+
+
+def _ingested(tmp_path: Path, result: TrialResult) -> Trial:
+    """`result` written as the node writes it, read back and ingested; the stored trial."""
+    store = Store(tmp_path / "campaign")
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(store.folder), task_name="toy", mode="single"))
+        session.add(Trial(role="baseline", group="baseline", snapshot_id="s", config_signature="s|", seed=0,
+                          status="submitted"))
+    folder = tmp_path / "trials" / "000001"
+    folder.mkdir(parents=True)
+    write_result(folder, result)
+    read = read_result(folder, 1)
+    assert read is not None
+    with store.write() as session:
+        assert ingest(session, Observation(1, result=read)) is not None
+    with store.read() as session:
+        trial = session.get(Trial, 1)
+        assert trial is not None
+        return trial
+
+
+def test_an_oversized_or_malformed_conditions_record_is_stored_clipped(tmp_path: Path) -> None:
+    """Trial code runs on the node that reports the conditions: whatever the record holds, ingestion
+    keeps the known fields only, strings clipped, lists capped, counts bounded, and the result's metric
+    is kept."""
+    hostile = {"host": "h" * 100_000, "devices": "0," * 5000, "gpu": ["NVIDIA H200" * 50] * 1000,
+               "share": 10**12, "ranks": -5, "slot": "first", "gpus": 1e308, "ballast": "yes",
+               "executor": ["local"], "shared": 99, "payload": "x" * 1_000_000, "nested": {"a": [1] * 1000}}
+    result = TrialResult(trial_id=1, attempt=0, status="succeeded", metric=0.5, test_metric=0.4, started_at=0.0,
+                         finished_at=1.0, environment={"python": "3"}, conditions=hostile)
+    stored = _ingested(tmp_path / "big", result).conditions
+    assert stored == {"host": "h" * conditions.MAX_CHARS, "devices": ("0," * 5000)[:conditions.MAX_CHARS],
+                      "gpu": [("NVIDIA H200" * 50)[:conditions.MAX_CHARS]] * conditions.MAX_ITEMS,
+                      "share": conditions.MAX_COUNT, "ranks": 1, "gpus": float(conditions.MAX_COUNT)}
+    # Not a record at all: nothing is recorded, and the trial still has its metric.
+    for i, junk in enumerate(["h" * 1000, [1, 2, 3], None, 7]):
+        trial = _ingested(tmp_path / f"junk{i}", result.model_copy(update={"conditions": junk}))
+        assert trial.conditions == {} and trial.metric == 0.5 and trial.status == "succeeded"
+    # A result written where the record sat in the environment (an older node) is cleaned the same way,
+    # and its environment keeps only the software.
+    legacy = result.model_copy(update={"conditions": {}, "environment": {
+        "python": "3", "host": "n" * 5000, "gpu": ["A100"] * 100,
+        "placement": {"executor": "local", "share": 4, "gpus": 0.25, "devices": "1"},
+        "conditions": {"host": "node1", "shared": 3, "devices": "1"}}})
+    trial = _ingested(tmp_path / "legacy", legacy)
+    assert trial.conditions == {"host": "node1", "devices": "1", "gpu": ["A100"] * conditions.MAX_ITEMS,
+                                "executor": "local", "share": 4, "gpus": 0.25}
+    assert trial.environment == {"python": "3"}
 
 
 def test_differences_in_conditions_are_named() -> None:
-    alone = {"host": "n1", "gpu": ["H200"], "shared": 1}
+    alone = {"host": "n1", "gpu": ["H200"], "share": 1}
     assert conditions.differ([alone, alone], [alone]) is None
-    assert conditions.differ([alone], [{**alone, "shared": 4}]) == "trials sharing the slot 1 vs 4"
+    assert conditions.differ([alone], [{**alone, "share": 4}]) == "trials sharing the GPU 1 vs 4"
     assert conditions.differ([alone], [{**alone, "host": "n2", "gpu": ["A100"]}]) == "host n1 vs n2; GPU H200 vs A100"
     assert conditions.differ([alone], [{}]) is None  # not recorded (a database from before): no claim
+    # A CPU trial shares no GPU: its share is no part of the comparison.
+    assert conditions.differ([{"host": "n1", "share": 1}], [{"host": "n1", "share": 3}]) is None
     # Hostile values never crash the comparison.
-    assert conditions.key_of({"host": 3, "gpu": "x", "shared": "many"}) == ("3", "x", 0)
+    assert conditions.key_of({"host": 3, "gpu": "x", "share": "many"}) == ("", "", 0)
+    assert conditions.key_of(["not", "a", "record"]) == ("", "", 0)
     assert conditions.describe({}) == "not recorded"
+    assert conditions.describe({**alone, "share": 4}) == "host n1, GPU H200, shared by 4 trials"
+    assert conditions.describe({"host": "n1", "share": 1}) == "host n1, CPU"
 
 
 def test_a_version_3_database_gets_the_conditions_column(tmp_path: Path) -> None:

@@ -31,16 +31,15 @@ def test_a_trial_of_two_gpus_runs_two_ranks_on_the_gpu_partition(tmp_path: Path,
     trial = drain(store, executor)[requests[0].trial_id]
     assert trial.status == "succeeded", trial.failure_reason + "\n" + trial.log_tail
     # Slurm allocated the node's two GPUs to the job, and each rank took its own.
-    assert sorted(trial.environment["slurm_gpus"].split(",")) == ["0", "1"]
+    assert sorted(trial.conditions["slurm_gpus"].split(",")) == ["0", "1"]
     seen = json.loads((Path(requests[0].folder) / "artifacts" / "seen.json").read_text())
     ranks = sorted(seen["ranks"], key=lambda r: r["rank"])
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
-    assert ranks[0]["visible"] == ranks[1]["visible"] == trial.environment["cuda_visible_devices"]
+    assert ranks[0]["visible"] == ranks[1]["visible"] == trial.conditions["devices"]
     assert ranks[0]["device"] != ranks[1]["device"]
     # They met: the all_reduce of rank + 1 over both is 3, one rendezvous, rank 0 the only writer.
     assert seen["sum"] == 3 and trial.metric == 3.0 and seen["writer"] == 0
     assert len({r["master"] for r in ranks}) == 1
-    assert trial.environment["placement"] == {**trial.environment["placement"], "executor": "slurm",
-                                              "gpus": 2.0, "ranks": 2}
+    assert trial.conditions == {**trial.conditions, "executor": "slurm", "gpus": 2.0, "ranks": 2, "share": 1}
     submission = next((tmp_path / "jobs").rglob("*_submission.sh")).read_text()
     assert "--gres=gpu:2" in submission and "--partition=h100" in submission

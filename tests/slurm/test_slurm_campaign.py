@@ -192,7 +192,7 @@ def test_gres_from_the_campaign_config_reaches_the_trial(tmp_path: Path, slurm_c
     submit(store, executor, requests)
     trial = drain(store, executor)[requests[0].trial_id]
     assert trial.status == "succeeded"
-    assert trial.environment["cuda_visible_devices"] != ""  # one fake H100 was allocated
+    assert trial.conditions["devices"] != ""  # one fake H100 was allocated
     submission = next((tmp_path / "jobs").rglob("*_submission.sh")).read_text()
     assert "--gres=gpu:h100:1" in submission and "export AUTOSCI_SETUP_RAN=1" in submission
 

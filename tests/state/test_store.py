@@ -200,6 +200,49 @@ def test_a_version_1_database_gets_the_provenance_columns(tmp_path: Path) -> Non
         assert session.exec(select(models.Trial)).one().diff == "--- a\n+++ b\n"
 
 
+def test_a_version_4_database_keeps_one_run_conditions_record(tmp_path: Path) -> None:
+    """Version 4 kept the executor's placement and the node's host, devices and GPU names in a trial's
+    environment, and a copy of its conditions there too: they move into the `conditions` column (the
+    old launch-time count is dropped), leave the environment, and the GPU-hours still count what each
+    trial was charged with."""
+    from autosci_hpc.config import load_config
+    from autosci_hpc.state.budget import gpu_hours_used
+
+    store = Store(tmp_path)
+    environments = [
+        {"python": "3.11", "host": "node1", "cuda_visible_devices": "1", "slurm_gpus": "", "gpu": ["H200", "H200"],
+         "placement": {"executor": "local", "slot": 5, "devices": "1", "share": 4, "gpus": 0.25, "ranks": 1,
+                       "ballast": False},
+         "conditions": {"host": "node1", "devices": "1", "gpu": ["H200"], "shared": 2}},
+        {"python": "3.11", "host": "node2"},  # from before placements were recorded
+        "not an object",
+    ]
+    stored = [{"host": "node1", "devices": "1", "gpu": ["H200"], "shared": 2}, {}, {}]
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
+        for i, (environment, conditions) in enumerate(zip(environments, stored)):
+            session.add(models.Trial(role="candidate", group=f"g{i}", snapshot_id="s", config_signature=f"{i}",
+                                     seed=0, status="succeeded", duration_s=3600.0, conditions=conditions,
+                                     environment=environment if isinstance(environment, dict) else {}))
+        session.flush()
+        session.connection().exec_driver_sql("UPDATE trial SET environment = '\"not an object\"' WHERE id = 3")
+        info = session.exec(select(SchemaInfo)).one()
+        info.version = 4
+        session.add(info)
+    reopened = Store(tmp_path)
+    with reopened.read() as session:
+        assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION
+        trials = session.exec(select(models.Trial).order_by(models.Trial.id)).all()
+        used = gpu_hours_used(session, load_config(None, ["task.gpus=1"]))
+    assert trials[0].conditions == {"host": "node1", "devices": "1", "slurm_gpus": "", "gpu": ["H200"],
+                                    "executor": "local", "slot": 5, "share": 4, "gpus": 0.25, "ranks": 1,
+                                    "ballast": False}
+    assert trials[0].environment == {"python": "3.11"}
+    assert trials[1].conditions == {"host": "node2"} and trials[1].environment == {"python": "3.11"}
+    assert trials[2].conditions == {} and trials[2].environment == {}
+    assert used == pytest.approx(0.25 + 1.0 + 1.0)  # the two without a placement: the config's whole GPU
+
+
 def test_a_failed_block_rolls_back_whole(tmp_path: Path) -> None:
     store = Store(tmp_path)
     with pytest.raises(RuntimeError):
