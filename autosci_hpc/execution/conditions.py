@@ -39,4 +39,5 @@ def observe(placement: Placement) -> dict[str, Any]:
             "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
             "gpu": gpu_names(devices) if devices.strip() else [],  # "": the trial sees no GPU
             "executor": placement.executor, "slot": placement.slot, "share": placement.share,
-            "gpus": placement.gpus, "ranks": placement.ranks, "ballast": placement.ballast}
+            "gpus": placement.gpus, "ranks": placement.ranks, "ballast": placement.ballast,
+            **({"together": placement.together} if placement.together is not None else {})}

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel
@@ -46,6 +48,12 @@ class Placement(BaseModel):
     ranks: int = 1
     #: A ballast run: it only keeps a gang's GPU as loaded as its trials' champion had it.
     ballast: bool = False
+    #: Local GPU gangs: the folder where the gang's `share` members meet before their training steps, so
+    #: that each runs beside the others however late its process started ("": no gang, nobody to wait for).
+    gang: str = ""
+    #: Whether the gang's members all arrived (`meet`): None without a gang, False if some never came
+    #: within GANG_WAIT_S (the trial then ran with fewer neighbours than planned).
+    together: Optional[bool] = None
 
 
 def visible_gpus(environ: Optional[Mapping[str, str]] = None, smi: Optional[str] = None) -> list[str]:
@@ -102,14 +110,44 @@ def gpu_groups(devices: Sequence[str], gpus_per_trial: int) -> list[list[str]]:
     return [list(devices[i:i + per]) for i in range(0, len(devices) - per + 1, per)]
 
 
+#: How long a gang member waits for the others before it runs anyway (and records that they did not meet).
+GANG_WAIT_S = 300.0
+
+
+def meet(placement: Placement, wait_s: float = GANG_WAIT_S, poll_s: float = 0.05) -> Placement:
+    """Wait until every member of this trial's gang has arrived (each leaves a marker named by its slot in
+    the gang's folder): the members of a shared GPU start their training steps together, so none runs
+    its first seconds alone because a neighbour's process was slow to start. Returns the placement with
+    `together` set (unchanged without a gang)."""
+    if not placement.gang:
+        return placement
+    folder = Path(placement.gang)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(placement.slot)).write_text("")
+    except OSError:
+        return placement.model_copy(update={"together": False})
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            arrived = sum(1 for _ in folder.iterdir())
+        except OSError:
+            arrived = 0
+        if arrived >= placement.share:
+            return placement.model_copy(update={"together": True})
+        if time.monotonic() >= deadline:
+            return placement.model_copy(update={"together": False})
+        time.sleep(poll_s)
+
+
 def placement_for(group: int, position: int, devices: Sequence[str], share: int, *, trials: int = 0,
-                  ballast: bool = False) -> Placement:
+                  ballast: bool = False, gang: str = "") -> Placement:
     """The placement of the trial at `position` of GPU group `group`'s gang of `trials` trials (the
     rest ballast). Each trial is charged its part of the GPUs the gang held: ballast serves the
     gang's trials, so its GPU time is theirs (a trial alone with three ballast runs held a whole GPU)."""
     return Placement(executor="local", slot=group * share + position, devices=",".join(devices), share=share,
                      gpus=0.0 if ballast else len(devices) / max(1, trials or share), ranks=len(devices),
-                     ballast=ballast)
+                     ballast=ballast, gang=gang)
 
 
 def apply(placement: Placement, environ: Optional[dict[str, str]] = None) -> None:

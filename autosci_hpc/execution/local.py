@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -45,6 +46,8 @@ class LocalTrialExecutor(TrialExecutor):
         #: The jobs (trials and ballast) each GPU group's current gang runs.
         self._gangs: list[list[Any]] = [[] for _ in self.groups]
         self.ballast_runs = 0
+        #: Gangs started so far (each meets in a folder of its own under `gangs/`).
+        self.gangs_started = 0
 
     def _submitit(self, folder: Path) -> Any:
         executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="local")
@@ -90,15 +93,18 @@ class LocalTrialExecutor(TrialExecutor):
         for start, group in zip(range(0, len(requests), self.share), free):
             gang = list(requests[start:start + self.share])
             devices = self.groups[group]
+            self.gangs_started += 1
+            # unique across coordinator restarts: an old gang's markers must never count for a new one
+            meeting = str(self.folder / "gangs" / f"gang-{uuid.uuid4().hex[:12]}-{self.gangs_started:06d}")
             placed = [r.model_copy(update={"placement": placement_for(group, k, devices, self.share,
-                                                                      trials=len(gang))})
+                                                                      trials=len(gang), gang=meeting)})
                       for k, r in enumerate(gang)]
             jobs = list(self._executor.map_array(run_trial, placed))
             out += self._record(gang, jobs)
-            self._gangs[group] = jobs + self._ballast(group, placed[-1], len(gang))
+            self._gangs[group] = jobs + self._ballast(group, placed[-1], len(gang), meeting)
         return out
 
-    def _ballast(self, group: int, model: TrialRequest, filled: int) -> list[Any]:
+    def _ballast(self, group: int, model: TrialRequest, filled: int, meeting: str) -> list[Any]:
         """Copies of `model` in the gang's empty slots, each in a folder of its own (never a trial's,
         never where `recover` looks): they load the GPU as the missing neighbours would."""
         if filled >= self.share:
@@ -110,7 +116,8 @@ class LocalTrialExecutor(TrialExecutor):
             folder = base / f"run-{self.ballast_runs:06d}"
             copies.append(model.model_copy(update={
                 "folder": str(folder),
-                "placement": placement_for(group, k, self.groups[group], self.share, ballast=True)}))
+                "placement": placement_for(group, k, self.groups[group], self.share, ballast=True,
+                                           gang=meeting)}))
         return list(self._submitit(base / "jobs").map_array(run_trial, copies))
 
     def _record(self, requests: Sequence[TrialRequest], jobs: Sequence[Any]) -> list[SubmittedJob]:

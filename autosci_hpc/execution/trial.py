@@ -443,6 +443,8 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
     reported_path.unlink(missing_ok=True)
     log_path, eval_log_path = folder / LOG_FILE, folder / EVAL_LOG_FILE
     started = time.time()
+    # The trials (and ballast) sharing a GPU start their steps together: wait for the gang to arrive.
+    request = request.model_copy(update={"placement": gpu_placement.meet(request.placement)})
     try:
         _copy_program(Path(request.snapshot_dir), work)
     except (TaskError, OSError) as exc:

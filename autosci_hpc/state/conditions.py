@@ -10,8 +10,10 @@ budget and the report count the GPUs it held (`GPUS`, `gpus_held`), promotion co
 The record holds what the node saw (`host`, `devices`: CUDA_VISIBLE_DEVICES, `slurm_gpus`: the node's GPU
 indices Slurm gave the job, `gpu`: the names of the trial's GPUs) and what its executor planned
 (`executor`, `slot`, `share`: trials placed on the same GPU(s), this one included, `gpus`: the GPUs it is
-charged with, fractional when shared, `ranks`, `ballast`). The share is planned, not counted at launch:
-the local executor starts the trials of a GPU together and fills its empty places with ballast, and a
+charged with, fractional when shared, `ranks`, `ballast`, and `together`: whether the members of its
+local GPU gang all arrived before their steps). The share is planned, not counted at launch:
+the local executor starts the trials of a GPU together (they wait for each other before their training
+steps) and fills its empty places with ballast, and a
 Slurm GPU is the job's own, so the plan is what the trial ran next to; a count of trials seen at launch
 would differ between two trials of the same batch by the order they happened to start in.
 
@@ -77,8 +79,9 @@ def clean(raw: object) -> dict[str, Any]:
     gpus = _number(raw.get(GPUS))
     if gpus is not None:
         out[GPUS] = gpus
-    if isinstance(raw.get("ballast"), bool):
-        out["ballast"] = raw["ballast"]
+    for flag in ("ballast", "together"):
+        if isinstance(raw.get(flag), bool):
+            out[flag] = raw[flag]
     return out
 
 
@@ -128,6 +131,8 @@ def describe(conditions: object) -> str:
         return f"host {host or '?'}, CPU"
     shared = (f"shared by {share} trials" if share > 1 else "alone on it" if share == 1
               else "sharing not recorded")
+    if clean(conditions).get("together") is False:
+        shared += " (its neighbours did not all start: it ran with fewer)"
     return f"host {host or '?'}, GPU {gpu}, {shared}"
 
 

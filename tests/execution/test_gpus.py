@@ -229,8 +229,8 @@ def test_a_resumed_campaign_keeps_its_gpus_and_sharing() -> None:
 @pytest.mark.slow
 def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp_path: Path) -> None:
     """A whole campaign (the CLI, the coordinator, the offline agents) on one fake GPU shared by two:
-    every trial records the share, and each trial that had no other trial beside it ran next to a
-    ballast run of its own gang."""
+    every trial records the share and that its gang met, and each trial that had no other trial beside
+    it ran next to a ballast run of its own gang, however late the ballast's process started."""
     import subprocess
     import sys
 
@@ -249,16 +249,40 @@ def test_a_campaign_on_a_shared_gpu_never_runs_a_trial_without_its_neighbour(tmp
         trials = [t for t in session.exec(select(Trial)).all() if t.status in ("succeeded", "failed")]
     assert len(trials) >= 4 and all(t.status == "succeeded" for t in trials)
     placements = [t.conditions for t in trials]
-    assert all(p["share"] == 2 and p["devices"] == "0" for p in placements)
+    assert all(p["share"] == 2 and p["devices"] == "0" and p["together"] is True for p in placements)
     alone = [t for t, p in zip(trials, placements) if p["gpus"] == 1.0]
     from autosci_hpc.execution.results import RESULT_FILE
 
     ballast = [json.loads((path / RESULT_FILE).read_text())["result"]
                for path in sorted((folder / "jobs" / "ballast").glob("run-*"))]
-    assert len(ballast) == len(alone) and all(b["conditions"]["ballast"] for b in ballast)
+    assert len(ballast) == len(alone) and all(b["conditions"]["ballast"] and b["conditions"]["together"]
+                                              for b in ballast)
     for trial in alone:
         mine = read_result(Path(trial.folder), trial.id)
         assert mine is not None
         beside = [b for b in ballast
                   if b["started_at"] < mine.finished_at and mine.started_at < b["finished_at"]]
         assert beside, f"trial {trial.id} ran without a neighbour"
+
+
+def test_the_members_of_a_gang_wait_for_each_other_before_their_steps(tmp_path: Path) -> None:
+    """A member whose process starts late still runs beside the others: the first to arrive waits (here
+    until the second is let in, a step the test controls), and both record that they met; a member whose
+    neighbour never comes runs anyway after its wait and records that it ran with fewer."""
+    import threading
+
+    folder = str(tmp_path / "gang")
+    first = gpus.placement_for(0, 0, ["0"], 2, trials=1, gang=folder)
+    second = gpus.placement_for(0, 1, ["0"], 2, ballast=True, gang=folder)
+    results: list[gpus.Placement] = []
+    waiter = threading.Thread(target=lambda: results.append(gpus.meet(first, wait_s=60)))
+    waiter.start()
+    while not (tmp_path / "gang" / "0").exists():  # the first member has arrived and is waiting
+        waiter.join(0.01)
+    assert waiter.is_alive() and not results
+    late = gpus.meet(second, wait_s=60)
+    waiter.join(60)
+    assert late.together is True and [r.together for r in results] == [True]
+    alone = gpus.placement_for(0, 0, ["0"], 2, trials=1, gang=str(tmp_path / "other"))
+    assert gpus.meet(alone, wait_s=0.2).together is False
+    assert gpus.meet(gpus.placement_for(0, 0, ["0"], 1)).together is None  # no gang: nobody to wait for
