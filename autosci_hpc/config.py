@@ -147,6 +147,8 @@ class SlurmExecutorSection(_Section):
     account: str = ""
     qos: str = ""
     gres: str = ""
+    #: CPUs of one trial's job, for all its ranks together: a trial of N GPUs is one task whose training
+    #: step runs N processes on these CPUs (give each rank its data loader's share).
     cpus_per_task: int = Field(default=1, ge=1)
     mem_gb: float = Field(default=4.0, gt=0)
     time_min: int = Field(default=60, ge=1)
