@@ -89,15 +89,24 @@ def write_result(folder: Path, result: TrialResult) -> Path:
     return path
 
 
+#: The largest result file read: the runner's own records are a few kilobytes (its log tail and the
+#: evaluator's metrics are capped before they are written); a bigger file is not one of them.
+MAX_RESULT_BYTES = 8 << 20
+
+
 def read_result(folder: Path, trial_id: int) -> Optional[TrialResult]:
     """The valid result in `folder`, None when there is no file; `ResultFileError` when invalid."""
     path = folder / RESULT_FILE
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_RESULT_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ResultFileError(f"{path}: unreadable: {exc}") from exc
+    if len(data) > MAX_RESULT_BYTES:
+        raise ResultFileError(f"{path}: larger than {MAX_RESULT_BYTES >> 20} MiB, not a result record")
+    text = data.decode("utf-8", errors="replace")
     if not text.strip():
         raise ResultFileError(f"{path}: empty file")
     try:

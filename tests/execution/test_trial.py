@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autosci_hpc.execution.results import RESULT_FILE, ResultFileError, read_result, write_result
+from autosci_hpc.execution.results import (MAX_RESULT_BYTES, RESULT_FILE, ResultFileError, read_result,
+                                           write_result)
 from autosci_hpc.execution.trial import TrialFailed, run_trial, task_request
 from autosci_hpc.task import load_task
 
@@ -73,6 +74,11 @@ def test_result_files_that_are_not_one_valid_record_are_rejected(tmp_path: Path)
         (folder / RESULT_FILE).write_text(bad)
         with pytest.raises(ResultFileError, match=needle):
             read_result(folder, 1)
+    # A file far beyond any record the runner writes is refused without being read whole.
+    with (folder / RESULT_FILE).open("w") as handle:
+        handle.write(good[:-1] + " " * MAX_RESULT_BYTES + "}")
+    with pytest.raises(ResultFileError, match="larger than 8 MiB"):
+        read_result(folder, 1)
     (folder / RESULT_FILE).unlink()
     assert read_result(folder, 1) is None  # absent is not invalid: the job may still be running
 
