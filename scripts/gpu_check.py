@@ -99,11 +99,20 @@ def summarize(folder: Path) -> dict[str, Any]:
     with sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True) as db:
         campaign = db.execute("SELECT status, trials_submitted, trials_finished, promotions, wall_clock_s "
                               "FROM campaign").fetchone()
-        trials = db.execute("SELECT role, status, metric, duration_s, environment, failure_class, "
-                            "failure_reason FROM trial").fetchall()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(trial)")}
+        where = "conditions" if "conditions" in columns else "environment"
+        trials = db.execute(f"SELECT role, status, metric, duration_s, {where}, failure_class, "
+                            'failure_reason, "group" FROM trial').fetchall()
         champions = db.execute("SELECT metric_mean FROM champion ORDER BY promoted_at, id").fetchall()
-    placements = [json.loads(r[4] or "{}").get("placement", {}) for r in trials]
+    # Each trial's run conditions (a database from before they were one record kept them in the
+    # environment, under "placement").
+    records = [json.loads(r[4] or "{}") for r in trials]
+    placements = [rec if where == "conditions" else rec.get("placement", {}) for rec in records]
+    placements = [p if isinstance(p, dict) else {} for p in placements]
     gpu_hours = sum((r[3] or 0.0) * float(p.get("gpus", 0.0)) / 3600 for r, p in zip(trials, placements))
+    # A replication's seed set ("p7", "p7.r1", ...) and the champion's runs beside it ("p7:champion").
+    replications = sorted({r[7] for r in trials if r[0] == "replicate"})
+    reruns = {r[7].removesuffix(":champion") for r in trials if r[0] == "champion_rerun"}
     return {
         "status": campaign[0], "trials_submitted": campaign[1], "trials_finished": campaign[2],
         "promotions": campaign[3], "wall_clock_min": round(campaign[4] / 60, 2),
@@ -116,7 +125,12 @@ def summarize(folder: Path) -> dict[str, Any]:
         "champion": champions[-1][0] if champions else None,
         "shares": sorted({int(p.get("share", 1)) for p in placements if p}),
         "devices": sorted({str(p.get("devices")) for p in placements if p.get("devices")}),
+        "met": sum(1 for p in placements if p.get("together") is True),
+        "apart": sum(1 for p in placements if p.get("together") is False),
         "gpu_hours": round(gpu_hours, 4),
+        "replications": len(replications),
+        "remeasured": sum(1 for g in replications if g in reruns),
+        "champion_reruns": sum(1 for r in trials if r[0] == "champion_rerun"),
     }
 
 
@@ -154,6 +168,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"trials:      {s['trials_finished']} finished of {s['trials_submitted']} submitted "
           f"({s['succeeded']} succeeded, {s['failed']} failed); trials per GPU {s['shares']}, "
           f"on GPU(s) {s['devices']}")
+    print(f"gangs:       {s['met']} trial(s) started with all their GPU neighbours, {s['apart']} without")
+    print(f"replications: {s['replications']}, the champion re-run beside {s['remeasured']} of them "
+          f"({s['champion_reruns']} champion runs)")
     print(f"promotions:  {s['promotions']}")
     print(f"champion:    val_bpb {s['champion']} (baseline {s['baseline']})")
     print(f"GPU-hours:   {s['gpu_hours']}")
@@ -171,6 +188,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         problems.append("no champion")
     if not s["devices"]:
         problems.append("no trial was placed on a GPU")
+    if s["apart"]:
+        problems.append(f"{s['apart']} trial(s) ran without all their GPU neighbours")
+    if s["remeasured"] < s["replications"]:
+        problems.append("a replication ran without the champion re-measured beside it (the task is timed)")
     if not args.cpu_dry_run and not any(v > 0 for v in busy.values()):
         problems.append("the GPU never showed any utilization")
     print("result:      " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)))
