@@ -66,7 +66,7 @@ NAME = "search efficiency"
 # 6-12 more for the rules (parts 3-5; `--only-rules` runs just those).
 QUICK = {"task": "tasks/diabetes", "seeds": 5, "trials": 18, "strong_seeds": 2, "strong_trials": 15,
          "noise_trials": 30, "run_noise": 0.02, "sim_candidates": 20000, "planted_campaigns": 20,
-         "planted_trials": 40, "planted_from": 0.25}
+         "planted_trials": 60, "planted_from": 0.25}
 FULL = {"task": "tasks/diabetes", "seeds": 8, "trials": 40, "strong_seeds": 3, "strong_trials": 40,
         "noise_trials": 60, "run_noise": 0.02, "sim_candidates": 100000, "planted_campaigns": 40,
         "planted_trials": 60, "planted_from": 0.25}
