@@ -380,3 +380,21 @@ def test_show_prints_a_trials_and_a_champions_diff_and_card(tmp_path: Path) -> N
     assert show(world.store, "c2") == card
     assert "+x: 0.6" in show(world.store, str(tid))
     assert show(world.store, "c1").lower().startswith("champion #1")
+
+
+def test_the_screen_judges_a_first_run_against_the_mean_of_the_champions_runs(tmp_path: Path) -> None:
+    """Under the paired rule a candidate's seed-0 run is screened against the mean of the champion's runs:
+    a champion whose own seed-0 run was lucky (0.56 against a mean of 0.50) would otherwise hold back
+    every candidate of the campaign. The earlier `mean` rule keeps the same-seed screen."""
+    for rule, replicated in (("paired", True), ("mean", False)):
+        world = World(tmp_path / rule, f"promotion.rule={rule}")
+        with world.store.write() as session:
+            champion = session.get(Champion, 1)
+            assert champion is not None
+            champion.seed_metrics = {"0": 0.56, "1": 0.47, "2": 0.47}
+            session.add(champion)
+        pid, tid = world.propose({"x": 0.3})
+        world.report(tid, 0.53)  # 0.03 below the champion's seed 0, 0.03 above the mean of its runs
+        opened = sorted((t.role, t.seed) for t in world.open_trials())
+        assert (opened == [("replicate", 1), ("replicate", 2)]) is replicated, (rule, opened)
+        assert (world.proposal(pid).status == "replicating") is replicated
