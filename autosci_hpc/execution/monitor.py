@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from sqlmodel import Session, select
 
@@ -85,6 +85,27 @@ class Monitor:
         return found
 
 
+
+#: The software record a result carries (`trial.capture_environment`): its fields, and their bounds.
+_ENVIRONMENT_TEXT = ("python", "platform", "slurm_job_id", "slurm_array_task_id")
+_ENVIRONMENT_CHARS = 200
+_ENVIRONMENT_PACKAGES = 64
+
+
+def bounded_environment(raw: object) -> dict[str, Any]:
+    """A result's environment as it may be stored: the known fields only, strings clipped, at most
+    64 package versions. The file sits in the trial's folder, within reach of trial code: whatever it
+    holds is cut to size here and never raises."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, Any] = {k: raw[k][:_ENVIRONMENT_CHARS] for k in _ENVIRONMENT_TEXT
+                           if isinstance(raw.get(k), str)}
+    packages = raw.get("packages")
+    if isinstance(packages, dict):
+        out["packages"] = {str(k)[:_ENVIRONMENT_CHARS]: v[:_ENVIRONMENT_CHARS]
+                           for k, v in list(packages.items())[:_ENVIRONMENT_PACKAGES] if isinstance(v, str)}
+    return out
+
 def ingest(session: Session, obs: Observation) -> Optional[Trial]:
     """Record an observation on its trial, once. Returns the updated trial, or None if the trial
     was already ingested (a re-read result file, a requeued attempt) — nothing is counted twice."""
@@ -109,8 +130,7 @@ def ingest(session: Session, obs: Observation) -> Optional[Trial]:
         # The run conditions are one record of their own (a result written by an older node kept them in
         # its environment): cleaned here, since the node is where trial code runs.
         trial.conditions = run_conditions.upgrade(result.conditions, result.environment)
-        trial.environment = {k: v for k, v in result.environment.items()
-                             if k not in run_conditions.MOVED_FROM_ENVIRONMENT}
+        trial.environment = bounded_environment(result.environment)
         trial.duration_s = round(result.finished_at - result.started_at, 3)
     else:
         trials.finish(session, trial, TrialStatus.FAILED)

@@ -89,6 +89,22 @@ def test_an_oversized_or_malformed_conditions_record_is_stored_clipped(tmp_path:
     assert trial.environment == {"python": "3"}
 
 
+def test_an_oversized_environment_is_stored_cut_to_its_known_fields(tmp_path: Path) -> None:
+    """The result file sits in the trial's folder: its software record is kept to the fields the runner
+    writes, strings clipped, at most 64 package versions; anything else is dropped, and nothing raises."""
+    hostile = {"python": "3" * 100_000, "platform": ["linux"], "slurm_job_id": "7",
+               "packages": {f"pkg{i}": "1.0" * 300 for i in range(1000)} | {"bad": 3},
+               "payload": "x" * 1_000_000}
+    result = TrialResult(trial_id=1, attempt=0, status="succeeded", metric=0.5, test_metric=0.4, started_at=0.0,
+                         finished_at=1.0, environment=hostile)
+    stored = _ingested(tmp_path / "env", result)
+    assert stored.metric == 0.5
+    assert set(stored.environment) == {"python", "slurm_job_id", "packages"}
+    assert stored.environment["python"] == "3" * 200 and stored.environment["slurm_job_id"] == "7"
+    assert len(stored.environment["packages"]) == 64
+    assert all(len(v) == 200 for v in stored.environment["packages"].values())
+
+
 def test_differences_in_conditions_are_named() -> None:
     alone = {"host": "n1", "gpu": ["H200"], "share": 1}
     assert conditions.differ([alone, alone], [alone]) is None
