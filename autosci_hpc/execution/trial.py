@@ -257,6 +257,34 @@ def _write(request: TrialRequest, started: float, log_path: Path, failure: Optio
     ))
 
 
+#: The process that started this one (the job's controller, on a node): a trial whose controller is
+#: gone was cancelled while it started (a controller stopped between starting its task and recording
+#: it leaves the task orphaned), and stops instead of running on unseen. Read when the module loads,
+#: which on a node is when the job's function is unpickled, first thing.
+_PARENT = os.getppid()
+#: How often a running step checks that its controller is still there.
+ORPHAN_CHECK_S = 0.5
+
+
+class ControllerGone(RuntimeError):
+    """The job's controller is gone (the job was cancelled): the trial stops and writes no result."""
+
+
+def _wait(proc: "subprocess.Popen[bytes]", time_limit_s: float) -> int:
+    """`proc.wait(timeout=time_limit_s)`, that also stops waiting when this job's controller is gone."""
+    deadline = time.monotonic() + time_limit_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, time_limit_s)
+        try:
+            return proc.wait(timeout=min(left, ORPHAN_CHECK_S))
+        except subprocess.TimeoutExpired:
+            if os.getppid() != _PARENT:
+                raise ControllerGone(f"the job's controller (pid {_PARENT}) is gone: the job was cancelled") \
+                    from None
+
+
 class StepInterrupted(BaseException):
     """The scheduler stopped the job while a step ran; the step's process group is already down."""
 
@@ -287,7 +315,7 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: flo
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        returncode = proc.wait(timeout=time_limit_s)
+        returncode = _wait(proc, time_limit_s)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         reason = f"ran past its limit of {time_limit_s:g} s and was killed"

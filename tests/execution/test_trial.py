@@ -105,3 +105,43 @@ def test_the_program_never_sees_api_keys(tmp_path: Path, monkeypatch: pytest.Mon
     assert "[]" in (Path(req.folder) / "evaluate.log").read_text()
     log = (Path(req.folder) / "trial.log").read_text()
     assert "[]" in log and "sk-" not in log
+
+
+def test_a_trial_whose_controller_is_gone_stops_and_writes_no_result(tmp_path: Path) -> None:
+    """A job cancelled while its controller was starting it leaves the trial orphaned (the controller
+    never recorded the task it had just started). The trial notices that its parent is gone, stops its
+    step and writes no result, instead of running on unseen and reporting later as a timeout."""
+    import signal
+    import subprocess
+    import sys
+
+    req = request(tmp_path, time_limit_s=600, behaviour="hang")
+    child = ("import sys; from autosci_hpc.execution.trial import TrialRequest, run_trial; "
+             "run_trial(TrialRequest.model_validate_json(sys.argv[1]))")
+    parent = ("import subprocess, sys, time; "
+              "p = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]]); "
+              "print(p.pid, flush=True); time.sleep(600)")
+    controller = subprocess.Popen([sys.executable, "-c", parent, child, req.model_dump_json()],
+                                  stdout=subprocess.PIPE, text=True)
+    assert controller.stdout is not None
+    trial_pid = int(controller.stdout.readline())
+    log = Path(req.folder) / "trial.log"
+    deadline = time.monotonic() + 120
+    while not log.exists() and time.monotonic() < deadline:  # the training step has started
+        time.sleep(0.05)
+    assert log.exists()
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + 60
+    while running(trial_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(trial_pid), "the orphaned trial ran on"
+    assert not (Path(req.folder) / RESULT_FILE).exists()
