@@ -8,11 +8,13 @@ ready (execution/gpus.py says why); each trial's placement names its GPUs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import submitit
 
@@ -21,6 +23,23 @@ from .executors import JobState, SubmittedJob, TrialExecutor, wait_short
 from .gpus import Placement, gpu_groups, placement_for
 from .trial import TrialRequest, run_trial
 
+
+
+@contextlib.contextmanager
+def interruptible_children() -> Iterator[None]:
+    """Jobs started here obey SIGINT, which is how submitit cancels a local job. A process started in
+    the background by a shell (`nohup autosci run ... &`) has SIGINT ignored, its children inherit
+    that, and a cancelled trial would run on to its time limit. While jobs start, SIGINT gets Python's
+    handler here, so that the job's processes start with the default (restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 class LocalTrialExecutor(TrialExecutor):
     """Trials as local subprocesses through `submitit.AutoExecutor(cluster="local")`."""
@@ -84,7 +103,9 @@ class LocalTrialExecutor(TrialExecutor):
         if not self.groups:
             placed = [r.model_copy(update={"placement": Placement(executor="local", devices="")})
                       for r in requests]
-            return self._record(requests, self._executor.map_array(run_trial, placed))
+            with interruptible_children():
+                jobs = self._executor.map_array(run_trial, placed)
+            return self._record(requests, jobs)
         free = self.free_groups()
         if len(requests) > self.share * len(free):
             raise RuntimeError(f"{len(requests)} trial(s) for {len(free)} free GPU group(s) of {self.share} "
@@ -99,7 +120,8 @@ class LocalTrialExecutor(TrialExecutor):
             placed = [r.model_copy(update={"placement": placement_for(group, k, devices, self.share,
                                                                       trials=len(gang), gang=meeting)})
                       for k, r in enumerate(gang)]
-            jobs = list(self._executor.map_array(run_trial, placed))
+            with interruptible_children():
+                jobs = list(self._executor.map_array(run_trial, placed))
             out += self._record(gang, jobs)
             self._gangs[group] = jobs + self._ballast(group, placed[-1], len(gang), meeting)
         return out
@@ -118,7 +140,8 @@ class LocalTrialExecutor(TrialExecutor):
                 "folder": str(folder),
                 "placement": placement_for(group, k, self.groups[group], self.share, ballast=True,
                                            gang=meeting)}))
-        return list(self._submitit(base / "jobs").map_array(run_trial, copies))
+        with interruptible_children():
+            return list(self._submitit(base / "jobs").map_array(run_trial, copies))
 
     def _record(self, requests: Sequence[TrialRequest], jobs: Sequence[Any]) -> list[SubmittedJob]:
         out = []
@@ -135,7 +158,8 @@ class LocalTrialExecutor(TrialExecutor):
         else:
             placement = Placement(executor="local", devices="")
         executor = self._submitit(self.folder / "short")
-        job = executor.submit(fn, request.model_copy(update={"placement": placement}))
+        with interruptible_children():
+            job = executor.submit(fn, request.model_copy(update={"placement": placement}))
         return wait_short(job, timeout_s, "the short job")
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:

@@ -47,3 +47,34 @@ def test_a_job_killed_without_a_result_fails_after_the_grace_window(tmp_path: Pa
         assert time.monotonic() < deadline, "the trial's program outlived its cancelled job"
         time.sleep(0.2)
 
+
+
+def test_a_coordinator_started_in_the_background_can_still_cancel_its_trials(tmp_path: Path) -> None:
+    """A shell starts a background command (`nohup autosci run ... &`) with SIGINT ignored, and its
+    children inherit that. submitit cancels a local job with SIGINT, so without care a cancelled trial
+    ran on to its time limit and reported a timeout (here 20 s); it must end as cancelled."""
+    import json
+    import signal
+    import sys
+
+    script = f"""
+import json, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from pathlib import Path
+from autosci_hpc.execution.local import LocalTrialExecutor
+from helpers import drain, make_trials, submit
+folder = Path(sys.argv[1])
+store, requests = make_trials(folder, [{{"behaviour": "hang"}}], time_limit_s=20)
+executor = LocalTrialExecutor(folder / "jobs", timeout_min=2)
+(job_id,) = submit(store, executor, requests)
+log = Path(requests[0].folder) / "trial.log"
+while not log.exists():  # the trial has started
+    time.sleep(0.05)
+executor.cancel([job_id])
+trial = drain(store, executor, grace_s=1)[requests[0].trial_id]
+print(json.dumps([trial.status, trial.failure_class]))
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == ["failed", "cancelled"]
