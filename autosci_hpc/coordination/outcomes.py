@@ -68,6 +68,8 @@ class Outcomes:
             return 0
         rules = self.config.promotion
         parent = self._parent(session, trial) or champion
+        # The parent champion's runs per seed, once: the trial's Δ champion and the screen both read them.
+        reference: dict[int, float] = {}
         if trial.role in (TrialRole.CANDIDATE, TrialRole.REPLICATE):
             self._record_provenance(session, trial, parent)
             if trial.status == TrialStatus.SUCCEEDED and trial.metric is not None:
@@ -85,8 +87,7 @@ class Outcomes:
                 return 1
             if parent.id != champion.id:
                 return self._stale(session, proposal, parent, champion, [trial])
-            delta = (promotion.screen_gain(self.task, rules, parent, trial.seed, trial.metric,
-                                           self._reference(session, parent, trial.seed_set))
+            delta = (promotion.screen_gain(self.task, rules, parent, trial.seed, trial.metric, reference)
                      if trial.metric is not None else 0.0)
             if promotion.passes_screen(rules, delta) and rules.seeds > 1:
                 # A timed task's screen ran apart from the champion: its replication runs seed 0 again,

@@ -196,7 +196,7 @@ def _paired(rules: PromotionSection, deltas: list[float], mean: float, candidate
         # that matters is the spread of the differences themselves, so they alone calibrate the test and the
         # minimum effect (in the units of one run: a difference of two runs varies sqrt(2) times as much).
         calibration = "paired differences"
-        squares, df = sum((d - mean) ** 2 for d in deltas) / 2, n - 1
+        squares, df = _squares(deltas) / 2, n - 1
         replicates = n
     else:
         # The spread of one program's runs, pooled from the candidate's runs and the champion's runs on the

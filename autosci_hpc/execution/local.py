@@ -24,7 +24,6 @@ from .gpus import Placement, gpu_groups, placement_for
 from .trial import TrialRequest, run_trial
 
 
-
 @contextlib.contextmanager
 def interruptible_children() -> Iterator[None]:
     """Jobs started here obey SIGINT, which is how submitit cancels a local job. A process started in
@@ -40,6 +39,7 @@ def interruptible_children() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 
 class LocalTrialExecutor(TrialExecutor):
     """Trials as local subprocesses through `submitit.AutoExecutor(cluster="local")`."""

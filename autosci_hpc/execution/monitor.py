@@ -85,10 +85,9 @@ class Monitor:
         return found
 
 
-
-#: The software record a result carries (`trial.capture_environment`): its fields, and their bounds.
+#: The software record a result carries (`trial.capture_environment`): its text fields, and how many
+#: package versions are kept (strings are clipped as the run conditions' are, to MAX_CHARS).
 _ENVIRONMENT_TEXT = ("python", "platform", "slurm_job_id", "slurm_array_task_id")
-_ENVIRONMENT_CHARS = 200
 _ENVIRONMENT_PACKAGES = 64
 
 
@@ -98,13 +97,14 @@ def bounded_environment(raw: object) -> dict[str, Any]:
     holds is cut to size here and never raises."""
     if not isinstance(raw, dict):
         return {}
-    out: dict[str, Any] = {k: raw[k][:_ENVIRONMENT_CHARS] for k in _ENVIRONMENT_TEXT
+    out: dict[str, Any] = {k: raw[k][:run_conditions.MAX_CHARS] for k in _ENVIRONMENT_TEXT
                            if isinstance(raw.get(k), str)}
     packages = raw.get("packages")
     if isinstance(packages, dict):
-        out["packages"] = {str(k)[:_ENVIRONMENT_CHARS]: v[:_ENVIRONMENT_CHARS]
+        out["packages"] = {str(k)[:run_conditions.MAX_CHARS]: v[:run_conditions.MAX_CHARS]
                            for k, v in list(packages.items())[:_ENVIRONMENT_PACKAGES] if isinstance(v, str)}
     return out
+
 
 def ingest(session: Session, obs: Observation) -> Optional[Trial]:
     """Record an observation on its trial, once. Returns the updated trial, or None if the trial

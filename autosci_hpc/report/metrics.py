@@ -31,7 +31,6 @@ from ..state.budget import device_hours_of, gpus_per_trial
 from ..state.lifecycle import FINISHED_TRIALS, ProposalStatus, TrialStatus
 from .load import CampaignData, ReportError
 
-FINISHED = FINISHED_TRIALS
 #: Proposal statuses past the critics: the proposal was approved (and may since have run).
 APPROVED = (ProposalStatus.APPROVED, ProposalStatus.QUEUED, ProposalStatus.CLAIMED, ProposalStatus.RUNNING,
             ProposalStatus.REPLICATING, ProposalStatus.DONE)
@@ -45,7 +44,7 @@ REFERENCE_MODE = "decentralized"
 def finished_trials(data: CampaignData) -> pd.DataFrame:
     """The finished trials in the order they finished, with their ordinal `trial_n` (1..N)."""
     trials = data.trials
-    done = trials[trials["status"].isin(FINISHED)]
+    done = trials[trials["status"].isin(FINISHED_TRIALS)]
     # A finished trial without a time (never seen in practice) sorts last rather than vanishing.
     done = done.sort_values(["finished_at", "id"], na_position="last", kind="stable").reset_index(drop=True)
     done.insert(0, "trial_n", np.arange(1, len(done) + 1, dtype=np.int64))
