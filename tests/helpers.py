@@ -140,3 +140,15 @@ def drain(store: Any, executor: Any, grace_s: float = 2, timeout: float = 240) -
         time.sleep(0.3)
     with store.read() as session:
         return {t.id: t for t in session.exec(select(Trial)).all() if t.id is not None}
+
+
+def record_schema_version(session: Any, version: int) -> None:
+    """Record schema `version` in an open write session: how a test stands for an older (or newer)
+    database before reopening it."""
+    from sqlmodel import select
+
+    from autosci_hpc.state.models import SchemaInfo
+
+    info = session.exec(select(SchemaInfo)).one()
+    info.version = version
+    session.add(info)

@@ -20,6 +20,8 @@ from autosci_hpc.state import conditions
 from autosci_hpc.state.models import Campaign, SchemaInfo, Trial
 from autosci_hpc.task import load_task
 
+from helpers import record_schema_version
+
 TOY = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "toy"
 
 
@@ -134,9 +136,7 @@ def test_a_version_3_database_gets_the_conditions_column(tmp_path: Path) -> None
                              " attempt, status, failure_class, failure_reason, log_tail, metrics, executor, job_id,"
                              " folder, environment, created_at) VALUES ('baseline', 'baseline', 's', '{}', 's|', 0,"
                              " 0, 'succeeded', '', '', '', '{}', '', '', '', '{}', '2026-01-01 00:00:00')")
-        info = session.exec(select(SchemaInfo)).one()
-        info.version = 3
-        session.add(info)
+        record_schema_version(session, 3)
     reopened = Store(tmp_path)
     with reopened.read() as session:
         assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION

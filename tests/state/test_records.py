@@ -21,7 +21,7 @@ from autosci_hpc.coordination.discussion import reopen_stagnating
 from autosci_hpc.state import Store, models
 from autosci_hpc.state.models import Agent, Campaign, Champion, Proposal, SchemaInfo, Team
 from autosci_hpc.task import build_snapshot, config_signature, load_task
-from helpers import FIXTURE_TASKS, ScriptedPolicy, campaign_config
+from helpers import FIXTURE_TASKS, ScriptedPolicy, campaign_config, record_schema_version
 
 
 class CannotImplement(ScriptedPolicy):
@@ -89,9 +89,7 @@ def _as_schema_2(store: Store) -> None:
         Table("proposal", old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
                                  for c in columns])
         old.create_all(conn)
-        info = session.exec(select(SchemaInfo)).one()
-        info.version = 2
-        session.add(info)
+        record_schema_version(session, 2)
 
 
 def test_an_old_database_with_a_negative_round_opens_and_reads_right(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from autosci_hpc.state.filesystem import is_network, journal_mode_for, mount_of,
 from autosci_hpc.state.models import Campaign, Event, SchemaInfo
 from autosci_hpc.state.store import ForkedStoreError
 
+from helpers import record_schema_version
+
 WRITERS = 16
 WRITES = 200
 
@@ -168,9 +170,7 @@ def test_schema_version_recorded_migrated_and_newer_refused(tmp_path: Path, monk
         assert migrations.migrate(session, target=current + 1) == current
     assert seen == [f"{current}->{current + 1}"]
     with store.write() as session:
-        info = session.exec(select(SchemaInfo)).one()
-        info.version = 99
-        session.add(info)
+        record_schema_version(session, 99)
     with pytest.raises(migrations.SchemaError, match="newer"):
         Store(tmp_path)
 
@@ -186,9 +186,7 @@ def test_a_version_1_database_gets_the_provenance_columns(tmp_path: Path) -> Non
             Table(name, old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
                                for c in SQLModel.metadata.tables[name].columns if c.name not in added])
         old.create_all(conn)
-        info = session.exec(select(SchemaInfo)).one()
-        info.version = 1
-        session.add(info)
+        record_schema_version(session, 1)
     reopened = Store(tmp_path)
     with reopened.write() as session:
         assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION
@@ -226,9 +224,7 @@ def test_a_version_4_database_keeps_one_run_conditions_record(tmp_path: Path) ->
                                      environment=environment if isinstance(environment, dict) else {}))
         session.flush()
         session.connection().exec_driver_sql("UPDATE trial SET environment = '\"not an object\"' WHERE id = 3")
-        info = session.exec(select(SchemaInfo)).one()
-        info.version = 4
-        session.add(info)
+        record_schema_version(session, 4)
     reopened = Store(tmp_path)
     with reopened.read() as session:
         assert session.exec(select(SchemaInfo)).one().version == models.SCHEMA_VERSION
