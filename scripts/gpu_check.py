@@ -99,15 +99,11 @@ def summarize(folder: Path) -> dict[str, Any]:
     with sqlite3.connect(f"file:{folder / 'state.db'}?mode=ro", uri=True) as db:
         campaign = db.execute("SELECT status, trials_submitted, trials_finished, promotions, wall_clock_s "
                               "FROM campaign").fetchone()
-        columns = {row[1] for row in db.execute("PRAGMA table_info(trial)")}
-        where = "conditions" if "conditions" in columns else "environment"
-        trials = db.execute(f"SELECT role, status, metric, duration_s, {where}, failure_class, "
+        trials = db.execute('SELECT role, status, metric, duration_s, conditions, failure_class, '
                             'failure_reason, "group" FROM trial').fetchall()
         champions = db.execute("SELECT metric_mean FROM champion ORDER BY promoted_at, id").fetchall()
-    # Each trial's run conditions (a database from before they were one record kept them in the
-    # environment, under "placement").
-    records = [json.loads(r[4] or "{}") for r in trials]
-    placements = [rec if where == "conditions" else rec.get("placement", {}) for rec in records]
+    # Each trial's run conditions (the campaign was made just now, by this checkout: its schema is current).
+    placements = [json.loads(r[4] or "{}") for r in trials]
     placements = [p if isinstance(p, dict) else {} for p in placements]
     gpu_hours = sum((r[3] or 0.0) * float(p.get("gpus", 0.0)) / 3600 for r, p in zip(trials, placements))
     # A replication's seed set ("p7", "p7.r1", ...) and the champion's runs beside it ("p7:champion").
