@@ -95,8 +95,8 @@ class Outcomes:
                 seeds = list(range(0 if self.task.timed else 1, rules.seeds))
                 self._add_seeds(session, proposal, trial, champion, seeds, first=True)
                 proposals.replicate(session, proposal)
-                against = ("the mean of the champion's runs" if promotion.screens_against_mean(self.task, rules)
-                           else "the champion's same seed")
+                by_mean = promotion.screens_against_mean(self.task, rules)
+                against = "the mean of the champion's runs" if by_mean else "the champion's same seed"
                 post(session, PostKind.RESULT, f"#{proposal.id} beats {against} by {delta:+.4g} on seed 0",
                      f"{self.task.metric.name}={trial.metric:.4g}; replicating on seeds 1..{rules.seeds - 1}",
                      author_id=trial.experimenter_id, team_id=trial.team_id, proposal_id=proposal.id,
