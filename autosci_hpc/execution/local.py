@@ -9,15 +9,17 @@ ready (execution/gpus.py says why); each trial's placement names its GPUs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import submitit
 
+from ..files import atomic_write_text
 from ..procs import pid_alive
 from .executors import JobState, SubmittedJob, TrialExecutor, wait_short
 from .gpus import Placement, gpu_groups, placement_for
@@ -67,6 +69,12 @@ class LocalTrialExecutor(TrialExecutor):
         self.ballast_runs = 0
         #: Gangs started so far (each meets in a folder of its own under `gangs/`).
         self.gangs_started = 0
+        #: Gangs an earlier coordinator process started that still run: their GPU group, trial and ballast
+        #: controllers; and live controllers of this folder that no gang record names.
+        self._adopted: list[AdoptedGang] = []
+        self._unplaced: set[int] = set()
+        if self.groups:
+            self._adopt_gangs()
 
     def _submitit(self, folder: Path) -> Any:
         executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="local")
@@ -78,10 +86,12 @@ class LocalTrialExecutor(TrialExecutor):
     def capacity(self) -> int:
         if not self.groups:
             return self._capacity
-        # Trials still running, plus a whole gang for each group whose last gang has ended.
+        # Trials still running (an earlier process's included), plus a whole gang for each group whose
+        # last gang has ended.
+        free = self.free_groups()
         running = sum(1 for gang in self._gangs for job in gang
                       if not job.done() and not self._is_ballast(job))
-        return running + self.share * len(self.free_groups())
+        return running + sum(len(gang.trials) for gang in self._adopted) + self.share * len(free)
 
     def room(self, outstanding: int) -> int:
         """With GPUs: the slots of the groups whose whole gang has ended (a trial's result may be taken in
@@ -91,7 +101,59 @@ class LocalTrialExecutor(TrialExecutor):
         return self.share * len(self.free_groups())
 
     def free_groups(self) -> list[int]:
-        return [i for i, gang in enumerate(self._gangs) if all(job.done() for job in gang)]
+        self._forget_ended()
+        if self._unplaced:
+            return []
+        held = {gang.group for gang in self._adopted}
+        return [i for i, gang in enumerate(self._gangs) if all(job.done() for job in gang) and i not in held]
+
+    # ---- gangs of an earlier coordinator process ---------------------------------------------
+
+    def _adopt_gangs(self) -> None:
+        """What the last coordinator process left running on the GPUs: the recorded gangs whose
+        controllers still live, and any live controller of this folder no record names."""
+        live = self._live_controllers()
+        if not live:
+            return
+        named: set[int] = set()
+        for path in sorted((self.folder / "gangs").glob("*.json")):
+            gang = AdoptedGang.read(path, len(self.groups))
+            if gang is None:
+                continue
+            named |= gang.trials | gang.ballast
+            gang.trials &= live
+            gang.ballast &= live
+            if gang.trials or gang.ballast:
+                self._adopted.append(gang)
+        self._unplaced = live - named
+
+    def _live_controllers(self) -> set[int]:
+        """The pids of live submitit controllers of this executor's folder (trials and ballast)."""
+        try:
+            pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        except OSError:
+            return set()
+        return {pid for pid in pids if pid != os.getpid() and self._adopted_controller(str(pid))}
+
+    def _forget_ended(self) -> None:
+        if not (self._adopted or self._unplaced):
+            return
+        for gang in self._adopted:
+            gang.trials = {pid for pid in gang.trials if self._adopted_controller(str(pid))}
+            gang.ballast = {pid for pid in gang.ballast if self._adopted_controller(str(pid))}
+        self._adopted = [gang for gang in self._adopted if gang.trials or gang.ballast]
+        self._unplaced = {pid for pid in self._unplaced if self._adopted_controller(str(pid))}
+
+    def _record_gang(self, meeting: str, group: int, trials: Sequence[Any], ballast: Sequence[Any]) -> None:
+        """The gang's GPU group and controllers, for a coordinator process that starts after this one (where
+        the record cannot be written, that process finds the gang's controllers unnamed and closes every
+        GPU while they live: slower, never wrong)."""
+        record = {"group": group, "trials": [str(job.job_id) for job in trials],
+                  "ballast": [str(job.job_id) for job in ballast]}
+        path = Path(meeting + ".json")
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(record))
 
     def _is_ballast(self, job: Any) -> bool:
         return str(job.job_id) not in self._jobs
@@ -123,7 +185,9 @@ class LocalTrialExecutor(TrialExecutor):
             with interruptible_children():
                 jobs = list(self._executor.map_array(run_trial, placed))
             out += self._record(gang, jobs)
-            self._gangs[group] = jobs + self._ballast(group, placed[-1], len(gang), meeting)
+            ballast = self._ballast(group, placed[-1], len(gang), meeting)
+            self._gangs[group] = jobs + ballast
+            self._record_gang(meeting, group, jobs, ballast)
         return out
 
     def _ballast(self, group: int, model: TrialRequest, filled: int, meeting: str) -> list[Any]:
@@ -163,7 +227,7 @@ class LocalTrialExecutor(TrialExecutor):
         return wait_short(job, timeout_s, "the short job")
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
-        out = {}
+        out: dict[str, JobState] = {}
         for job_id in job_ids:
             job = self._jobs.get(job_id)
             if job is None:
@@ -203,6 +267,12 @@ class LocalTrialExecutor(TrialExecutor):
                 for job in gang:
                     if self._is_ballast(job):
                         job.cancel(check=False)
+        self._forget_ended()
+        for adopted in self._adopted:
+            if all(str(pid) in self._cancelled for pid in adopted.trials):
+                for pid in adopted.ballast:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGINT)
 
     def _adopted_controller(self, job_id: str) -> bool:
         """Whether `job_id` is the pid of a live submitit controller of this executor's folder (never
@@ -216,3 +286,26 @@ class LocalTrialExecutor(TrialExecutor):
         ours = str(self.folder.absolute()).encode() + b"/"  # submitit passes its job folder pattern, <folder>/%j
         return b"submitit.local._local" in argv and any(arg.startswith(ours) for arg in argv)
 
+
+
+class AdoptedGang:
+    """A gang an earlier coordinator process started (its record under `gangs/`): the GPU group it holds
+    and the pids of its trials' and ballast's controllers."""
+
+    def __init__(self, group: int, trials: set[int], ballast: set[int]) -> None:
+        self.group, self.trials, self.ballast = group, trials, ballast
+
+    @classmethod
+    def read(cls, path: Path, groups: int) -> Optional["AdoptedGang"]:
+        """The record at `path`, or None where it is unreadable or names a group this machine lacks
+        (a campaign resumed on other GPUs: its live controllers then close every GPU, unnamed)."""
+        try:
+            data = json.loads(path.read_text())
+            group = data["group"]
+            trials = {int(pid) for pid in data["trials"]}
+            ballast = {int(pid) for pid in data["ballast"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(group, int) or not 0 <= group < groups:
+            return None
+        return cls(group, trials, ballast)

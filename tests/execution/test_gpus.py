@@ -286,3 +286,54 @@ def test_the_members_of_a_gang_wait_for_each_other_before_their_steps(tmp_path: 
     alone = gpus.placement_for(0, 0, ["0"], 2, trials=1, gang=str(tmp_path / "other"))
     assert gpus.meet(alone, wait_s=0.2).together is False
     assert gpus.meet(gpus.placement_for(0, 0, ["0"], 1)).together is None  # no gang: nobody to wait for
+
+
+def test_a_restarted_coordinator_keeps_the_gpus_its_last_process_left_running_closed(tmp_path: Path) -> None:
+    """A coordinator process starts a gang (one trial beside a ballast run) on GPU "3" of two, then is
+    gone; the next process on the same folder finds that gang still running: GPU "3" stays closed (no
+    new gang joins it), GPU "5" is free, the running trial counts in the capacity, and cancelling the
+    adopted trial takes its ballast down too, after which both GPUs are free again."""
+    store, requests = ranks_trials(tmp_path, 1)
+    long = [r.model_copy(update={"overrides": {"sleep": 600.0}}) for r in requests]
+    first = LocalTrialExecutor(tmp_path / "jobs", timeout_min=15, gpus=["3", "5"], gpus_per_trial=1,
+                               trials_per_gpu=2)
+    (job_id,) = submit(store, first, long)
+    jobs = list(first._gangs[0])
+    assert len(jobs) == 2  # the trial and its ballast
+    try:
+        restarted = LocalTrialExecutor(tmp_path / "jobs", timeout_min=15, gpus=["3", "5"], gpus_per_trial=1,
+                                       trials_per_gpu=2)
+        assert restarted.free_groups() == [1] and restarted.room(0) == 2
+        assert restarted.capacity == 1 + 2  # the adopted trial, and a gang of two on GPU "5"
+        with pytest.raises(RuntimeError, match="free GPU group"):
+            restarted.submit(requests * 3)
+        restarted.cancel([job_id])
+        for job in jobs:  # both the trial's controller and the ballast's end (SIGINT from the new process)
+            job.wait()
+        assert restarted.free_groups() == [0, 1] and restarted.capacity == 4
+    finally:
+        for job in jobs:
+            job.cancel(check=False)
+
+
+def test_a_live_controller_no_gang_record_names_closes_every_gpu(tmp_path: Path) -> None:
+    """A crash between a gang's start and its record: the next process cannot tell which GPU the
+    gang's controllers hold, so it starts nothing on any GPU until they have ended."""
+    store, requests = ranks_trials(tmp_path, 1)
+    long = [r.model_copy(update={"overrides": {"sleep": 600.0}}) for r in requests]
+    first = LocalTrialExecutor(tmp_path / "jobs", timeout_min=15, gpus=["3", "5"], gpus_per_trial=1,
+                               trials_per_gpu=2)
+    (job_id,) = submit(store, first, long)
+    for record in (tmp_path / "jobs" / "gangs").glob("*.json"):
+        record.write_text("{\"group\": 0, \"tri")  # torn: as good as never written
+    try:
+        restarted = LocalTrialExecutor(tmp_path / "jobs", timeout_min=15, gpus=["3", "5"], gpus_per_trial=1,
+                                       trials_per_gpu=2)
+        assert restarted.free_groups() == [] and restarted.room(0) == 0
+        first.cancel([job_id])
+        for job in first._gangs[0]:
+            job.wait()
+        assert restarted.free_groups() == [0, 1]
+    finally:
+        for job in first._gangs[0]:
+            job.cancel(check=False)
