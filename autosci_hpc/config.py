@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .files import yaml_problem
+
 
 class ConfigError(ValueError):
     """A configuration problem, worded for the person who wrote the file."""
@@ -372,7 +374,7 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         try:
             loaded = OmegaConf.load(one)
         except Exception as exc:  # yaml errors come in several classes
-            raise ConfigError(f"{one}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{one}: not valid YAML: {yaml_problem(exc)}") from exc
         file_data = OmegaConf.to_container(loaded, resolve=True) if loaded is not None else {}
         if file_data is None:
             file_data = {}

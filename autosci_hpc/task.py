@@ -23,7 +23,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .files import atomic_write_text
+from .files import atomic_write_text, yaml_problem
 from .layout import CampaignLayout
 
 
@@ -195,8 +195,7 @@ class TaskSpec(BaseModel):
         path = self.program_dir / "config.yaml"
         if not path.is_file():
             return {}
-        data = yaml.safe_load(path.read_text()) or {}
-        return flatten(data)
+        return flatten(read_program_config(path))
 
 
 def unknown_keys(known: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
@@ -220,8 +219,8 @@ def load_task(path: Union[str, Path]) -> TaskSpec:
         raise TaskError(f"{spec_file}: no task.yaml here (task.path must name a task folder)")
     try:
         data = yaml.safe_load(spec_file.read_text())
-    except yaml.YAMLError as exc:
-        raise TaskError(f"{spec_file}: not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TaskError(f"{spec_file}: not valid YAML: {yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise TaskError(f"{spec_file}: must be a mapping")
     try:
@@ -238,7 +237,26 @@ def load_task(path: Union[str, Path]) -> TaskSpec:
     problem = contract_problem(spec)
     if problem:
         raise TaskError(f"{spec_file}: {problem}")
+    program_config = spec.program_dir / "config.yaml"
+    if program_config.is_file():
+        read_program_config(program_config)  # refused here, in one line, rather than in the middle of a run
     return spec
+
+
+def read_program_config(path: Path) -> dict[str, Any]:
+    """A program's config.yaml as a mapping (empty for an empty file); TaskError, one line naming the
+    file, where it is not YAML or not a mapping."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TaskError(f"{path}: not valid YAML: {yaml_problem(exc)}") from exc
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TaskError(f"{path}: must be a mapping of config keys, not a {type(data).__name__}")
+    return data
 
 
 def contract_problem(spec: TaskSpec) -> str:

@@ -66,8 +66,8 @@ def fake_bin(tmp_path: Path, sinfo: str = FAKE_SINFO_UP, test_only_ok: bool = Fa
     return folder
 
 
-def launch(tmp_path: Path, *args: str, path: Path | None = None, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def launch(tmp_path: Path, *args: str, path: Path | None = None, env: dict[str, str] | None = None,
+           config: Path = TOY, task: Path = FIXTURE_TASKS / "toy") -> subprocess.CompletedProcess[str]:
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
     environ = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")}
@@ -76,8 +76,8 @@ def launch(tmp_path: Path, *args: str, path: Path | None = None, env: dict[str, 
     if path is not None:
         environ["PATH"] = f"{path}:{environ['PATH']}"
     environ["PYTHONPATH"] = f"{ROOT}:{environ.get('PYTHONPATH', '')}"
-    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "run", str(TOY), *args,
-                           f"campaign.root={tmp_path / 'runs'}", f"task.path={FIXTURE_TASKS / 'toy'}",
+    return subprocess.run([sys.executable, "-m", "autosci_hpc.cli", "run", str(config), *args,
+                           f"campaign.root={tmp_path / 'runs'}", f"task.path={task}",
                            "--quiet"],
                           capture_output=True, text=True, cwd=cwd, env=environ, timeout=300)
 
@@ -92,6 +92,32 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 def assert_nothing_created(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists(), list((tmp_path / "runs").rglob("*"))
     assert not list((tmp_path / "cwd").iterdir())
+
+
+def test_a_campaign_config_that_is_not_yaml_is_one_line_with_its_place(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("campaign: {name: x\nbudget: [1, 2\n")
+    result = launch(tmp_path, config=broken)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith(f"autosci: {broken}: not valid YAML: line ") and "column" in line
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("text, says", [("lr: [0.1\n", "not valid YAML: line 2, column 1"),
+                                        ("- lr\n- 0.1\n", "must be a mapping of config keys, not a list")])
+def test_a_task_whose_program_config_is_broken_is_refused_before_anything_starts(
+        tmp_path: Path, text: str, says: str) -> None:
+    import shutil
+
+    task = tmp_path / "task"
+    shutil.copytree(FIXTURE_TASKS / "toy", task)
+    (task / "program" / "config.yaml").write_text(text)
+    result = launch(tmp_path, task=task)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert f"{task / 'program' / 'config.yaml'}: {says}" in line
+    assert_nothing_created(tmp_path)
 
 
 def test_a_missing_key_file(tmp_path: Path) -> None:
