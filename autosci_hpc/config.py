@@ -23,7 +23,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Infinity and NaN are refused: a budget of .inf is no budget, and neither survives a JSON record.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -58,11 +59,15 @@ class TaskSection(_Section):
     gpus: Optional[int] = Field(default=None, ge=0)
 
 
+#: The most agents a campaign runs (all teams' analysts and experimenters together).
+MAX_AGENTS = 256
+
+
 class CoordinationSection(_Section):
     mode: Literal["decentralized", "single", "central"] = "decentralized"
-    teams: int = Field(default=2, ge=1)
-    analysts_per_team: int = Field(default=2, ge=1)
-    experimenters_per_team: int = Field(default=2, ge=1)
+    teams: int = Field(default=2, ge=1, le=64)
+    analysts_per_team: int = Field(default=2, ge=1, le=32)
+    experimenters_per_team: int = Field(default=2, ge=1, le=32)
     discussion_rounds: int = Field(default=2, ge=1)
     #: A team whose last N experiments brought no improvement re-opens discussion.
     stagnation_window: int = Field(default=10, ge=1)
@@ -82,6 +87,14 @@ class CoordinationSection(_Section):
     agent_processes: bool = False
     #: An agent process silent for this long is taken for hung and restarted.
     agent_timeout_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _roster_fits(self) -> "CoordinationSection":
+        agents = self.teams * (self.analysts_per_team + self.experimenters_per_team)
+        if agents > MAX_AGENTS:
+            raise ValueError(f"teams x (analysts_per_team + experimenters_per_team) is {agents} agents; at most "
+                             f"{MAX_AGENTS} (each is a process, or a step of every tick, of the coordinator)")
+        return self
 
 
 class PromotionSection(_Section):
@@ -351,12 +364,20 @@ def check_keys(data: Any, model: type[BaseModel], source: str, prefix: str = "")
 
 
 def _format_validation(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"])
-        value = err.get("input")
-        lines.append(f"{source}: bad value for '{key}': {err['msg']} (got {value!r})")
-    return "\n".join(lines)
+    """The first bad value in one line: where it came from, its key, why, and what was given (a whole
+    section's settings are not repeated when a rule across them fails)."""
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    value = first.get("input")
+    given = "" if isinstance(value, (dict, list)) else f" (got {_clip(repr(value))})"
+    more = f" (and {len(errors) - 1} more bad value(s))" if len(errors) > 1 else ""
+    return f"{source}: bad value for '{key}': {message}{given}{more}"
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
@@ -375,7 +396,10 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
             loaded = OmegaConf.load(one)
         except Exception as exc:  # yaml errors come in several classes
             raise ConfigError(f"{one}: not valid YAML: {yaml_problem(exc)}") from exc
-        file_data = OmegaConf.to_container(loaded, resolve=True) if loaded is not None else {}
+        try:
+            file_data = OmegaConf.to_container(loaded, resolve=True) if loaded is not None else {}
+        except Exception as exc:  # an interpolation (${...}) that names nothing, or loops
+            raise ConfigError(f"{one}: {yaml_problem(exc)}") from exc
         if file_data is None:
             file_data = {}
         if not isinstance(file_data, dict):
@@ -386,10 +410,14 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+            try:
+                OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=True)
+            except Exception as exc:
+                raise ConfigError(f"command line: cannot parse override '{item}': {yaml_problem(exc)}") from exc
         try:
             cli = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=True)
         except Exception as exc:
-            raise ConfigError(f"command line: cannot parse overrides {overrides}: {exc}") from exc
+            raise ConfigError(f"command line: cannot parse overrides {overrides}: {yaml_problem(exc)}") from exc
         check_keys(cli, CampaignConfig, "command line")
         layers.append(("command line", cli))
     merged = OmegaConf.create(CampaignConfig().model_dump())
@@ -397,7 +425,10 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         merged = OmegaConf.merge(merged, OmegaConf.create(data))
     for key, value in _replaced_mappings(overrides or []):
         OmegaConf.update(merged, key, value, merge=False)
-    container = OmegaConf.to_container(merged, resolve=True)
+    try:
+        container = OmegaConf.to_container(merged, resolve=True)
+    except Exception as exc:  # an interpolation that names a key no layer set
+        raise ConfigError(f"{source}: {yaml_problem(exc)}") from exc
     try:
         return CampaignConfig.model_validate(container)
     except ValidationError as exc:

@@ -36,12 +36,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def yaml_problem(exc: BaseException) -> str:
-    """A YAML parser's error in one line: where (line, column) and what, without the multi-line excerpt
+    """A YAML (or omegaconf) error in one line: where (line, column) and what, without the multi-line excerpt
     the parser prints (a bad input gets one line naming the file, which the caller puts first)."""
     mark: Any = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = " ".join(str(getattr(exc, "problem", "") or "").split())
     context = " ".join(str(getattr(exc, "context", "") or "").split())
-    if not problem:
-        return " ".join(str(exc).split())[:300]
+    if not problem:  # another parser's error (omegaconf's interpolations, a file's encoding): its first line
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return " ".join(first.split())[:300]
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return f"{where}{problem}" + (f" ({context})" if context else "")

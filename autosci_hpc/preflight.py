@@ -7,6 +7,7 @@ refuses the trials' sbatch options is asked with `sbatch --test-only`, which sub
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any, Callable, Optional, Sequence
 
@@ -36,10 +37,27 @@ def _run(argv: Sequence[str]) -> "subprocess.CompletedProcess[str]":
 
 def check_launch(config: CampaignConfig, task: TaskSpec, runner: Runner = _run) -> None:
     """Every check below, in order; raises the first mistake as a `ConfigError`."""
+    check_campaign_folder(config)
     check_task_overrides(config, task)
     check_api_key(config)
     if config.executor.kind == "slurm":
         check_slurm(config, runner)
+
+
+def check_campaign_folder(config: CampaignConfig) -> None:
+    """The campaign folder is a folder (or does not exist yet) and the nearest existing folder above it is
+    one this user may write in: where it cannot be made, nothing starts."""
+    folder = config.campaign_folder()
+    key = "campaign.folder" if config.campaign.folder else "campaign.root"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}: {folder} exists and is not a folder; name a folder for the campaign")
+    above = folder
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{key}: {above} is not a folder, so {folder} cannot be made in it")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: {above} is not writable by this user, so {folder} cannot be made")
 
 
 def check_task_overrides(config: CampaignConfig, task: TaskSpec) -> None:

@@ -51,6 +51,34 @@ def test_bad_value_names_its_source_and_key(tmp_path: Path) -> None:
         load_config(path, ["promotion.seeds=2", "executor.kind=kubernetes"])
 
 
+@pytest.mark.parametrize("overrides, says", [
+    (["budget.wall_clock_min=.inf"], "bad value for 'budget.wall_clock_min': Input should be a finite number"),
+    (["promotion.alpha=.nan"], "bad value for 'promotion.alpha': Input should be a finite number"),
+    (["coordination.teams=100000"], "bad value for 'coordination.teams': Input should be less than or equal to 64"),
+    (["coordination.teams=64", "coordination.analysts_per_team=4"],
+     "bad value for 'coordination': teams x (analysts_per_team + experimenters_per_team) is 384 agents; at most 256"),
+    (["budget.trials=[", "budget.wall_clock_min=3"], "command line: cannot parse override 'budget.trials=['"),
+    (["campaign.name=${nowhere}"], "cannot parse override 'campaign.name=${nowhere}': Interpolation key 'nowhere'"),
+    (["promotion.seeds=0", "budget.trials=x"], "(and 1 more bad value(s))"),
+])
+def test_values_no_campaign_can_run_on_are_one_line(overrides: list[str], says: str) -> None:
+    """Infinity and NaN (no budget at all, and no JSON record), a roster of more agents than the
+    coordinator can run, overrides that are not YAML: each is refused in one line that names it."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert says in message and "\n" not in message and "{" not in message.split(says)[-1]
+
+
+def test_a_yaml_error_in_a_file_is_one_line_with_its_place(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "campaign: {name: x\nbudget: [1, 2\n"))
+    assert str(info.value).startswith(f"{tmp_path / 'campaign.yaml'}: not valid YAML: line ")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"campaign.yaml: Interpolation key 'budget.nothing' not found$"):
+        load_config(write(tmp_path, "campaign: {name: '${budget.nothing}'}\n"))
+
+
 def test_section_given_a_scalar(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'budget' must be a section"):
         load_config(write(tmp_path, "budget: 10\n"))

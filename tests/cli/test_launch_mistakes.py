@@ -120,6 +120,18 @@ def test_a_task_whose_program_config_is_broken_is_refused_before_anything_starts
     assert_nothing_created(tmp_path)
 
 
+@pytest.mark.parametrize("folder, says", [("afile", "exists and is not a folder"),
+                                          ("afile/campaign", "is not a folder, so")])
+def test_a_campaign_folder_that_cannot_be_made(tmp_path: Path, folder: str, says: str) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    result = launch(tmp_path, f"campaign.folder={tmp_path / folder}")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith("autosci: campaign.folder: ") and says in line
+    assert_nothing_created(tmp_path)
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
 def test_a_missing_key_file(tmp_path: Path) -> None:
     result = launch(tmp_path, "llm.backend=anthropic", "llm.api_key_file=/nonexistent/key")
     assert result.returncode == 2
