@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import subprocess
@@ -28,7 +29,50 @@ from .task import TaskError, load_task
 
 # Piped output (CI logs, `make run | tee`) gets a wide console instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however narrow the terminal
+
+def _count(text: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
 
 API_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
 SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo")
@@ -360,7 +404,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             return _show_transcripts(store, folder, args.ref)
         console.print(show(store, args.ref), highlight=False, soft_wrap=True)
     except (KeyError, ValueError) as exc:
-        err.print(f"autosci: {exc}")
+        err.print(f"autosci: {exc.args[0] if exc.args else exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
     return 0
 
@@ -369,12 +413,16 @@ def _show_transcripts(store: Any, folder: Path, ref: str) -> int:
     """The model conversations behind a proposal (`p3`) or a trial's proposal (`12`)."""
     from .llm.transcripts import behind_proposal, render
     from .state.models import Proposal, Trial
+    from .status import parse_ref
 
+    kind, number = parse_ref(ref)
+    if kind not in ("proposal", "trial"):
+        raise ValueError(f"--transcript shows the conversations behind a proposal (p3) or a trial (12), not {ref}")
     with store.read() as session:
-        if ref.startswith("p"):
-            proposal = session.get(Proposal, int(ref[1:]))
+        if kind == "proposal":
+            proposal = session.get(Proposal, number)
         else:
-            trial = session.get(Trial, int(ref.lstrip("t")))
+            trial = session.get(Trial, number)
             if trial is None:
                 raise KeyError(f"no trial {ref}")
             proposal = session.get(Proposal, trial.proposal_id) if trial.proposal_id else None
@@ -385,7 +433,7 @@ def _show_transcripts(store: Any, folder: Path, ref: str) -> int:
     paths = behind_proposal(folder, proposal.id, proposal.title)
     if not paths:
         err.print(f"autosci: no transcript of a conversation behind p{proposal.id} in {folder}/transcripts "
-                  "(offline and random agents have none)")
+                  "(offline and random agents have none)", highlight=False, markup=False, soft_wrap=True)
         return 1
     for path in paths:
         console.print(render(path), highlight=False, markup=False, soft_wrap=True)
@@ -516,6 +564,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     files = [args.config] + [a for a in args.overrides if "=" not in a and a.endswith((".yaml", ".yml"))]
     overrides = [a for a in args.overrides if a not in files]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        err.print(f"autosci compare: --out {out} exists and is not a folder; name a folder for the campaigns",
+                  highlight=False, markup=False)
+        return 2
     loaded = _load(args)  # the same checks as `autosci run`, before any campaign folder exists
     if loaded is None or _launch_problem(*loaded):
         return 2
@@ -615,7 +668,7 @@ def add_report_parser(sub: Any) -> None:
                              "[--shared]")
     _reads_a_campaign(p, "report")
     p.add_argument("--out", help="the HTML file (default: <first campaign>/report.html)")
-    p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way from the "
+    p.add_argument("--target", type=_finite, help="metric target for trials-to-target (default: half-way from the "
                                                  "baseline to the best final champion)")
     p.add_argument("--export", metavar="DIR", help="also write the log as CSV (and Parquet with pyarrow) here")
     p.add_argument("--shared", action="store_true",
@@ -638,12 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more YAML files merged in order (e.g. configs/cluster/h100_example.yaml), "
                         "then key=value overrides, e.g. budget.trials=60")
     p.add_argument("--quiet", action="store_true", help="progress lines instead of the live view")
-    p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
+    p.add_argument("--lease-ttl", type=_seconds, default=120.0, help="seconds a silent coordinator keeps its lease")
     p.set_defaults(func=cmd_run, strays="overrides")
     p = sub.add_parser("coordinate", help="the long-lived coordinator of a campaign (resumes its folder)")
     p.add_argument("config", help="campaign YAML")
     p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides")
-    p.add_argument("--lease-ttl", type=float, default=120.0, help="seconds a silent coordinator keeps its lease")
+    p.add_argument("--lease-ttl", type=_seconds, default=120.0, help="seconds a silent coordinator keeps its lease")
     p.add_argument("--no-requeue", action="store_true", help="on a stop signal, do not requeue the Slurm job")
     p.add_argument("--inline-agents", action="store_true",
                    help="run the agents inside the coordinator process instead of one process each")
@@ -657,8 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     _reads_a_campaign(p, "log")
     p.add_argument("--team")
     p.add_argument("--status", choices=["created", "submitting", "submitted", "succeeded", "failed"])
-    p.add_argument("--proposal", type=int)
-    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--proposal", type=_count)
+    p.add_argument("--limit", type=_count, default=200)
     p.set_defaults(func=cmd_log)
     p = sub.add_parser("show", help="one trial (12, with its diff), proposal (p3), team (team-1) or champion "
                                     "(c2, or 'champion' for the current one: its model card and diff)",
@@ -676,19 +729,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "logged one; 1 it produced no metric (the reason is printed) or no "
                                    "campaign database was found; 2 no such trial.")
     _reads_a_campaign(p, "rerun")
-    p.add_argument("--seed", type=int, help="another seed (default: the logged one)")
+    p.add_argument("--seed", type=_seed, help="another seed (default: the logged one)")
     p.add_argument("--executor", choices=["local", "slurm"], help="default: the campaign's")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    p.add_argument("--timeout", type=_seconds, default=3600, help="seconds to wait for the result")
     p.set_defaults(func=cmd_rerun)
     p = sub.add_parser("compare", help="the same task under several modes and seeds, matched budget, one report")
     p.add_argument("config", help="campaign YAML: its budget is every arm's budget")
     p.add_argument("overrides", nargs="*", help="more YAML files, then key=value overrides (applied to every arm)")
     p.add_argument("--arms", default="single,central,decentralized",
                    help="comma-separated: decentralized, central, single, random (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=3, help="campaign seeds per arm (default: %(default)s)")
+    p.add_argument("--seeds", type=_count, default=3, help="campaign seeds per arm (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder for the campaigns, their logs and report.html")
-    p.add_argument("--parallel", type=int, default=1, help="campaigns run at once (default: %(default)s)")
-    p.add_argument("--target", type=float, help="metric target for trials-to-target (default: half-way "
+    p.add_argument("--parallel", type=_count, default=1, help="campaigns run at once (default: %(default)s)")
+    p.add_argument("--target", type=_finite, help="metric target for trials-to-target (default: half-way "
                                                   "from the baseline to the best champion found)")
     p.set_defaults(func=cmd_compare, strays="overrides")
     p = sub.add_parser("doctor", help="check packages, SLURM, the filesystem and API keys")
@@ -703,10 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     task_sub = p.add_subparsers(dest="task_command", required=True, metavar="check", prog="autosci task")
     p = task_sub.add_parser("check", help="validate a task folder and run its champion once (seed 0)")
     p.add_argument("task", help="the task folder (with task.yaml)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--folder", help="prepare and run in this campaign folder (kept) instead of a temporary one")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
-    p.add_argument("--timeout", type=float, help="seconds for the champion run (default: the task's time_limit_s)")
+    p.add_argument("--timeout", type=_seconds, help="seconds for the champion run (default: the task's time_limit_s)")
     p.set_defaults(func=cmd_task_check)
     add_report_parser(sub)
     return parser

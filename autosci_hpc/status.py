@@ -145,14 +145,36 @@ def log_table(store: Store, team: Optional[str] = None, status: Optional[str] = 
 def show(store: Store, ref: str) -> str:
     """The story of one trial (`12` or `t12`, with its diff against its parent champion), proposal
     (`p3`), team (`team-1`) or champion (`c2`, or `champion` for the current one: its model card)."""
+    kind, number = parse_ref(ref)
     with store.read() as session:
-        if ref.startswith("team-"):
+        if kind == "team":
             return _show_team(session, ref)
-        if ref == "champion" or (ref.startswith("c") and ref[1:].isdigit()):
-            return _show_champion(session, None if ref == "champion" else int(ref[1:]))
-        if ref.startswith("p"):
-            return _show_proposal(session, int(ref[1:]))
-        return _show_trial(session, int(ref.lstrip("t")), store.folder)
+        if kind == "champion":
+            return _show_champion(session, number)
+        if kind == "proposal":
+            assert number is not None
+            return _show_proposal(session, number)
+        assert number is not None
+        return _show_trial(session, number, store.folder)
+
+
+#: What `autosci show` takes, said when it is given something else.
+REF_FORMS = "a trial (12 or t12), a proposal (p3), a champion (c2, or champion for the current one) or a team (team-1)"
+
+
+def parse_ref(ref: str) -> tuple[str, Optional[int]]:
+    """`12`/`t12` -> ("trial", 12), `p3` -> ("proposal", 3), `c2` -> ("champion", 2), `champion` ->
+    ("champion", None), `team-1` -> ("team", None); ValueError, in one line, for anything else."""
+    text = ref.strip()
+    if text.startswith("team-") and len(text) > len("team-"):
+        return "team", None
+    if text == "champion":
+        return "champion", None
+    for prefix, kind in (("c", "champion"), ("p", "proposal"), ("t", "trial"), ("", "trial")):
+        rest = text[len(prefix):] if text.startswith(prefix) else None
+        if rest is not None and rest.isascii() and rest.isdigit() and len(rest) <= 12:
+            return kind, int(rest)
+    raise ValueError(f"'{ref[:40]}' is not something to show: name {REF_FORMS}")
 
 
 def _show_champion(session: Session, champion_id: Optional[int]) -> str:

@@ -117,8 +117,15 @@ def test_report_of_the_newest_and_of_several_named(here: Path) -> None:
     (["show", "-C", "runs/a"], "autosci show: say which REF: autosci show [FOLDER] REF"),
     (["log", "--bogus", "runs/a"], "autosci log: unrecognized arguments: --bogus; type: autosci log [FOLDER] "
                                    "[-C FOLDER] [--team TEAM]"),
-    (["rerun", "runs/a", "3", "--seed", "x"], "autosci rerun: argument --seed: invalid int value: 'x'; type: "
+    (["rerun", "runs/a", "3", "--seed", "x"], "autosci rerun: argument --seed: 'x' is not a whole number; type: "
                                               "autosci rerun [FOLDER] TRIAL [-C FOLDER]"),
+    (["rerun", "runs/a", "3", "--seed", "-2"], "autosci rerun: argument --seed: -2 is negative"),
+    (["rerun", "runs/a", "3", "--timeout", "inf"], "argument --timeout: inf is not a number of seconds above 0"),
+    (["compare", "c.yaml", "--out", "x", "--seeds", "0"], "autosci compare: argument --seeds: 0 is not at least 1"),
+    (["compare", "c.yaml", "--out", "x", "--parallel", "-1"], "argument --parallel: -1 is not at least 1"),
+    (["compare", "c.yaml", "--out", "x", "--target", "nan"], "argument --target: nan is not a finite number"),
+    (["log", "runs/a", "--limit", "0"], "autosci log: argument --limit: 0 is not at least 1"),
+    (["run", "c.yaml", "--lease-ttl", "0"], "autosci run: argument --lease-ttl: 0 is not a number of seconds above 0"),
     (["doctor", "a", "b"], "autosci doctor: unrecognized arguments: b; type: autosci doctor"),
     (["lgo"], "autosci: argument COMMAND: invalid choice: 'lgo'"),
     ([], "type autosci COMMAND, one of: run, coordinate, status, log, show, rerun, report, compare, task check, "
@@ -132,6 +139,26 @@ def test_a_wrong_form_is_one_line_saying_what_to_type(argv: list[str], line: str
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1, out.err
     assert line in out.err
+
+
+@pytest.mark.parametrize(("ref", "line"), [
+    ("abc", "autosci: 'abc' is not something to show: name a trial (12 or t12), a proposal (p3), a champion"),
+    ("team-", "autosci: 'team-' is not something to show"),
+    ("99999", "autosci: no trial 99999"),
+    ("c99", "autosci: no champion 99"),
+])
+def test_show_of_something_that_is_not_there_is_one_line(here: Path, ref: str, line: str) -> None:
+    result = autosci(here, "show", "runs/newer", ref)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_compare_refuses_an_out_that_is_a_file_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("mine")
+    result = autosci(tmp_path, "compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), "--out", "taken")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--out taken exists and is not a folder" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
 def test_options_and_words_mix_in_any_order(tmp_path: Path) -> None:
