@@ -811,8 +811,15 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .state.migrations import SchemaError
+    from .state.store import StoreError
+
     args = parse(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (StoreError, SchemaError) as exc:  # a campaign database that cannot be read: nothing was changed
+        err.print(f"autosci: {exc}", highlight=False, markup=False)
+        return 2
 
 
 if __name__ == "__main__":

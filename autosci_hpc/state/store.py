@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 from ..layout import CampaignLayout
 from . import models
 from .filesystem import journal_mode_for
-from .migrations import migrate
+from .migrations import SCHEMA_VERSION, SchemaError, migrate
 
 
 class StoreError(RuntimeError):
@@ -81,6 +82,7 @@ class Store:
             _make_private_dir(self.folder)
         self._read_engine = self._make_engine(read_only, "DEFERRED")
         self._write_engine = None if read_only else self._make_engine(False, "IMMEDIATE")
+        self._probe()
         if not read_only:
             self._initialise()
 
@@ -119,6 +121,36 @@ class Store:
             conn.exec_driver_sql(f"BEGIN {begin}")
 
         return engine
+
+    def _probe(self) -> None:
+        """Before anything reads or writes: a file that is not a campaign database, or one written by a
+        newer autosci_hpc (this one's tables could misread it, its writes could break it), is refused
+        in one line naming the file (a `StoreError` or `SchemaError`); a new or empty file passes."""
+        try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                return
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot be read ({exc.strerror or exc})") from None
+        # A plain read-only connection: the engines' own would set the journal mode, a write to the file.
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                row = conn.execute("SELECT version FROM schema_info WHERE id = 1").fetchone() \
+                    if "schema_info" in tables else None
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if is_locked_error(exc):
+                raise
+            reason = " ".join(str(exc).split())[:200]
+            raise StoreError(f"{self.path}: not a campaign database ({reason})") from None
+        if tables and not {"schema_info", "campaign"} <= tables:
+            raise StoreError(f"{self.path}: not a campaign database (an SQLite file without a campaign's tables)")
+        found = row[0] if row is not None else None
+        if isinstance(found, int) and found > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: the campaign database has schema version {found}, newer than this "
+                              f"autosci_hpc ({SCHEMA_VERSION}); upgrade autosci_hpc to read it")
 
     def _initialise(self) -> None:
         old_umask = os.umask(0o077)  # the database and its journal: owner only

@@ -153,6 +153,15 @@ def test_show_of_something_that_is_not_there_is_one_line(here: Path, ref: str, l
     assert result.stderr.startswith(line) and result.stderr.count("\n") == 1, result.stderr
 
 
+@pytest.mark.parametrize("command", [["status"], ["log"], ["show", "1"]])
+def test_a_campaign_database_that_is_not_one_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "runs" / "broken").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "state.db").write_bytes(b"\x00garbage" * 100)
+    result = autosci(tmp_path, command[0], "runs/broken", *command[1:])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "autosci: runs/broken/state.db: not a campaign database (file is not a database)" in result.stderr
+
+
 def test_compare_refuses_an_out_that_is_a_file_before_anything_runs(tmp_path: Path) -> None:
     (tmp_path / "taken").write_text("mine")
     result = autosci(tmp_path, "compare", str(ROOT / "configs" / "campaign" / "toy_smoke.yaml"), "--out", "taken")

@@ -175,6 +175,36 @@ def test_schema_version_recorded_migrated_and_newer_refused(tmp_path: Path, monk
         Store(tmp_path)
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_database_it_cannot_read_is_refused_in_one_line_and_left_as_it_was(tmp_path: Path,
+                                                                            read_only: bool) -> None:
+    """Garbage, another program's SQLite file, and a newer autosci_hpc's database: opening one (to read
+    it, or to resume a campaign in it) raises one line naming the file, and leaves its bytes alone."""
+    from autosci_hpc.state.store import StoreError
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "state.db").write_bytes(b"not a database at all, " * 40)
+    other = tmp_path / "other"
+    other.mkdir()
+    con = sqlite3.connect(other / "state.db")
+    con.execute("create table notes (text)")
+    con.commit()
+    con.close()
+    newer = tmp_path / "newer"
+    with Store(newer).write() as session:
+        record_schema_version(session, models.SCHEMA_VERSION + 1)
+    for folder, error, says in ((garbage, StoreError, "not a campaign database (file is not a database)"),
+                                (other, StoreError, "not a campaign database (an SQLite file without"),
+                                (newer, migrations.SchemaError, "newer than this autosci_hpc")):
+        before = (folder / "state.db").read_bytes()
+        with pytest.raises(error) as info:
+            Store(folder, read_only=read_only, create=False)
+        assert str(info.value).startswith(f"{folder / 'state.db'}: ") and says in str(info.value)
+        assert "\n" not in str(info.value)
+        assert (folder / "state.db").read_bytes() == before
+
+
 def test_a_version_1_database_gets_the_provenance_columns(tmp_path: Path) -> None:
     store = Store(tmp_path)
     with store.write() as session:
