@@ -44,7 +44,7 @@ class Metric(BaseModel):
 class Axis(BaseModel):
     """One dimension an offline policy may vary: a dotted config key and its range."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     key: str
     kind: Literal["choice", "float", "log_float", "int"]
     group: str
@@ -95,7 +95,7 @@ class SmokeSpec(BaseModel):
     on the trials' hardware by default, so that GPU-only code (bf16, torch.compile) is tried where it
     will run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     #: Overrides of the program's config that make a run take seconds (on top of the proposal's).
     overrides: dict[str, Any] = Field(default_factory=dict)
     #: The smoke run's wall-clock limit, in seconds.
@@ -111,7 +111,7 @@ CONTRACT = 2
 
 
 class TaskSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     version: int = 1
     #: 2: the program trains, the sealed evaluator measures. Campaigns recorded under contract 1

@@ -79,3 +79,23 @@ def test_task_data_is_prepared_once_with_provenance_and_checksums(tmp_path: Path
     assert prepare_data(task, campaign) == manifest  # reused, not re-run
     with pytest.raises(DataError, match="must not run twice"):
         prepare_data(task, tmp_path / "other")  # a failure names the task and shows its output
+
+
+@pytest.mark.parametrize("old, new, says", [
+    ("\ntime_limit_s: 20", "\ntime_limit_s: .inf", "bad value for 'time_limit_s': Input should be a finite number"),
+    ("{key: x, kind: float, low: -1.0", "{key: x, kind: float, low: -.inf", "Input should be a finite number"),
+])
+def test_a_task_with_an_infinite_limit_or_range_is_refused_in_one_line(tmp_path: Path, old: str, new: str,
+                                                                       says: str) -> None:
+    """No limit is no limit: an infinite time limit would let a trial run forever, an infinite axis
+    bound would put every value of it in one dead-end bin."""
+    import shutil
+
+    task = tmp_path / "toy"
+    shutil.copytree(FIXTURE_TASKS / "toy", task)
+    text = (task / "task.yaml").read_text()
+    assert old in text
+    (task / "task.yaml").write_text(text.replace(old, new))
+    with pytest.raises(TaskError) as info:
+        load_task(task)
+    assert says in str(info.value) and "\n" not in str(info.value)
