@@ -71,6 +71,9 @@ def rerun(campaign_folder: Path, trial_id: int, seed: Optional[int] = None, exec
     if executor_kind:
         config.executor.kind = executor_kind  # type: ignore[assignment]
     layout = CampaignLayout(campaign_folder)
+    if not layout.snapshot(trial.snapshot_id).is_dir():
+        raise KeyError(f"trial {trial_id}'s program is gone: {layout.snapshot(trial.snapshot_id)} does not exist "
+                       "(a campaign folder copied without its snapshots/ cannot rerun its trials)")
     task = TaskSpec.model_validate_json(layout.task_spec.read_text())
     seed = trial.seed if seed is None else seed
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")

@@ -51,6 +51,16 @@ def test_rerun_from_another_directory_with_a_relative_folder_on_a_task_with_data
     assert "produced no metric: the program failed (program_error)" in broken.stderr
     assert "target.json" in broken.stderr  # the program's own reason
 
+    # The program's snapshots gone (a folder copied without them): refused in one line before anything runs.
+    import shutil
+
+    shutil.rmtree(folder / "snapshots")
+    before = sorted(p.name for p in (folder / "reruns").iterdir())
+    gone = autosci(elsewhere, "rerun", str(trial_id), "-C", relative)
+    assert gone.returncode == 2 and gone.stderr.count("\n") == 1, gone.stderr
+    assert f"trial {trial_id}'s program is gone: " in gone.stderr and "snapshots" in gone.stderr
+    assert sorted(p.name for p in (folder / "reruns").iterdir()) == before
+
 
 def test_rerun_of_a_trial_that_does_not_exist(tmp_path: Path) -> None:
     missing = autosci(tmp_path, "rerun", "3", "-C", str(tmp_path / "nowhere"))
