@@ -144,6 +144,10 @@ class BudgetSection(_Section):
     wall_clock_min: float = Field(default=60.0, gt=0)
     gpu_hours: Optional[float] = Field(default=None, gt=0)
     llm_dollars: Optional[float] = Field(default=None, gt=0)
+    #: No new candidate once this many trials in a row have failed (the most recent ones to finish; a
+    #: cancelled trial does not count; null: never). A broken environment (a node without its GPU, a full
+    #: disk, a missing module) fails every trial, and would otherwise spend the whole budget on failures.
+    failures_in_a_row: Optional[int] = Field(default=20, ge=1)
 
 
 class LocalExecutorSection(_Section):

@@ -429,6 +429,12 @@ class Coordinator:
                 if self._idle_ticks < IDLE_TICKS_TO_FINISH * (10 if self.supervisor is not None else 1):
                     return False
                 reason = "no proposal left to try"
+            elif (failed := budget.failing_streak(session, self.config)) is not None:
+                last_line = next((line for line in reversed(failed.log_tail.splitlines()) if line.strip()), "")
+                reason = (f"{self.config.budget.failures_in_a_row} trials in a row failed (budget.failures_in_a_row; "
+                          f"the last, trial {failed.id}: {failed.failure_class or 'failed'}: "
+                          f"{' '.join(failed.failure_reason.split())[:200]}"
+                          + (f"; its log ends: {' '.join(last_line.split())[:200]}" if last_line else "") + ")")
             else:
                 reason = ("wall clock spent" if budget.wall_clock_spent(campaign, self.config, extra_s)
                           else "LLM budget spent" if budget.llm_spent(session, self.config)

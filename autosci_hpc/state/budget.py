@@ -74,9 +74,28 @@ def may_start_candidate(session: Session, config: CampaignConfig, extra_s: float
     """A new candidate may start only if its full replication still fits in the budget."""
     campaign = session.exec(select(Campaign)).one()
     if (not campaign.accepting_work or wall_clock_spent(campaign, config, extra_s) or llm_spent(session, config)
-            or gpu_hours_spent(session, config)):
+            or gpu_hours_spent(session, config) or failing_streak(session, config) is not None):
         return False
     return trials_room(session, config, campaign) >= config.promotion.seeds
+
+
+def failing_streak(session: Session, config: CampaignConfig) -> Optional[Trial]:
+    """The last trial of a run of `budget.failures_in_a_row` failed trials, the most recent to finish (by
+    creation order; cancelled ones aside), or None: no such run, or the limit is off."""
+    limit = config.budget.failures_in_a_row
+    if limit is None:
+        return None
+    # `status || ''` keeps SQLite off the status index: it reads the newest rows backwards and stops at
+    # `limit` finished ones, whatever the size of the log (the index would sort every finished trial).
+    recent = session.exec(
+        select(Trial)
+        .where((col(Trial.status) + "").in_([TrialStatus.SUCCEEDED, TrialStatus.FAILED]),
+               Trial.failure_class != "cancelled")
+        .order_by(col(Trial.id).desc())
+        .limit(limit)).all()
+    if len(recent) < limit or any(t.status != TrialStatus.FAILED for t in recent):
+        return None
+    return recent[0]
 
 
 def trials_room(session: Session, config: CampaignConfig, campaign: Optional[Campaign] = None) -> int:

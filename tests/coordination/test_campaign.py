@@ -96,3 +96,22 @@ def test_the_budget_is_never_exceeded_and_counters_are_stored(tmp_path: Path) ->
         # Seeds 0-2, and more while the default rule found it inconclusive: never a gap.
         seeds = sorted(t.seed for t in trials if t.group == group)
         assert seeds[:3] == [0, 1, 2] and seeds == list(range(len(seeds)))
+
+
+def test_a_run_of_failed_trials_stops_new_candidates_and_finishes_the_campaign(tmp_path: Path) -> None:
+    """Every candidate crashes (as on a node whose environment broke): after `budget.failures_in_a_row`
+    failures in a row no candidate starts, the campaign drains and finishes saying why, and most of its
+    trial budget is left unspent."""
+    script = [{"behaviour": "crash", "x": round(0.05 * i, 2)} for i in range(1, 30)]
+    coordinator = run(tmp_path, "toy", script, "budget.trials=40", "budget.failures_in_a_row=3",
+                      "coordination.dead_end_after=100")
+    trials = trials_of(coordinator)
+    candidates = [t for t in trials if t.role == "candidate"]
+    assert all(t.status == "failed" for t in candidates)
+    # three failures trip it; at most the executor's capacity (2) were already under way
+    assert 3 <= len(candidates) <= 3 + 2 and len(trials) < 40
+    with coordinator.store.read() as session:
+        finished = session.exec(select(Event).where(Event.kind == "campaign.finished")).one()
+    reason = finished.data["reason"]
+    assert reason.startswith("3 trials in a row failed (budget.failures_in_a_row; the last, trial ")
+    assert "program_error" in reason and "deliberate crash" in reason

@@ -54,3 +54,38 @@ def test_the_outcomes_and_the_agents_read_one_trial_budget(tmp_path: Path) -> No
         assert budget.trials_room(session, config) == 4  # 10 - (4 submitted + 1 created + 1 submitting)
         assert outcomes._room(session) == budget.trials_room(session, config)
         assert budget.may_start_candidate(session, config)  # 3 seeds fit in 4
+
+
+def test_the_failure_streak_counts_the_newest_finished_trials_and_ignores_cancelled_ones(tmp_path: Path) -> None:
+    """Three failures in a row stop new candidates; one success among the newest three, or a limit
+    turned off, does not; a cancelled trial is neither a failure nor a break; running trials are not
+    finished and do not count."""
+    from autosci_hpc.config import load_config
+    from autosci_hpc.state import Store, budget
+    from autosci_hpc.state.models import Campaign, Trial
+
+    store = Store(tmp_path / "campaign")
+
+    def add(status: str, failure_class: str = "") -> None:
+        with store.write() as session:
+            session.add(Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|", seed=0,
+                              status=status, failure_class=failure_class))
+
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single", status="execution"))
+    config = load_config(None, ["budget.failures_in_a_row=3", "budget.trials=100", "promotion.seeds=1"])
+    for status, failure in [("succeeded", ""), ("failed", "program_error"), ("failed", "timeout"),
+                            ("failed", "cancelled"), ("submitted", "")]:
+        add(status, failure)
+    with store.read() as session:
+        assert budget.failing_streak(session, config) is None and budget.may_start_candidate(session, config)
+    add("failed", "no_result")
+    with store.read() as session:
+        last = budget.failing_streak(session, config)
+        assert last is not None and last.failure_class == "no_result"
+        assert not budget.may_start_candidate(session, config)
+        assert budget.failing_streak(session, config.model_copy(
+            update={"budget": config.budget.model_copy(update={"failures_in_a_row": None})})) is None
+    add("succeeded")
+    with store.read() as session:
+        assert budget.failing_streak(session, config) is None
