@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .config import nodes_problem
 from .files import atomic_write_text

@@ -3,7 +3,8 @@
 One record per trial (`state.conditions` stores, cleans and reads it): the node's host, the devices the
 trial was given (`CUDA_VISIBLE_DEVICES`, after its placement was applied), the GPU indices Slurm gave
 the job, the names of its GPUs, and its executor's placement (how many trials share its GPU, the GPUs it
-is charged with, its ranks in all, the nodes it spans, whether it is ballast). Runs on the node, so it never reaches the database.
+is charged with, its ranks in all, the nodes it spans, whether it is ballast). Runs on the node, so it
+never reaches the database.
 """
 
 from __future__ import annotations

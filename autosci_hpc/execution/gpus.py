@@ -49,7 +49,8 @@ class Placement(BaseModel):
     #: ranks / nodes of them on each node, with RANK and WORLD_SIZE.
     ranks: int = 1
     #: Nodes the trial spans (SLURM only): its first node runs the trial as on one node (and the evaluator);
-    #: each other node runs only its ranks of the training step, which meet the first node's (execution/trial.py).
+    #: each other node runs only its ranks of the training step, which meet the first node's
+    #: (execution/nodes.py).
     nodes: int = 1
     #: A ballast run: it only keeps a gang's GPU as loaded as its trials' champion had it.
     ballast: bool = False
@@ -175,8 +176,8 @@ def local_nodes_problem(config: Any) -> str:
     the local executor is one machine."""
     nodes = config.task.nodes or 1
     if nodes > 1 and config.executor.kind == "local":
-        return (f"task.nodes: the task's trials span {nodes} nodes each, but executor.kind=local runs on this one "
-                "machine; use executor.kind=slurm, or task.nodes=1 with task.gpus that fit one machine")
+        return (f"task.nodes: the task's trials span {nodes} nodes each, but executor.kind=local runs on this "
+                "one machine; use executor.kind=slurm, or task.nodes=1 with task.gpus that fit one machine")
     return ""
 
 
@@ -187,13 +188,14 @@ def with_task_gpus(config: Any, task_gpus: int, task_nodes: int = 1) -> Any:
     and a local campaign whose trials need more GPUs than the machine shows."""
     from ..config import ConfigError, nodes_problem
 
-    if config.task.gpus is None or config.task.nodes is None:
-        config = config.model_copy(deep=True)
-        config.task.gpus = task_gpus if config.task.gpus is None else config.task.gpus
-        config.task.nodes = task_nodes if config.task.nodes is None else config.task.nodes
-    problem = nodes_problem(config.task.gpus or 0, config.task.nodes or 1)
+    gpus = task_gpus if config.task.gpus is None else config.task.gpus
+    nodes = task_nodes if config.task.nodes is None else config.task.nodes
+    problem = nodes_problem(gpus or 0, nodes or 1)
     if problem:
         raise ConfigError(f"task.nodes: {problem} (the campaign's task.gpus/task.nodes, else the task's)")
+    if (config.task.gpus, config.task.nodes) != (gpus, nodes):
+        config = config.model_copy(deep=True)
+        config.task.gpus, config.task.nodes = gpus, nodes
     problem = local_nodes_problem(config)
     if problem:
         raise ConfigError(problem)

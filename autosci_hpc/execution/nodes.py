@@ -118,7 +118,8 @@ def read_rendezvous(folder: Path, job: str, trial_id: int, attempt: int) -> tupl
 def fail_note(folder: Path, node: int, job: str, reason: str) -> None:
     """Node `node` could not do its part of this run: say so where the first node looks (best effort)."""
     try:
-        atomic_write_text(Path(folder) / f"node-{node}.failed", json.dumps({"job": job, "reason": reason[:500]}))
+        note = json.dumps({"job": job, "reason": reason[:500]})
+        atomic_write_text(Path(folder) / f"node-{node}.failed", note)
     except OSError:
         pass
 
@@ -131,12 +132,13 @@ def failed_node(folder: Path, job: str) -> str:
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         if isinstance(note, dict) and note.get("job") == job and isinstance(note.get("reason"), str):
-            return f"{path.name.removesuffix('.failed').replace('-', ' ')} of the trial: {note['reason'][:500]}"
+            name = path.name.removesuffix(".failed").replace("-", " ")
+            return f"{name} of the trial: {note['reason'][:500]}"
     return ""
 
 
 def mark_done(path: Path) -> None:
-    """A new file at `path` (best effort): what the other nodes of a smoke run wait for instead of a result."""
+    """A new file at `path` (best effort): what a smoke run's other nodes wait for instead of a result."""
     try:
         atomic_write_text(path, "")
     except OSError:

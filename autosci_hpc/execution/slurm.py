@@ -168,7 +168,8 @@ class SlurmTrialExecutor(TrialExecutor):
         if cfg.additional:
             params["slurm_additional_parameters"] = dict(cfg.additional)
         gpus = gres_gpus(params.get("slurm_gres", "")) * max(1, nodes)  # a gres request is per node
-        placement = Placement(executor="slurm", gpus=float(gpus), ranks=max(1, gpus_per_trial), nodes=max(1, nodes))
+        placement = Placement(executor="slurm", gpus=float(gpus), ranks=max(1, gpus_per_trial),
+                              nodes=max(1, nodes))
         return cls(folder, params, max_concurrent=cfg.max_concurrent, job_name=job_name, placement=placement)
 
     @property

@@ -316,8 +316,8 @@ class StepInterrupted(BaseException):
         self.cause = cause
 
 
-def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float,
-              log: IO[bytes], stop: Optional[StopCheck] = None) -> tuple[Optional[int], Optional[FailureClass], str]:
+def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float, log: IO[bytes],
+              stop: Optional[StopCheck] = None) -> tuple[Optional[int], Optional[FailureClass], str]:
     """Run one step (training or evaluation) as a single process group, on the harness's clock.
 
     The only place a trial starts a process: (returncode, failure, reason). A step past its limit

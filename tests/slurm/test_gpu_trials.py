@@ -81,7 +81,8 @@ def test_a_trial_on_two_nodes_runs_one_rank_on_each_and_they_meet(tmp_path: Path
     # the ranks themselves where no sandbox hides the scheduler's variables.
     tasks = submitit.SlurmJob(folder=tmp_path / "jobs" / "%j", job_id=job_id, tasks=(0, 1)).results()
     assert tasks[0] == {"trial_id": trial.id, "metric": 3.0, "slurm_node": tasks[0]["slurm_node"]}
-    assert tasks[1] == {"trial_id": trial.id, "node": 1, "returncode": 0, "slurm_node": tasks[1]["slurm_node"]}
+    assert tasks[1] == {"trial_id": trial.id, "node": 1, "returncode": 0,
+                        "slurm_node": tasks[1]["slurm_node"]}
     assert len({tasks[0]["slurm_node"], tasks[1]["slurm_node"]}) == 2
     if sandbox == "none":
         assert [r["slurm_node"] for r in ranks] == [tasks[0]["slurm_node"], tasks[1]["slurm_node"]]
