@@ -162,7 +162,9 @@ class SlurmTrialExecutor(TrialExecutor):
             # one task per node; its training step runs one rank per GPU of its node
             params["slurm_gres"] = f"gpu:{max(1, gpus_per_trial // max(1, nodes))}"
         if nodes > 1:
-            params.update(nodes=nodes, tasks_per_node=1)
+            # One task per node. When the first node's task fails (its trial is over) srun stops the others
+            # at once; the other nodes' tasks never exit non-zero on their own (execution/trial.py).
+            params.update(nodes=nodes, tasks_per_node=1, slurm_srun_args=["--kill-on-bad-exit=1"])
         if cfg.setup:
             params["slurm_setup"] = list(cfg.setup)
         if cfg.additional:

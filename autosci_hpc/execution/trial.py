@@ -526,7 +526,10 @@ def join_trial(request: TrialRequest, node: int, done_file: str = RESULT_FILE) -
     (it ran no training step: its trial failed before) or the job is cancelled. The ranks end with the
     collective group; whatever is still running when the first node's result appears is stopped, and so
     is a step past the time limit. A node that cannot do its part leaves a failure note, which stops the
-    first node's training step (its ranks would wait for this node's until the time limit)."""
+    first node's training step (its ranks would wait for this node's until the time limit), and says so
+    in its answer (`failed`); it still ends without an error, so that srun (--kill-on-bad-exit) does not
+    stop the first node before that has written the trial's failed result. Only a cancelled job ends it
+    with one."""
     folder = Path(request.folder)
     job, result_path = multinode.job_run(), folder / done_file
     seen = multinode.result_mark(result_path)
@@ -534,13 +537,15 @@ def join_trial(request: TrialRequest, node: int, done_file: str = RESULT_FILE) -
     def first_node_done() -> str:
         return "the first node finished the trial" if multinode.result_mark(result_path) != seen else ""
 
-    def fail(reason: str) -> TrialFailed:
-        multinode.fail_note(folder, node, job, reason)
-        return TrialFailed(f"trial {request.trial_id}: node {node}: {reason}")
-
     # (the job's answer for this node; Slurm's name for the node, where it says: what ran where)
     out: dict[str, Any] = {"trial_id": request.trial_id, "node": node, "returncode": None,
                            "slurm_node": os.environ.get("SLURMD_NODENAME", "")}
+
+    def fail(reason: str) -> dict[str, Any]:
+        multinode.fail_note(folder, node, job, reason)
+        print(f"trial {request.trial_id}: node {node}: {reason}", file=sys.stderr)  # the job's own log
+        return {**out, "failed": reason}
+
     deadline = time.monotonic() + request.time_limit_s
     while True:
         rendezvous, why = multinode.read_rendezvous(folder, job, request.trial_id, request.attempt)
@@ -552,14 +557,14 @@ def join_trial(request: TrialRequest, node: int, done_file: str = RESULT_FILE) -
         if gone is not None:
             raise gone
         if time.monotonic() >= deadline:
-            raise fail(f"no rendezvous from the first node within {request.time_limit_s:g} s ({why})")
+            return fail(f"no rendezvous from the first node within {request.time_limit_s:g} s ({why})")
         time.sleep(RENDEZVOUS_POLL_S)
     log_path = folder / node_log(node)
     try:
         argv, env = sandboxed(request, "train", *training_step(request, rendezvous, node))
         log = _open_log(log_path)
     except (OSError, sandboxing.SandboxError) as exc:
-        raise fail(f"its training step could not be started: {exc}") from None
+        return fail(f"its training step could not be started: {exc}")
     try:
         with log:
             code, failure, reason = _run_step(argv, folder / "work", env, request.time_limit_s, log,
@@ -571,7 +576,7 @@ def join_trial(request: TrialRequest, node: int, done_file: str = RESULT_FILE) -
         return out
     if failure is not None or code != 0:
         last = _last_line(log_path, max_chars=200)
-        raise fail((reason or f"its ranks exited with status {code}") + (f": {last}" if last else ""))
+        return fail((reason or f"its ranks exited with status {code}") + (f": {last}" if last else ""))
     return out
 
 

@@ -124,7 +124,8 @@ def key_of(conditions: object) -> tuple[str, str, int]:
 
 
 def describe(conditions: object) -> str:
-    """`host node1, GPU NVIDIA H200, shared by 4 trials` in one phrase."""
+    """`host node1, GPU NVIDIA H200, shared by 4 trials` in one phrase (`host node1 (the first of 2
+    nodes), ...` for a trial on several nodes)."""
     if not clean(conditions):
         return "not recorded"
     host, gpu, share = key_of(conditions)
@@ -134,7 +135,9 @@ def describe(conditions: object) -> str:
               else "sharing not recorded")
     if clean(conditions).get("together") is False:
         shared += " (its neighbours did not all start: it ran with fewer)"
-    return f"host {host or '?'}, GPU {gpu}, {shared}"
+    nodes = clean(conditions).get("nodes", 1)
+    where = f"{host or '?'} (the first of {nodes} nodes)" if nodes > 1 else host or "?"
+    return f"host {where}, GPU {gpu}, {shared}"
 
 
 def differ(a: list[Any], b: list[Any]) -> Optional[str]:
