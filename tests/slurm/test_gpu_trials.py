@@ -15,6 +15,7 @@ import submitit
 from autosci_hpc.config import load_config
 from autosci_hpc.execution.sandbox import probe
 from autosci_hpc.execution.slurm import SlurmTrialExecutor
+from autosci_hpc.execution.trial import run_smoke
 
 from helpers import drain, ranks_trials, submit
 
@@ -94,3 +95,48 @@ def test_a_trial_on_two_nodes_runs_one_rank_on_each_and_they_meet(tmp_path: Path
     submission = next((tmp_path / "jobs").rglob("*_submission.sh")).read_text()
     assert "--nodes=2" in submission and "--ntasks-per-node=1" in submission
     assert "--gres=gpu:1" in submission and f"--partition={pair}" in submission
+
+
+def test_a_smoke_run_on_two_nodes_runs_like_a_trial_and_answers_from_the_first(tmp_path: Path,
+                                                                               slurm_cluster: object) -> None:
+    """An experimenter's smoke run of a task on two nodes goes through the same job shape: both nodes run
+    their rank, the first answers (submitit's `result` would refuse a job of two tasks)."""
+    pytest.importorskip("torch")
+    pair = getattr(slurm_cluster, "pair_partition")
+    if not pair:
+        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
+                    "no partition of two nodes")
+    cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=5"]).executor.slurm
+    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
+                                              time_limit_s=120, gpus_per_trial=2, nodes=2)
+    _, requests = ranks_trials(tmp_path, 1, "bwrap" if probe("bwrap")[0] else "none")
+    answer = executor.run_short(run_smoke, requests[0], 240)
+    assert answer["ok"] is True, answer
+    seen = json.loads((Path(requests[0].folder) / "artifacts" / "seen.json").read_text())
+    assert seen["sum"] == 3 and sorted(r["node_rank"] for r in seen["ranks"]) == [0, 1]
+    assert (Path(requests[0].folder) / "smoke.done").is_file() and not list(Path(requests[0].folder).glob(
+        "node-*.failed"))
+
+
+def test_a_trial_whose_second_node_fails_fails_at_once_with_that_nodes_reason(tmp_path: Path,
+                                                                              slurm_cluster: object) -> None:
+    """The rank on the second node exits before the ranks meet: the first node's rank would wait for it
+    until the time limit; the second node's failure note stops it, and the trial fails saying why."""
+    pytest.importorskip("torch")
+    pair = getattr(slurm_cluster, "pair_partition")
+    if not pair:
+        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
+                    "no partition of two nodes")
+    cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=10"]).executor.slurm
+    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
+                                              time_limit_s=600, gpus_per_trial=2, nodes=2)
+    store, requests = ranks_trials(tmp_path, 1, "bwrap" if probe("bwrap")[0] else "none")
+    requests = [requests[0].model_copy(update={"overrides": {"sleep": 0.0, "fail_rank": 1}})]
+    submit(store, executor, requests)
+    trial = drain(store, executor, timeout=300)[requests[0].trial_id]
+    assert trial.status == "failed" and trial.failure_class == "program_error"
+    assert trial.failure_reason.startswith("node 1 of the trial: its ranks exited with status 3: rank 1 fails "
+                                           "on purpose"), trial.failure_reason
+    folder = Path(requests[0].folder)
+    assert "rank 1 fails on purpose" in (folder / "node-1.log").read_text()
+    assert not (folder / "artifacts" / "seen.json").exists()
