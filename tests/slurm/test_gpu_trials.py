@@ -22,6 +22,15 @@ from helpers import drain, ranks_trials, submit
 pytestmark = pytest.mark.slurm
 
 
+def pair_partition(cluster: object) -> str:
+    """The test cluster's partition of two nodes; the test skips, saying why, where there is none."""
+    pair = str(getattr(cluster, "pair_partition"))
+    if not pair:
+        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
+                    "no partition of two nodes")
+    return pair
+
+
 def test_a_trial_of_two_gpus_runs_two_ranks_on_the_gpu_partition(tmp_path: Path,
                                                                   slurm_cluster: object) -> None:
     pytest.importorskip("torch")
@@ -54,10 +63,7 @@ def test_a_trial_on_two_nodes_runs_one_rank_on_each_and_they_meet(tmp_path: Path
     """`nodes: 2`, `gpus: 2` on the two-node partition: one task per node, one GPU each; the first node
     runs the trial, the second only its rank of the training step; they meet at the first node's host."""
     pytest.importorskip("torch")
-    pair = getattr(slurm_cluster, "pair_partition")
-    if not pair:
-        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
-                    "no partition of two nodes")
+    pair = pair_partition(slurm_cluster)
     if sandbox == "bwrap" and not probe("bwrap")[0]:
         pytest.skip(f"bubblewrap does not work here: {probe('bwrap')[1]}")
     cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=5",
@@ -102,10 +108,7 @@ def test_a_smoke_run_on_two_nodes_runs_like_a_trial_and_answers_from_the_first(t
     """An experimenter's smoke run of a task on two nodes goes through the same job shape: both nodes run
     their rank, the first answers (submitit's `result` would refuse a job of two tasks)."""
     pytest.importorskip("torch")
-    pair = getattr(slurm_cluster, "pair_partition")
-    if not pair:
-        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
-                    "no partition of two nodes")
+    pair = pair_partition(slurm_cluster)
     cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=5"]).executor.slurm
     executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
                                               time_limit_s=120, gpus_per_trial=2, nodes=2)
@@ -123,10 +126,7 @@ def test_a_trial_whose_second_node_fails_fails_at_once_with_that_nodes_reason(tm
     """The rank on the second node exits before the ranks meet: the first node's rank would wait for it
     until the time limit; the second node's failure note stops it, and the trial fails saying why."""
     pytest.importorskip("torch")
-    pair = getattr(slurm_cluster, "pair_partition")
-    if not pair:
-        pytest.skip("the test cluster runs one node (tests/slurm/cluster.sh with AUTOSCI_SLURM_NODES=1): "
-                    "no partition of two nodes")
+    pair = pair_partition(slurm_cluster)
     cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=10"]).executor.slurm
     executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
                                               time_limit_s=600, gpus_per_trial=2, nodes=2)
@@ -135,8 +135,8 @@ def test_a_trial_whose_second_node_fails_fails_at_once_with_that_nodes_reason(tm
     submit(store, executor, requests)
     trial = drain(store, executor, timeout=300)[requests[0].trial_id]
     assert trial.status == "failed" and trial.failure_class == "program_error"
-    assert trial.failure_reason.startswith("node 1 of the trial: its ranks exited with status 3: rank 1 fails "
-                                           "on purpose"), trial.failure_reason
+    why = "node 1 of the trial: its ranks exited with status 3: rank 1 fails on purpose"
+    assert trial.failure_reason.startswith(why), trial.failure_reason
     folder = Path(requests[0].folder)
     assert "rank 1 fails on purpose" in (folder / "node-1.log").read_text()
     assert not (folder / "artifacts" / "seen.json").exists()
