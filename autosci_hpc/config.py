@@ -170,7 +170,8 @@ class SlurmExecutorSection(_Section):
     qos: str = ""
     gres: str = ""
     #: CPUs of one trial's job, for all its ranks together: a trial of N GPUs is one task whose training
-    #: step runs N processes on these CPUs (give each rank its data loader's share).
+    #: step runs N processes on these CPUs (give each rank its data loader's share). A trial on several
+    #: nodes is one task per node, each with these CPUs for the ranks of its node; `mem_gb` is per node too.
     cpus_per_task: int = Field(default=1, ge=1)
     mem_gb: float = Field(default=4.0, gt=0)
     time_min: int = Field(default=60, ge=1)
