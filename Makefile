@@ -39,7 +39,7 @@ bench: $(STAMP)
 bench-kill: $(STAMP)
 	$(PY) benchmarks/kill_restart.py --cycles 100
 
-## slurm-up / slurm-down: the single-node SLURM used by tests/slurm (needs root and apt)
+## slurm-up / slurm-down: the SLURM test cluster used by tests/slurm, two nodes on this host (needs root and apt)
 slurm-up:
 	bash tests/slurm/install.sh
 	bash tests/slurm/cluster.sh up

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args, get_origin
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .files import yaml_problem
 
@@ -47,6 +48,15 @@ class CampaignSection(_Section):
     seed: int = 0
 
 
+def nodes_problem(gpus: int, nodes: int) -> str:
+    """Why a trial of `gpus` GPUs cannot span `nodes` nodes, in one line; "" when it can. Each node holds
+    the same share of the trial's GPUs (gpus / nodes), as each node of a Slurm job gets the same gres."""
+    if nodes <= 1 or (gpus > 0 and gpus % nodes == 0):
+        return ""
+    return (f"a trial on {nodes} nodes needs gpus, its GPUs in all, to be a positive multiple of {nodes} "
+            f"(gpus / nodes on each node), not {gpus}")
+
+
 class TaskSection(_Section):
     #: A task folder holding task.yaml (absolute, or relative to the working directory).
     path: str = "tasks/diabetes"
@@ -55,8 +65,20 @@ class TaskSection(_Section):
     #: The starting champion: overrides of the task's config.yaml for the baseline, e.g. the champion
     #: of an earlier campaign (`autosci show` prints its overrides) to keep improving a strong program.
     overrides: dict[str, Any] = Field(default_factory=dict)
-    #: GPUs one trial uses (null: the task's own `gpus`). Set when the campaign starts.
+    #: GPUs one trial uses, in all (null: the task's own `gpus`). Set when the campaign starts.
     gpus: Optional[int] = Field(default=None, ge=0)
+    #: Nodes one trial spans (null: the task's own `nodes`); `gpus` is spread evenly over them. Set when the
+    #: campaign starts; above 1 only with executor.kind=slurm.
+    nodes: Optional[int] = Field(default=None, ge=1)
+
+    @field_validator("nodes")
+    @classmethod
+    def _gpus_per_node(cls, nodes: Optional[int], info: ValidationInfo) -> Optional[int]:
+        gpus = info.data.get("gpus")
+        problem = nodes_problem(gpus, nodes) if nodes is not None and gpus is not None else ""
+        if problem:
+            raise ValueError(problem)
+        return nodes
 
 
 #: The most agents a campaign runs (all teams' analysts and experimenters together).
@@ -167,7 +189,8 @@ class SlurmExecutorSection(_Section):
     qos: str = ""
     gres: str = ""
     #: CPUs of one trial's job, for all its ranks together: a trial of N GPUs is one task whose training
-    #: step runs N processes on these CPUs (give each rank its data loader's share).
+    #: step runs N processes on these CPUs (give each rank its data loader's share). A trial on several
+    #: nodes is one task per node, each with these CPUs for the ranks of its node; `mem_gb` is per node too.
     cpus_per_task: int = Field(default=1, ge=1)
     mem_gb: float = Field(default=4.0, gt=0)
     time_min: int = Field(default=60, ge=1)

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from .config import nodes_problem
 from .files import atomic_write_text, yaml_problem
 from .layout import CampaignLayout
 
@@ -146,6 +148,10 @@ class TaskSpec(BaseModel):
     #: GPUs one trial uses (0: a CPU task, whose trials see no GPU). Above 1, the training step runs as
     #: that many processes, one per GPU, with RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.
     gpus: int = Field(default=0, ge=0, le=64)
+    #: Nodes one trial spans (1: one machine). Above 1, `gpus` are spread evenly over them (gpus / nodes on
+    #: each, so gpus must be a multiple of nodes), the training step runs gpus / nodes ranks on each node,
+    #: and they meet at the first node's host (MASTER_ADDR): see tasks/README.md, "Trials on several nodes".
+    nodes: int = Field(default=1, ge=1, le=64)
     #: The experimenters' smoke run (null: the campaign's llm.smoke_* settings, on the trials' hardware).
     smoke: Optional[SmokeSpec] = None
     #: Optional command run once per campaign to prepare the data (placeholders {python}, {data}).
@@ -154,6 +160,14 @@ class TaskSpec(BaseModel):
     axes: list[Axis] = Field(default_factory=list)
     #: Set by `load_task`: the folder holding task.yaml.
     folder: Path = Path(".")
+
+    @field_validator("nodes")
+    @classmethod
+    def _gpus_per_node(cls, nodes: int, info: ValidationInfo) -> int:
+        problem = nodes_problem(info.data.get("gpus", 0), nodes)
+        if problem:
+            raise ValueError(problem)
+        return nodes
 
     @property
     def program_dir(self) -> Path:

@@ -43,6 +43,9 @@ class SlurmCluster:
     conf: str  # path of slurm.conf (SLURM_CONF)
     partition: str  # default CPU partition
     gpu_partition: str  # partition named like a GPU one, with fake h100 GPUs
+    #: partition of two nodes (each with its own fake h100 GPUs), for jobs of --nodes=2; "" when the
+    #: cluster runs one node (cluster.sh with AUTOSCI_SLURM_NODES=1)
+    pair_partition: str
     accounting: bool  # slurmdbd is up: sacct knows finished jobs
     state_dir: Path
 
@@ -137,6 +140,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             conf=os.environ["SLURM_CONF"],
             partition=os.environ.get("AUTOSCI_SLURM_PARTITION", "cpu"),
             gpu_partition=os.environ.get("AUTOSCI_SLURM_GPU_PARTITION", "h100"),
+            pair_partition=os.environ.get("AUTOSCI_SLURM_PAIR_PARTITION", ""),
             accounting=_has_accounting(),
             state_dir=state_dir(),
         )

@@ -75,7 +75,7 @@ class Coordinator:
         #: Short and stable for this campaign folder: batch keys (job names) never collide across campaigns.
         self._tag = "c" + hashlib.sha1(str(self.folder).encode()).hexdigest()[:6]
         self.task = task or load_task(config.task.path)
-        self.config = config = with_task_gpus(config, self.task.gpus)
+        self.config = config = with_task_gpus(config, self.task.gpus, self.task.nodes)
         self.time_limit_s = config.task.time_limit_s or self.task.time_limit_s
         known = self.task.base_config()
         unknown = sorted(unknown_keys(known, config.task.overrides))

@@ -3,7 +3,8 @@
 One record per trial (`state.conditions` stores, cleans and reads it): the node's host, the devices the
 trial was given (`CUDA_VISIBLE_DEVICES`, after its placement was applied), the GPU indices Slurm gave
 the job, the names of its GPUs, and its executor's placement (how many trials share its GPU, the GPUs it
-is charged with, its ranks, whether it is ballast). Runs on the node, so it never reaches the database.
+is charged with, its ranks in all, the nodes it spans, whether it is ballast). Runs on the node, so it
+never reaches the database.
 """
 
 from __future__ import annotations
@@ -39,5 +40,6 @@ def observe(placement: Placement) -> dict[str, Any]:
             "slurm_gpus": os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS", ""),
             "gpu": gpu_names(devices) if devices.strip() else [],  # "": the trial sees no GPU
             "executor": placement.executor, "slot": placement.slot, "share": placement.share,
-            "gpus": placement.gpus, "ranks": placement.ranks, "ballast": placement.ballast,
+            "gpus": placement.gpus, "ranks": placement.ranks, "nodes": placement.nodes,
+            "ballast": placement.ballast,
             **({"together": placement.together} if placement.together is not None else {})}

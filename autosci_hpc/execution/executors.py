@@ -125,7 +125,9 @@ def wait_short(job: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> An
                                 f"{job.state}); it was cancelled")
         time.sleep(poll_s)
     try:
-        return job.result()
+        # The first task's answer: a job of several nodes runs the function once per node (submitit's
+        # `result` refuses such a job), and the first node's is the one that speaks for it.
+        return job.results()[0]
     except Exception as exc:  # noqa: BLE001 - submitit wraps a lost job in several classes
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         why = lines[-1] if lines else type(exc).__name__

@@ -26,7 +26,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from pydantic import BaseModel
 
 #: Environment variables of the distributed launch (`ranks.py`), set on each rank of a trial.
-RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                  "GROUP_RANK", "NODE_RANK")
 
 
 class Placement(BaseModel):
@@ -44,8 +45,13 @@ class Placement(BaseModel):
     #: GPUs the trial is charged with, fractional when shared: what its GPU-hours are counted with (0: a
     #: CPU trial, or ballast, whose GPU time the trials of its gang are charged with).
     gpus: float = 0.0
-    #: Processes of the training step, one per GPU (`ranks.py` launches them, with RANK and WORLD_SIZE).
+    #: Processes of the training step in all (its WORLD_SIZE), one per GPU: `ranks.py` launches
+    #: ranks / nodes of them on each node, with RANK and WORLD_SIZE.
     ranks: int = 1
+    #: Nodes the trial spans (SLURM only): its first node runs the trial as on one node (and the evaluator);
+    #: each other node runs only its ranks of the training step, which meet the first node's
+    #: (execution/nodes.py).
+    nodes: int = 1
     #: A ballast run: it only keeps a gang's GPU as loaded as its trials' champion had it.
     ballast: bool = False
     #: Local GPU gangs: the folder where the gang's `share` members meet before their training steps, so
@@ -165,19 +171,38 @@ def apply(placement: Placement, environ: Optional[dict[str, str]] = None) -> Non
         env["CUDA_VISIBLE_DEVICES"] = placement.devices
 
 
-def with_task_gpus(config: Any, task_gpus: int) -> Any:
-    """The campaign config with `task.gpus` resolved (the campaign's setting, else the task's), so that
-    what the trials hold is in the stored config; a local campaign whose trials need more GPUs than the
-    machine shows is refused here, before anything is created."""
-    if config.task.gpus is None:
+def local_nodes_problem(config: Any) -> str:
+    """Why the campaign's executor cannot run its trials on their nodes, in one line; "" when it can:
+    the local executor is one machine."""
+    nodes = config.task.nodes or 1
+    if nodes > 1 and config.executor.kind == "local":
+        return (f"task.nodes: the task's trials span {nodes} nodes each, but executor.kind=local runs on this "
+                "one machine; use executor.kind=slurm, or task.nodes=1 with task.gpus that fit one machine")
+    return ""
+
+
+def with_task_gpus(config: Any, task_gpus: int, task_nodes: int = 1) -> Any:
+    """The campaign config with `task.gpus` and `task.nodes` resolved (the campaign's setting, else the
+    task's), so that what the trials hold is in the stored config; refused here, before anything is
+    created: GPUs that cannot be spread evenly over the nodes, a local campaign of trials on several nodes,
+    and a local campaign whose trials need more GPUs than the machine shows."""
+    from ..config import ConfigError, nodes_problem
+
+    gpus = task_gpus if config.task.gpus is None else config.task.gpus
+    nodes = task_nodes if config.task.nodes is None else config.task.nodes
+    problem = nodes_problem(gpus or 0, nodes or 1)
+    if problem:
+        raise ConfigError(f"task.nodes: {problem} (the campaign's task.gpus/task.nodes, else the task's)")
+    if (config.task.gpus, config.task.nodes) != (gpus, nodes):
         config = config.model_copy(deep=True)
-        config.task.gpus = task_gpus
+        config.task.gpus, config.task.nodes = gpus, nodes
+    problem = local_nodes_problem(config)
+    if problem:
+        raise ConfigError(problem)
     need = config.task.gpus or 0
     if need and config.executor.kind == "local":
         found = resolve_gpus(config.executor.local.gpus)
         if len(found) < need:
-            from ..config import ConfigError
-
             raise ConfigError(
                 f"executor.local.gpus: the task's trials use {need} GPU(s) each, but this machine shows "
                 f"{len(found)} ({config.executor.local.gpus!r}: CUDA_VISIBLE_DEVICES, else nvidia-smi); "
@@ -194,6 +219,9 @@ def sharing_change(stored: Mapping[str, Any], config: Any) -> str:
     before_gpus, now_gpus = task.get("gpus"), config.task.gpus
     if before_gpus is not None and before_gpus != now_gpus:
         return f"its trials used {before_gpus} GPU(s) each; task.gpus cannot change to {now_gpus}"
+    before_nodes, now_nodes = task.get("nodes"), config.task.nodes
+    if before_nodes is not None and before_nodes != now_nodes:
+        return f"its trials spanned {before_nodes} node(s) each; task.nodes cannot change to {now_nodes}"
     before_share = local.get("trials_per_gpu")
     now_share = config.executor.local.trials_per_gpu
     local_gpus = config.executor.kind == "local" and now_gpus

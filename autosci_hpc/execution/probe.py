@@ -128,7 +128,7 @@ def run_probe(config: Any, task: Any, folder: Path) -> tuple[bool, list[str]]:
     from .gpus import with_task_gpus
     from .sandbox import campaign_sandbox
 
-    config = with_task_gpus(config, task.gpus)
+    config = with_task_gpus(config, task.gpus, task.nodes)
     executor = make_executor(config, folder / "jobs", 120)
     sandbox, _ = campaign_sandbox(config, folder, network=task.network)
     request = TrialRequest(trial_id=0, folder=str(folder / "probe"), snapshot_dir=str(folder), command="",

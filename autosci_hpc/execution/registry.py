@@ -15,9 +15,12 @@ from .executors import TrialExecutor
 
 
 def _local(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
-    from .gpus import resolve_gpus
+    from ..config import ConfigError
+    from .gpus import local_nodes_problem, resolve_gpus
     from .local import LocalTrialExecutor
 
+    if local_nodes_problem(config):
+        raise ConfigError(local_nodes_problem(config))
     local = config.executor.local
     gpus_per_trial = config.task.gpus or 0  # the task's, resolved when the campaign starts
     return LocalTrialExecutor(folder, local.max_concurrent, timeout_min=time_limit_s / 60 + 1,
@@ -29,7 +32,8 @@ def _slurm(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
     from .slurm import SlurmTrialExecutor
 
     return SlurmTrialExecutor.from_config(folder, config.executor.slurm, job_name=f"autosci-{config.campaign.name}",
-                                          time_limit_s=time_limit_s, gpus_per_trial=config.task.gpus or 0)
+                                          time_limit_s=time_limit_s, gpus_per_trial=config.task.gpus or 0,
+                                          nodes=config.task.nodes or 1)
 
 
 #: `executor.kind` -> how to build that executor from a campaign config.

@@ -12,6 +12,10 @@ it. Inside one (`wrap`) it sees:
   source), read-only, and a minimal `/etc`;
 - a private `/tmp` (also `HOME`), a fresh `/proc` of its own PID namespace (it sees no other
   process), no network unless the task declares it, a new session (no terminal to inject into);
+  the training step of a trial on several nodes (task.yaml `nodes`) shares the host's network and
+  shows the host's name, since its ranks meet those of the trial's other nodes over it (torch finds
+  the address to listen on through the host name); the evaluator never has a network. The ranks of a
+  trial on one node meet on 127.0.0.1 inside its one sandbox, with no network;
 - an environment built from an allow-list (no key, no path to one, no trial id).
 
 `bwrap` (bubblewrap, unprivileged user namespaces) is the sandbox of choice; `apptainer` builds the
@@ -32,7 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -102,6 +106,8 @@ class Policy:
     #: Where the step starts, relative to its folder (the training step: the program's copy).
     workdir: str = WORK_DIR
     protected: tuple[str, ...] = PROTECTED_FILES
+    #: The host name the step sees (bwrap): "trial", or the host's own for ranks that meet other nodes'.
+    hostname: str = SANDBOX_HOSTNAME
 
 
 class SandboxSettings(BaseModel):
@@ -116,10 +122,14 @@ class SandboxSettings(BaseModel):
     network: bool = False
     forbidden: list[str] = Field(default_factory=list)
 
-    def policy(self, folder: str, data: str = "", read_only: Sequence[str] = (),
-               workdir: str = WORK_DIR) -> "Policy":
-        return trial_policy(self.mode, folder, data, network=self.network, image=self.image,
-                            read_only=read_only, forbidden=self.forbidden, workdir=workdir)
+    def policy(self, folder: str, data: str = "", read_only: Sequence[str] = (), workdir: str = WORK_DIR,
+               *, network: bool = False, hostname: str = SANDBOX_HOSTNAME,
+               protected: Sequence[str] = PROTECTED_FILES) -> "Policy":
+        """One step's policy; `network` adds the host's network to what the task declared (the training
+        step of a trial on several nodes), `hostname` and `protected` as in `Policy`."""
+        policy = trial_policy(self.mode, folder, data, network=self.network or network, image=self.image,
+                              read_only=read_only, forbidden=self.forbidden, workdir=workdir)
+        return replace(policy, hostname=hostname, protected=tuple(protected))
 
 
 # ---- the environment ---------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ def bwrap_argv(argv: Sequence[str], policy: Policy, bwrap: str = "bwrap") -> lis
     """The bubblewrap command line that runs `argv` (already in sandbox paths) under `policy`."""
     folder = str(Path(policy.folder).absolute())
     args = [bwrap, "--unshare-all"] + (["--share-net"] if policy.network else []) + [
-        "--die-with-parent", "--new-session", "--hostname", SANDBOX_HOSTNAME,
+        "--die-with-parent", "--new-session", "--hostname", policy.hostname,
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp",
         "--dir", "/sandbox"]
     args += _system_args() + _etc_args(policy.network)

@@ -138,7 +138,10 @@ class SlurmTrialExecutor(TrialExecutor):
 
     @classmethod
     def from_config(cls, folder: Path, cfg: Any, *, job_name: str, time_limit_s: float,
-                    gpus_per_trial: int = 0) -> "SlurmTrialExecutor":
+                    gpus_per_trial: int = 0, nodes: int = 1) -> "SlurmTrialExecutor":
+        """The executor of a campaign's `executor.slurm` settings. A trial of `gpus_per_trial` GPUs on `nodes`
+        nodes is one task per node, each node given gpus_per_trial / nodes GPUs (`--gres` is per node); the
+        trial's function runs on each node, and only the first writes a result (execution/trial.py)."""
         # The job's limit leaves room past the trial's own limit (which kills the program and still
         # writes a result), so a Slurm TIMEOUT means the trial could not even report.
         timeout_min = max(int(cfg.time_min), int(time_limit_s // 60) + 2)
@@ -156,14 +159,19 @@ class SlurmTrialExecutor(TrialExecutor):
             if getattr(cfg, key):
                 params[name] = getattr(cfg, key)
         if gpus_per_trial and not cfg.gres:
-            # one task; its training step runs one rank per GPU
-            params["slurm_gres"] = f"gpu:{gpus_per_trial}"
+            # one task per node; its training step runs one rank per GPU of its node
+            params["slurm_gres"] = f"gpu:{max(1, gpus_per_trial // max(1, nodes))}"
+        if nodes > 1:
+            # One task per node. When the first node's task fails (its trial is over) srun stops the others
+            # at once; the other nodes' tasks never exit non-zero on their own (execution/trial.py).
+            params.update(nodes=nodes, tasks_per_node=1, slurm_srun_args=["--kill-on-bad-exit=1"])
         if cfg.setup:
             params["slurm_setup"] = list(cfg.setup)
         if cfg.additional:
             params["slurm_additional_parameters"] = dict(cfg.additional)
-        gpus = gres_gpus(params.get("slurm_gres", ""))
-        placement = Placement(executor="slurm", gpus=float(gpus), ranks=max(1, gpus_per_trial))
+        gpus = gres_gpus(params.get("slurm_gres", "")) * max(1, nodes)  # a gres request is per node
+        placement = Placement(executor="slurm", gpus=float(gpus), ranks=max(1, gpus_per_trial),
+                              nodes=max(1, nodes))
         return cls(folder, params, max_concurrent=cfg.max_concurrent, job_name=job_name, placement=placement)
 
     @property

@@ -46,4 +46,4 @@ def smoke_executor(config: Any, folder: Path, task: Any) -> TrialExecutor:
     folder = Path(folder)
     if plan.where == "cpu":
         return LocalTrialExecutor(folder, max_concurrent=1, timeout_min=plan.time_limit_s / 60 + 1)
-    return make_executor(with_task_gpus(config, task.gpus), folder, plan.time_limit_s)
+    return make_executor(with_task_gpus(config, task.gpus, task.nodes), folder, plan.time_limit_s)

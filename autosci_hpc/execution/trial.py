@@ -9,10 +9,14 @@ disagrees with the evaluator the result says so. The snapshot, the program's non
 the evaluator and the data are hashed before and after: any change fails the trial as an
 integrity failure. A failed trial becomes a failed result with a reason and the training log's
 tail, and the job then exits non-zero so the scheduler's state tells the truth too.
+
+A trial on several nodes runs this on each of its nodes: the first does all of the above, the others
+only their ranks of the training step (`join_trial`; how they meet: `execution/nodes.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -26,7 +30,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Optional, Protocol
+from typing import IO, Any, Callable, Optional, Protocol
 
 from pydantic import BaseModel
 
@@ -35,8 +39,9 @@ from ..procs import kill_group
 from ..task import TaskError, TaskSpec, file_hashes, freeze_evaluator, hash_changes, regular_files
 from . import conditions
 from . import gpus as gpu_placement
+from . import nodes as multinode
 from . import sandbox as sandboxing
-from .results import FailureClass, TrialResult, write_result
+from .results import RESULT_FILE, FailureClass, TrialResult, write_result
 
 LOG_FILE = "trial.log"
 #: The evaluator's output: private (it may name held-out numbers), never posted to the forum.
@@ -270,8 +275,23 @@ class ControllerGone(RuntimeError):
     """The job's controller is gone (the job was cancelled): the trial stops and writes no result."""
 
 
-def _wait(proc: "subprocess.Popen[bytes]", time_limit_s: float) -> int:
-    """`proc.wait(timeout=time_limit_s)`, that also stops waiting when this job's controller is gone."""
+class StepStopped(Exception):
+    """A step's `stop` check said it must end (another node of its trial failed, or finished the trial)."""
+
+
+#: A check made while a step runs: why the step must stop now, "" to let it run.
+StopCheck = Callable[[], str]
+
+
+def _controller_gone() -> Optional[ControllerGone]:
+    if os.getppid() != _PARENT:
+        return ControllerGone(f"the job's controller (pid {_PARENT}) is gone: the job was cancelled")
+    return None
+
+
+def _wait(proc: "subprocess.Popen[bytes]", time_limit_s: float, stop: Optional[StopCheck] = None) -> int:
+    """`proc.wait(timeout=time_limit_s)`, that also stops waiting when this job's controller is gone, or
+    when `stop` gives a reason (`StepStopped`)."""
     deadline = time.monotonic() + time_limit_s
     while True:
         left = deadline - time.monotonic()
@@ -280,9 +300,12 @@ def _wait(proc: "subprocess.Popen[bytes]", time_limit_s: float) -> int:
         try:
             return proc.wait(timeout=min(left, ORPHAN_CHECK_S))
         except subprocess.TimeoutExpired:
-            if os.getppid() != _PARENT:
-                raise ControllerGone(f"the job's controller (pid {_PARENT}) is gone: the job was cancelled") \
-                    from None
+            gone = _controller_gone()
+            if gone is not None:
+                raise gone from None
+            why = stop() if stop is not None else ""
+            if why:
+                raise StepStopped(why) from None
 
 
 class StepInterrupted(BaseException):
@@ -293,12 +316,13 @@ class StepInterrupted(BaseException):
         self.cause = cause
 
 
-def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float,
-              log: IO[bytes]) -> tuple[Optional[int], Optional[FailureClass], str]:
+def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: float, log: IO[bytes],
+              stop: Optional[StopCheck] = None) -> tuple[Optional[int], Optional[FailureClass], str]:
     """Run one step (training or evaluation) as a single process group, on the harness's clock.
 
     The only place a trial starts a process: (returncode, failure, reason). A step past its limit
-    is killed, grandchildren included; a scheduler interrupt kills it and raises `StepInterrupted`.
+    is killed, grandchildren included; a scheduler interrupt kills it and raises `StepInterrupted`;
+    a step whose `stop` check gives a reason is killed and fails with that reason.
     """
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -315,11 +339,14 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str], time_limit_s: flo
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        returncode = _wait(proc, time_limit_s)
+        returncode = _wait(proc, time_limit_s, stop)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         reason = f"ran past its limit of {time_limit_s:g} s and was killed"
         return proc.returncode, FailureClass.TIMEOUT, reason
+    except StepStopped as stopped:
+        kill_group(proc, grace_s=2.0)
+        return proc.returncode, FailureClass.PROGRAM_ERROR, str(stopped)
     except BaseException as exc:
         kill_group(proc, grace_s=2.0)
         raise StepInterrupted(exc) from exc
@@ -389,16 +416,23 @@ def _base_env(request: TrialRequest) -> dict[str, str]:
     return env
 
 
-def training_step(request: TrialRequest) -> tuple[list[str], dict[str, str]]:
+def training_step(request: TrialRequest, rendezvous: Optional[multinode.Rendezvous] = None,
+                  node: int = 0) -> tuple[list[str], dict[str, str]]:
     """The training step's command line and environment: the visible data and the artifacts folder.
-    (Host paths: `sandboxed` rewrites them for the sandbox.)"""
+    (Host paths: `sandboxed` rewrites them for the sandbox.) A trial on several nodes: node `node`'s part,
+    its ranks meeting the others' where `rendezvous` says."""
     folder = Path(request.folder)
     artifacts, overrides = folder / "artifacts", folder / "overrides.json"
     reported = folder / "reported_metrics.json"
     argv = _format(request.command, dict(python=sys.executable, seed=request.seed, data=request.data_dir,
                                          artifacts=artifacts, overrides=overrides, metrics=reported))
-    if request.placement.ranks > 1:  # one process per GPU, torchrun's variables set (ranks.py)
-        argv = [sys.executable, str(RANKS_SCRIPT), str(request.placement.ranks), "--", *argv]
+    placement = request.placement
+    if placement.nodes > 1 and rendezvous is not None:  # this node's ranks of all (ranks.py)
+        per_node = max(1, placement.ranks // placement.nodes)
+        argv = [sys.executable, str(RANKS_SCRIPT), str(per_node), "--node", str(node), "--nodes",
+                str(placement.nodes), "--master", f"{rendezvous.host}:{rendezvous.port}", "--", *argv]
+    elif placement.ranks > 1:  # one process per GPU, torchrun's variables set (ranks.py)
+        argv = [sys.executable, str(RANKS_SCRIPT), str(placement.ranks), "--", *argv]
     env = {**_base_env(request), "AUTOSCI_TRIAL_ID": str(request.trial_id), "AUTOSCI_SEED": str(request.seed),
            "AUTOSCI_METRICS": str(reported), "AUTOSCI_OVERRIDES": str(overrides),
            "AUTOSCI_DATA": request.data_dir, "AUTOSCI_ARTIFACTS": str(artifacts)}
@@ -431,8 +465,17 @@ def sandboxed(request: TrialRequest, step: str, argv: list[str],
     """(argv, env) of a step inside the campaign's sandbox. The training step sees its trial folder
     (read-write) and the visible data of its split (read-only); the evaluator sees the trial folder,
     the frozen evaluator and the whole data folder (read-only), and starts in its own scratch folder.
+    The training step of a trial on several nodes shares the host's network (its ranks meet over it);
+    the evaluator never has one.
     """
-    if step == "train":
+    if step == "train" and request.placement.nodes > 1:
+        # Its ranks meet those of the trial's other nodes: the host's network, and the host's name (torch's
+        # gloo finds the address it listens on through it). Each node's log is protected like trial.log.
+        logs = tuple(node_log(k) for k in range(1, request.placement.nodes))
+        policy = request.sandbox.policy(request.folder, request.data_dir, network=True,
+                                         hostname=socket.gethostname(),
+                                         protected=sandboxing.PROTECTED_FILES + logs)
+    elif step == "train":
         policy = request.sandbox.policy(request.folder, request.data_dir)
     else:
         shown = [p for p in (request.data_root, request.evaluator_dir) if p]
@@ -455,11 +498,99 @@ def sealed_exposure(request: TrialRequest) -> list[str]:
     return problems
 
 
+def node_log(node: int) -> str:
+    """The log of node `node`'s ranks, in the trial folder (node 0's is trial.log)."""
+    return f"node-{node}.log"
+
+
+#: How often a node of a trial on several nodes looks for the first node's rendezvous.
+RENDEZVOUS_POLL_S = 0.5
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """`path` opened for writing, never through a link (trial code of another node may have planted one)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
+
+
+#: What the first node of a smoke run on several nodes leaves when it is done (a smoke run writes no result).
+SMOKE_DONE_FILE = "smoke.done"
+
+
+def join_trial(request: TrialRequest, node: int, done_file: str = RESULT_FILE) -> dict[str, Any]:
+    """Node `node` (> 0) of a trial on several nodes: wait for the first node's rendezvous, then run this
+    node's ranks of the training step, in the same sandbox, on the program's working copy in the (shared)
+    trial folder. No evaluator, no result file: the first node's result is the trial's.
+
+    The wait is bounded by the trial's time limit and ends when the first node's result file appears
+    (it ran no training step: its trial failed before) or the job is cancelled. The ranks end with the
+    collective group; whatever is still running when the first node's result appears is stopped, and so
+    is a step past the time limit. A node that cannot do its part leaves a failure note, which stops the
+    first node's training step (its ranks would wait for this node's until the time limit), and says so
+    in its answer (`failed`); it still ends without an error, so that srun (--kill-on-bad-exit) does not
+    stop the first node before that has written the trial's failed result. Only a cancelled job ends it
+    with one."""
+    folder = Path(request.folder)
+    job, result_path = multinode.job_run(), folder / done_file
+    seen = multinode.result_mark(result_path)
+
+    def first_node_done() -> str:
+        return "the first node finished the trial" if multinode.result_mark(result_path) != seen else ""
+
+    # (the job's answer for this node; Slurm's name for the node, where it says: what ran where)
+    out: dict[str, Any] = {"trial_id": request.trial_id, "node": node, "returncode": None,
+                           "slurm_node": os.environ.get("SLURMD_NODENAME", "")}
+
+    def fail(reason: str) -> dict[str, Any]:
+        multinode.fail_note(folder, node, job, reason)
+        print(f"trial {request.trial_id}: node {node}: {reason}", file=sys.stderr)  # the job's own log
+        return {**out, "failed": reason}
+
+    deadline = time.monotonic() + request.time_limit_s
+    while True:
+        rendezvous, why = multinode.read_rendezvous(folder, job, request.trial_id, request.attempt)
+        if rendezvous is not None:
+            break
+        if first_node_done():
+            return out
+        gone = _controller_gone()
+        if gone is not None:
+            raise gone
+        if time.monotonic() >= deadline:
+            return fail(f"no rendezvous from the first node within {request.time_limit_s:g} s ({why})")
+        time.sleep(RENDEZVOUS_POLL_S)
+    log_path = folder / node_log(node)
+    try:
+        argv, env = sandboxed(request, "train", *training_step(request, rendezvous, node))
+        log = _open_log(log_path)
+    except (OSError, sandboxing.SandboxError) as exc:
+        return fail(f"its training step could not be started: {exc}")
+    try:
+        with log:
+            code, failure, reason = _run_step(argv, folder / "work", env, request.time_limit_s, log,
+                                              stop=first_node_done)
+    except StepInterrupted as stop:
+        raise stop.cause from None
+    out["returncode"] = code
+    if first_node_done():  # the first node's result decides, whatever this node's ranks did after it
+        return out
+    if failure is not None or code != 0:
+        last = _last_line(log_path, max_chars=200)
+        return fail((reason or f"its ranks exited with status {code}") + (f": {last}" if last else ""))
+    return out
+
+
 def run_trial(request: TrialRequest) -> dict[str, Any]:
-    """Train, then measure: two steps, each its own process, and the evaluator's number decides."""
+    """Train, then measure: two steps, each its own process, and the evaluator's number decides.
+    On a trial's other nodes (several nodes), only their ranks of the training step (`join_trial`)."""
     gpu_placement.apply(request.placement)
+    several = request.placement.nodes > 1
+    if several and multinode.node_rank() > 0:
+        return join_trial(request, multinode.node_rank())
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if several:  # an earlier run's rendezvous and failure notes never answer for this one
+        multinode.clear(folder)
     work, artifacts, scratch = folder / "work", folder / "artifacts", folder / "evaluation"
     for path in (artifacts, scratch):
         shutil.rmtree(path, ignore_errors=True)
@@ -493,13 +624,26 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
         failure = FailureClass.INTEGRITY
         reason = ("the frozen evaluator no longer matched its recorded hashes when this trial started, so "
                   "nothing was run: " + "; ".join(changes[:5]))
-    train_argv, train_env = sandboxed(request, "train", *training_step(request))
+    rendezvous: Optional[multinode.Rendezvous] = None
+    stop: Optional[StopCheck] = None
+    if several:  # where the ranks of all its nodes meet: this host, a port free on it now
+        rendezvous = multinode.Rendezvous(host=socket.gethostname(), port=multinode.free_port(),
+                                          job=multinode.job_run(), trial_id=request.trial_id,
+                                          attempt=request.attempt)
+        stop = functools.partial(multinode.failed_node, folder, rendezvous.job)
+    train_argv, train_env = sandboxed(request, "train", *training_step(request, rendezvous))
     eval_argv, eval_env = sandboxed(request, "evaluate", *evaluation_step(request))
+    if rendezvous is not None and failure is None:
+        # After the sandbox made the nodes' log files (protected in every node's sandbox), before the step.
+        try:
+            multinode.write_rendezvous(folder, rendezvous)
+        except OSError as exc:
+            failure, reason = FailureClass.NODE_FAIL, f"the rendezvous for the trial's other nodes: {exc}"
     try:
         with open(log_path, "wb") as log:
             if failure is None:
                 returncode, failure, reason = _run_step(train_argv, work, train_env, request.time_limit_s,
-                                                        log)
+                                                        log, stop=stop)
                 if failure is None and returncode != 0:
                     failure = FailureClass.PROGRAM_ERROR
                     reason = f"the program exited with status {returncode}"
@@ -553,7 +697,10 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
     _write(request, started, log_path, failure, reason, returncode, metrics, metric, test_metric)
     if failure is not None:
         raise TrialFailed(f"trial {request.trial_id}: {failure.value}: {reason}")
-    return {"trial_id": request.trial_id, "metric": metric}
+    answer: dict[str, Any] = {"trial_id": request.trial_id, "metric": metric}
+    if several:
+        answer["slurm_node"] = os.environ.get("SLURMD_NODENAME", "")
+    return answer
 
 
 def run_smoke(request: TrialRequest) -> dict[str, Any]:
@@ -563,8 +710,21 @@ def run_smoke(request: TrialRequest) -> dict[str, Any]:
     no result file is written: the answer is this function's return value, and the log is
     `<folder>/trial.log`, which the experimenter's side reads (and scrubs) itself."""
     gpu_placement.apply(request.placement)
+    several = request.placement.nodes > 1
+    if several and multinode.node_rank() > 0:
+        return join_trial(request, multinode.node_rank(), done_file=SMOKE_DONE_FILE)
     folder = Path(request.folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if several:
+        multinode.clear(folder)
+    try:
+        return _smoke_first_node(request, folder, several)
+    finally:
+        if several:  # the other nodes stop waiting, and stop their ranks
+            multinode.mark_done(folder / SMOKE_DONE_FILE)
+
+
+def _smoke_first_node(request: TrialRequest, folder: Path, several: bool) -> dict[str, Any]:
     work, artifacts, log_path = folder / "work", folder / "artifacts", folder / LOG_FILE
     for path in (artifacts, folder / "evaluation"):  # a trial's folder has its evaluator's scratch folder too
         shutil.rmtree(path, ignore_errors=True)
@@ -574,16 +734,24 @@ def run_smoke(request: TrialRequest) -> dict[str, Any]:
     out: dict[str, Any] = {"ok": False, "timeout": False, "reason": "", "elapsed_s": 0.0,
                            "host": socket.gethostname(),
                            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    rendezvous: Optional[multinode.Rendezvous] = None
     try:
         _copy_program(Path(request.snapshot_dir), work)
-        argv, env = sandboxed(request, "train", *training_step(request))
+        if several:
+            rendezvous = multinode.Rendezvous(host=socket.gethostname(), port=multinode.free_port(),
+                                              job=multinode.job_run(), trial_id=request.trial_id,
+                                              attempt=request.attempt)
+        argv, env = sandboxed(request, "train", *training_step(request, rendezvous))
+        if rendezvous is not None:
+            multinode.write_rendezvous(folder, rendezvous)
     except (TaskError, OSError, sandboxing.SandboxError) as exc:
         log_path.write_text("")
         out["reason"] = f"the program could not be started: {exc}"
         return out
+    stop = functools.partial(multinode.failed_node, folder, rendezvous.job) if rendezvous else None
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        code, failure, reason = _run_step(argv, work, env, request.time_limit_s, log)
+        code, failure, reason = _run_step(argv, work, env, request.time_limit_s, log, stop=stop)
     out["elapsed_s"] = time.monotonic() - started
     if failure is not None:
         out.update(reason=reason, timeout=failure is FailureClass.TIMEOUT)

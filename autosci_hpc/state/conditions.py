@@ -10,7 +10,8 @@ budget and the report count the GPUs it held (`GPUS`, `gpus_held`), promotion co
 The record holds what the node saw (`host`, `devices`: CUDA_VISIBLE_DEVICES, `slurm_gpus`: the node's GPU
 indices Slurm gave the job, `gpu`: the names of the trial's GPUs) and what its executor planned
 (`executor`, `slot`, `share`: trials placed on the same GPU(s), this one included, `gpus`: the GPUs it is
-charged with, fractional when shared, `ranks`, `ballast`, and `together`: whether the members of its
+charged with, fractional when shared, `ranks`: the processes of its training step in all, `nodes`: the
+nodes it spans (the host is its first node's), `ballast`, and `together`: whether the members of its
 local GPU gang all arrived before their steps). The share is planned, not counted at launch:
 the local executor starts the trials of a GPU together (they wait for each other before their training
 steps) and fills its empty places with ballast, and a
@@ -34,7 +35,7 @@ MAX_ITEMS = 16
 MAX_COUNT = 4096
 
 _STRINGS = ("host", "devices", "slurm_gpus", "executor")
-_COUNTS = ("share", "ranks")
+_COUNTS = ("share", "ranks", "nodes")
 
 
 def _text(value: object) -> Optional[str]:
@@ -123,7 +124,8 @@ def key_of(conditions: object) -> tuple[str, str, int]:
 
 
 def describe(conditions: object) -> str:
-    """`host node1, GPU NVIDIA H200, shared by 4 trials` in one phrase."""
+    """`host node1, GPU NVIDIA H200, shared by 4 trials` in one phrase (`host node1 (the first of 2
+    nodes), ...` for a trial on several nodes)."""
     if not clean(conditions):
         return "not recorded"
     host, gpu, share = key_of(conditions)
@@ -133,7 +135,9 @@ def describe(conditions: object) -> str:
               else "sharing not recorded")
     if clean(conditions).get("together") is False:
         shared += " (its neighbours did not all start: it ran with fewer)"
-    return f"host {host or '?'}, GPU {gpu}, {shared}"
+    nodes = clean(conditions).get("nodes", 1)
+    where = f"{host or '?'} (the first of {nodes} nodes)" if nodes > 1 else host or "?"
+    return f"host {where}, GPU {gpu}, {shared}"
 
 
 def differ(a: list[Any], b: list[Any]) -> Optional[str]:

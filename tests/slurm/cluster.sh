@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Bring a real single-node SLURM cluster up / down for the autosci_hpc tests.
+# Bring a real SLURM test cluster up / down for the autosci_hpc tests: two nodes on this one host
+# (Slurm built with MULTIPLE_SLURMD: each node is its own slurmd, `slurmd -N <node>`).
 #
 #   bash tests/slurm/install.sh         # once: Debian/Ubuntu packages
-#   bash tests/slurm/cluster.sh up      # start munged [, MariaDB, slurmdbd], slurmctld, slurmd
+#   bash tests/slurm/cluster.sh up      # start munged [, MariaDB, slurmdbd], slurmctld, one slurmd per node
 #   . /tmp/autosci-slurm/env.sh         # or: eval "$(bash tests/slurm/cluster.sh env)"
 #   sinfo; sbatch ...; sacct ...
 #   bash tests/slurm/cluster.sh status  # exit 0 if up, 1 if not
@@ -12,8 +13,8 @@
 #   etc/   slurm.conf, gres.conf, slurmdbd.conf, plugstack.conf (from the *.in templates)
 #   run/   pid files of the daemons (the only processes `down` stops)
 #   log/   daemon logs (kept after `down`, wiped by the next `up`)
-#   spool/ slurmctld state + slurmd spool     munge/  key + socket
-#   mysql/ MariaDB datadir + socket           dev/    fake GPU device files
+#   spool/ slurmctld state + slurmd spools    munge/  key + socket
+#   mysql/ MariaDB datadir + socket           dev/    fake GPU device files (dev/<node>/ per node)
 #   env.sh `export SLURM_CONF=...` etc., for callers to source
 # The system's /etc/slurm, /etc/munge, /run/munge and MariaDB are not used.
 #
@@ -21,7 +22,14 @@
 # accounting database are recreated, so old sacct rows never answer for new
 # job ids.  `up` on a cluster that is already up does nothing.
 #
-# Must run as root (daemons run as root: a throw-away single-node test cluster
+# Nodes: <host> (the first; the only node of the partitions `cpu` and `h100`, so
+# every test written for one node sees the cluster as before) and <host>-b (a
+# second slurmd on the same host, NodeAddr=127.0.0.1, its own port, spool, pid
+# file, log and fake GPUs).  The partition `pair` holds both: multi-node jobs
+# (--nodes=2) run there.  AUTOSCI_SLURM_NODES=1 leaves the second node out (no
+# `pair` partition; the multi-node tests then skip, saying so).
+#
+# Must run as root (daemons run as root: a throw-away test cluster on one host
 # needs no privilege separation, and this avoids chown-ing the state dir).
 #
 # Knobs (environment variables):
@@ -29,8 +37,10 @@
 #   AUTOSCI_SLURM_NO_ACCOUNTING  1: no slurmdbd/MariaDB/sacct [0; auto-off if not installed]
 #   AUTOSCI_SLURM_CPUS           CPUs declared for the node   [8]
 #   AUTOSCI_SLURM_MEM_MB         RealMemory declared (MB)     [65536]
-#   AUTOSCI_SLURM_GPUS           fake h100 GPUs on the node   [2]
-#   AUTOSCI_SLURM_PORT_BASE      slurmctld port; slurmd/slurmdbd/MariaDB use +1/+2/+3 [16817]
+#   AUTOSCI_SLURM_GPUS           fake h100 GPUs on each node  [2]
+#   AUTOSCI_SLURM_NODES          nodes: 2 (<host>, <host>-b) or 1 (<host> alone) [2]
+#   AUTOSCI_SLURM_PORT_BASE      slurmctld port; slurmd/slurmdbd/MariaDB/second slurmd use
+#                                +1/+2/+3/+4                  [16817]
 #   AUTOSCI_SLURM_UP_TIMEOUT     seconds `up` may take        [60]
 set -euo pipefail
 
@@ -49,14 +59,25 @@ SLURMCTLD_PORT=$((PORT_BASE))
 SLURMD_PORT=$((PORT_BASE + 1))
 SLURMDBD_PORT=$((PORT_BASE + 2))
 MYSQL_PORT=$((PORT_BASE + 3))
+SLURMD_B_PORT=$((PORT_BASE + 4))
 CPU_PARTITION=cpu
 GPU_PARTITION=h100
+PAIR_PARTITION=pair
 NODE_NAME="$(hostname -s)"
+NODE_B_NAME="$NODE_NAME-b"
+case "${AUTOSCI_SLURM_NODES:-2}" in
+1) NODES=("$NODE_NAME") ;;
+2) NODES=("$NODE_NAME" "$NODE_B_NAME") ;;
+*) echo "cluster.sh: AUTOSCI_SLURM_NODES must be 1 or 2, not '${AUTOSCI_SLURM_NODES}'" >&2; exit 2 ;;
+esac
 
-# Daemons in start order; `down` stops them in reverse.  The name is both the
-# pid file name (run/<name>.pid) and the expected /proc/<pid>/comm, so a stale
-# pid file whose pid was reused by another program is never acted on.
-ALL_DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+# Daemons in start order; `down` stops them in reverse.  The name is the pid
+# file name (run/<name>.pid); up to its first '-' it is the expected
+# /proc/<pid>/comm (slurmd-<node> is a slurmd), so a stale pid file whose pid
+# was reused by another program is never acted on.  A node's slurmd writes
+# run/slurmd-<node>.pid (SlurmdPidFile with %n); plain `slurmd` is the pid file
+# of a cluster started before the second node existed, stopped by `down` too.
+ALL_DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd "slurmd-$NODE_NAME" "slurmd-$NODE_B_NAME")
 
 # fd 3 = the caller's stderr, so messages get through even from inside
 # wait_for, which silences the command it retries.
@@ -93,7 +114,7 @@ daemon_pid() {
     pid="$(tr -dc '0-9' <"$f")"
     [[ -n "$pid" ]] || return 1
     comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-    [[ "$comm" == "$1" ]] || return 1
+    [[ "$comm" == "${1%%-*}" ]] || return 1
     # A zombie (exited, not yet reaped by its parent) is not running.
     [[ "$(proc_state "$pid")" != Z ]] || return 1
     echo "$pid"
@@ -107,27 +128,40 @@ accounting_wanted() {
         command -v mariadb-install-db >/dev/null && command -v mariadb >/dev/null
 }
 
+# The nodes of the cluster this state dir runs (its slurm.conf says), else
+# those this invocation would start.
+cluster_nodes() {
+    if [[ -f "$CONF" ]]; then
+        sed -n 's/^NodeName=\([^ ]*\) .*/\1/p' "$CONF"
+    else
+        printf '%s\n' "${NODES[@]}"
+    fi
+}
+
 # Daemons this state dir runs: accounting ones only if it was started with them.
 expected_daemons() {
+    local n
     if [[ -f "$STATE_DIR/etc/slurmdbd.conf" ]]; then
-        echo munged mariadbd slurmdbd slurmctld slurmd
+        echo munged mariadbd slurmdbd slurmctld
     else
-        echo munged slurmctld slurmd
+        echo munged slurmctld
     fi
+    for n in $(cluster_nodes); do echo "slurmd-$n"; done
 }
 
 # Short client timeouts: a dead slurmctld must not stall a check for long.
 node_state() {
-    timeout 5 sinfo -h -N -n "$NODE_NAME" -o '%T' 2>/dev/null | head -n1
+    timeout 5 sinfo -h -N -n "$1" -o '%T' 2>/dev/null | head -n1
 }
 
 is_up() {
     [[ -f "$CONF" ]] || return 1
-    local d
+    local d n st
     for d in $(expected_daemons); do daemon_alive "$d" || return 1; done
-    local st
-    st="$(node_state)" || return 1
-    [[ -n "$st" && "$st" != down* && "$st" != drain* && "$st" != fail* ]]
+    for n in $(cluster_nodes); do
+        st="$(node_state "$n")" || return 1
+        [[ -n "$st" && "$st" != down* && "$st" != drain* && "$st" != fail* ]] || return 1
+    done
 }
 
 print_logs() {
@@ -194,6 +228,8 @@ render() { # render TEMPLATE OUTPUT: replace every @NAME@ placeholder
         -e "s|@NODE_NAME@|$NODE_NAME|g" \
         -e "s|@SLURMCTLD_PORT@|$SLURMCTLD_PORT|g" \
         -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
+        -e "s|@PAIR_CONF@|${PAIR_CONF:-}|g" \
+        -e "s|@PAIR_GRES@|${PAIR_GRES:-}|g" \
         -e "s|@SLURMDBD_PORT@|$SLURMDBD_PORT|g" \
         -e "s|@MYSQL_PORT@|$MYSQL_PORT|g" \
         -e "s|@MYSQL_PASSWORD@|${MYSQL_PASSWORD:-}|g" \
@@ -218,6 +254,7 @@ export SLURM_CONF=$CONF
 export AUTOSCI_SLURM_ACCOUNTING=$ACCOUNTING
 export AUTOSCI_SLURM_PARTITION=$CPU_PARTITION
 export AUTOSCI_SLURM_GPU_PARTITION=$GPU_PARTITION
+export AUTOSCI_SLURM_PAIR_PARTITION=$PAIR
 EOF
 }
 
@@ -326,14 +363,28 @@ do_up() {
     # in case AUTOSCI_SLURM_DIR points somewhere that holds other files).
     mkdir -p "$STATE_DIR"
     rm -rf "${STATE_DIR:?}"/{etc,run,log,spool,munge,mysql,dev} "$ENV_FILE"
-    mkdir -p "$STATE_DIR"/{etc,run,log,spool/slurmctld,spool/slurmd,munge,mysql,dev}
+    mkdir -p "$STATE_DIR"/{etc,run,log,spool/slurmctld,munge,mysql,dev}
     # munged insists the socket dir be searchable by all (the key itself is 0600).
     chmod 755 "$STATE_DIR/munge"
 
-    # Fake GPUs: symlinks to /dev/null (Slurm accepts char devices only).
-    local i
-    for ((i = 0; i < GPUS; i++)); do ln -s /dev/null "$STATE_DIR/dev/nvidia$i"; done
-    GPU_FILES="$STATE_DIR/dev/nvidia[0-$((GPUS - 1))]"
+    # Fake GPUs, each node its own: symlinks to /dev/null (Slurm accepts char devices only).
+    local i n
+    for n in "${NODES[@]}"; do
+        mkdir -p "$STATE_DIR/dev/$n" "$STATE_DIR/spool/slurmd/$n"
+        for ((i = 0; i < GPUS; i++)); do ln -s /dev/null "$STATE_DIR/dev/$n/nvidia$i"; done
+    done
+    GPU_FILES="$STATE_DIR/dev/$NODE_NAME/nvidia[0-$((GPUS - 1))]"
+    # The second node (one line each; sed's replacement takes \ + newline as a newline).
+    PAIR=""
+    PAIR_CONF="# AUTOSCI_SLURM_NODES=1: no second node, no partition $PAIR_PARTITION"
+    PAIR_GRES="# AUTOSCI_SLURM_NODES=1: no second node"
+    if ((${#NODES[@]} > 1)); then
+        PAIR="$PAIR_PARTITION"
+        PAIR_CONF="NodeName=$NODE_B_NAME NodeAddr=127.0.0.1 NodeHostname=$NODE_NAME Port=$SLURMD_B_PORT \
+CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:h100:$GPUS State=UNKNOWN\\
+PartitionName=$PAIR_PARTITION Nodes=$NODE_NAME,$NODE_B_NAME Default=NO MaxTime=INFINITE State=UP"
+        PAIR_GRES="NodeName=$NODE_B_NAME Name=gpu Type=h100 File=$STATE_DIR/dev/$NODE_B_NAME/nvidia[0-$((GPUS - 1))]"
+    fi
 
     if [[ "$ACCOUNTING" == "1" ]]; then
         MYSQL_PASSWORD="$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
@@ -366,12 +417,14 @@ AccountingStorageTRES=gres/gpu,gres/gpu:h100"
     # Start slurmd only once slurmctld listens: a slurmd whose first
     # registration fails retries only after several seconds.
     wait_for "slurmctld to answer" slurmctld_answers
-    launch slurmd -c -N "$NODE_NAME" -f "$CONF" || fail_up "slurmd failed to start"
-    wait_for "slurmd" daemon_alive slurmd
-    wait_for "node $NODE_NAME to be idle" node_is_idle
+    for n in "${NODES[@]}"; do
+        launch slurmd -c -N "$n" -f "$CONF" || fail_up "slurmd of node $n failed to start"
+        wait_for "slurmd of node $n" daemon_alive "slurmd-$n"
+    done
+    for n in "${NODES[@]}"; do wait_for "node $n to be idle" node_is_idle "$n"; done
 
     write_env_file
-    log "up in ${SECONDS}s: node $NODE_NAME idle, accounting=$ACCOUNTING, state in $STATE_DIR"
+    log "up in ${SECONDS}s: node(s) ${NODES[*]} idle, accounting=$ACCOUNTING, state in $STATE_DIR"
     cat "$ENV_FILE"
 }
 
@@ -381,7 +434,7 @@ node_is_idle() {
     for d in $(expected_daemons); do
         daemon_alive "$d" || fail_up "$d exited during start-up"
     done
-    [[ "$(node_state)" == idle ]]
+    [[ "$(node_state "$1")" == idle ]]
 }
 
 # ------------------------------------------------------------------ down ---
