@@ -19,7 +19,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from rich.console import Console
 
@@ -31,47 +31,25 @@ from .task import TaskError, load_task
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, however narrow the terminal
 
-def _count(text: str) -> int:
-    """An argument that counts something: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse type: `convert`, then `ok`, else one line saying the argument is not `what`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    """A seed: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A duration: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
-    return value
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-    return value
+_count = _checked(int, lambda v: v >= 1, "a whole number of at least 1")
+_seed = _checked(int, lambda v: v >= 0, "a whole number of at least 0")
+_seconds = _checked(float, lambda v: math.isfinite(v) and v > 0, "a number of seconds above 0")
+_finite = _checked(float, math.isfinite, "a finite number")
 
 
 API_KEY_VARIABLES = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")

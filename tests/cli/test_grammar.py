@@ -117,15 +117,15 @@ def test_report_of_the_newest_and_of_several_named(here: Path) -> None:
     (["show", "-C", "runs/a"], "autosci show: say which REF: autosci show [FOLDER] REF"),
     (["log", "--bogus", "runs/a"], "autosci log: unrecognized arguments: --bogus; type: autosci log [FOLDER] "
                                    "[-C FOLDER] [--team TEAM]"),
-    (["rerun", "runs/a", "3", "--seed", "x"], "autosci rerun: argument --seed: 'x' is not a whole number; type: "
+    (["rerun", "runs/a", "3", "--seed", "x"], "autosci rerun: argument --seed: 'x' is not a whole number of at least 0; type: "
                                               "autosci rerun [FOLDER] TRIAL [-C FOLDER]"),
-    (["rerun", "runs/a", "3", "--seed", "-2"], "autosci rerun: argument --seed: -2 is negative"),
-    (["rerun", "runs/a", "3", "--timeout", "inf"], "argument --timeout: inf is not a number of seconds above 0"),
-    (["compare", "c.yaml", "--out", "x", "--seeds", "0"], "autosci compare: argument --seeds: 0 is not at least 1"),
-    (["compare", "c.yaml", "--out", "x", "--parallel", "-1"], "argument --parallel: -1 is not at least 1"),
-    (["compare", "c.yaml", "--out", "x", "--target", "nan"], "argument --target: nan is not a finite number"),
-    (["log", "runs/a", "--limit", "0"], "autosci log: argument --limit: 0 is not at least 1"),
-    (["run", "c.yaml", "--lease-ttl", "0"], "autosci run: argument --lease-ttl: 0 is not a number of seconds above 0"),
+    (["rerun", "runs/a", "3", "--seed", "-2"], "autosci rerun: argument --seed: '-2' is not a whole number of at least 0"),
+    (["rerun", "runs/a", "3", "--timeout", "inf"], "argument --timeout: 'inf' is not a number of seconds above 0"),
+    (["compare", "c.yaml", "--out", "x", "--seeds", "0"], "autosci compare: argument --seeds: '0' is not a whole number of at least 1"),
+    (["compare", "c.yaml", "--out", "x", "--parallel", "-1"], "argument --parallel: '-1' is not a whole number of at least 1"),
+    (["compare", "c.yaml", "--out", "x", "--target", "nan"], "argument --target: 'nan' is not a finite number"),
+    (["log", "runs/a", "--limit", "0"], "autosci log: argument --limit: '0' is not a whole number of at least 1"),
+    (["run", "c.yaml", "--lease-ttl", "0"], "autosci run: argument --lease-ttl: '0' is not a number of seconds above 0"),
     (["doctor", "a", "b"], "autosci doctor: unrecognized arguments: b; type: autosci doctor"),
     (["lgo"], "autosci: argument COMMAND: invalid choice: 'lgo'"),
     ([], "type autosci COMMAND, one of: run, coordinate, status, log, show, rerun, report, compare, task check, "

@@ -31,6 +31,14 @@ def pair_partition(cluster: object) -> str:
     return pair
 
 
+def two_node_executor(tmp_path: Path, cluster: object, time_min: int, time_limit_s: float) -> SlurmTrialExecutor:
+    """The SLURM executor of trials of two GPUs on two nodes of the pair partition (one task per node)."""
+    cfg = load_config(None, [f"executor.slurm.partition={pair_partition(cluster)}",
+                             f"executor.slurm.time_min={time_min}"]).executor.slurm
+    return SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
+                                          time_limit_s=time_limit_s, gpus_per_trial=2, nodes=2)
+
+
 def test_a_trial_of_two_gpus_runs_two_ranks_on_the_gpu_partition(tmp_path: Path,
                                                                   slurm_cluster: object) -> None:
     pytest.importorskip("torch")
@@ -108,10 +116,7 @@ def test_a_smoke_run_on_two_nodes_runs_like_a_trial_and_answers_from_the_first(t
     """An experimenter's smoke run of a task on two nodes goes through the same job shape: both nodes run
     their rank, the first answers (submitit's `result` would refuse a job of two tasks)."""
     pytest.importorskip("torch")
-    pair = pair_partition(slurm_cluster)
-    cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=5"]).executor.slurm
-    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
-                                              time_limit_s=120, gpus_per_trial=2, nodes=2)
+    executor = two_node_executor(tmp_path, slurm_cluster, 5, 120)
     _, requests = ranks_trials(tmp_path, 1, "bwrap" if probe("bwrap")[0] else "none")
     answer = executor.run_short(run_smoke, requests[0], 240)
     assert answer["ok"] is True, answer
@@ -126,10 +131,7 @@ def test_a_trial_whose_second_node_fails_fails_at_once_with_that_nodes_reason(tm
     """The rank on the second node exits before the ranks meet: the first node's rank would wait for it
     until the time limit; the second node's failure note stops it, and the trial fails saying why."""
     pytest.importorskip("torch")
-    pair = pair_partition(slurm_cluster)
-    cfg = load_config(None, [f"executor.slurm.partition={pair}", "executor.slurm.time_min=10"]).executor.slurm
-    executor = SlurmTrialExecutor.from_config(tmp_path / "jobs", cfg, job_name="autosci-nodes",
-                                              time_limit_s=600, gpus_per_trial=2, nodes=2)
+    executor = two_node_executor(tmp_path, slurm_cluster, 10, 600)
     store, requests = ranks_trials(tmp_path, 1, "bwrap" if probe("bwrap")[0] else "none")
     requests = [requests[0].model_copy(update={"overrides": {"sleep": 0.0, "fail_rank": 1}})]
     submit(store, executor, requests)
