@@ -8,7 +8,6 @@ The sandbox cases (reading what a trial should not see) belong to the isolation 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import textwrap
 import time

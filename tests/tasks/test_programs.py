@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import math
 import random
 from dataclasses import dataclass
