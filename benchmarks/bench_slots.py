@@ -1,7 +1,7 @@
 """Slot utilization: how much of the trial slots' wall time runs trials, decentralized vs a sequential loop.
 
     python benchmarks/bench_slots.py                  # quick: 12 s trials, 1 s decisions, 2 slots
-    python benchmarks/bench_slots.py --full           # the issue's sizes: 60 s trials, 5 s decisions, 4 slots
+    python benchmarks/bench_slots.py --full           # the full sizes: 60 s trials, 5 s decisions, 4 slots
     python benchmarks/bench_slots.py --trial-s 20 --latency-s 2 --slots 3 --trials 30
 
 Trials have a fixed length (the toy task's `sleep`), agent decisions a simulated LLM latency
@@ -10,7 +10,7 @@ machine, the same executor (local, `k` slots) and the same task:
 
 - decentralized: a real `autosci run` campaign, agents as their own processes
   (`coordination.agent_processes`) so that they think while trials run;
-- the baseline: the issue's autoresearch-style sequential loop — think (the product's own paced
+- the baseline: an autoresearch-style sequential loop — think (the product's own paced
   policy wrapper, the same latency), run one trial on the same executor, read its result, think
   again. `--baseline single` measures the product's single-agent mode (`coordination.mode: single`)
   instead; it replicates candidates on seeds, so it is not the plain think-run loop.

@@ -159,7 +159,7 @@ def toy_task(dest: Path, sleep_s: float) -> Path:
 
 
 def pinned(argv: list[str], cores: int) -> tuple[list[str], str]:
-    """`argv` restricted to `cores` CPUs with taskset when the machine has more (the issue's figures
+    """`argv` restricted to `cores` CPUs with taskset when the machine has more (the measured figures
     are for 2 cores); the second value says what was done."""
     have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if have <= cores:
@@ -266,7 +266,7 @@ def main(run: Callable[..., dict[str, Any]], doc: Optional[str], add_options: Ca
          ) -> int:
     """`python benchmarks/bench_X.py [--full] [options]`: run it, print the JSON and the summary."""
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
-    parser.add_argument("--full", action="store_true", help="the issue's sizes instead of the quick defaults")
+    parser.add_argument("--full", action="store_true", help="the full sizes instead of the quick defaults")
     parser.add_argument("--json", type=Path, help="also write the result to this file")
     add_options(parser)
     args = vars(parser.parse_args())
