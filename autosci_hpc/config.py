@@ -88,8 +88,8 @@ MAX_AGENTS = 256
 class CoordinationSection(_Section):
     mode: Literal["decentralized", "single", "central"] = "decentralized"
     teams: int = Field(default=2, ge=1, le=64)
-    analysts_per_team: int = Field(default=2, ge=1, le=32)
-    experimenters_per_team: int = Field(default=2, ge=1, le=32)
+    analysts_per_team: int = Field(default=2, ge=1, le=MAX_AGENTS)
+    experimenters_per_team: int = Field(default=2, ge=1, le=MAX_AGENTS)
     discussion_rounds: int = Field(default=2, ge=1)
     #: A team whose last N experiments brought no improvement re-opens discussion.
     stagnation_window: int = Field(default=10, ge=1)

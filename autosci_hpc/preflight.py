@@ -27,7 +27,9 @@ REFUSALS = (
     ("gres", "executor.slurm.gres"),
     ("time limit", "executor.slurm.time_min"),
     ("memory", "executor.slurm.mem_gb"),
-    ("node configuration is not available", "executor.slurm (gres, cpus_per_task, mem_gb, additional)"),
+    ("node count", "task.nodes (the nodes a trial spans) or executor.slurm.partition"),
+    ("node configuration is not available", "executor.slurm (gres, cpus_per_task, mem_gb, additional) or "
+                                            "task.gpus / task.nodes"),
 )
 
 
@@ -41,7 +43,9 @@ def check_launch(config: CampaignConfig, task: TaskSpec, runner: Runner = _run) 
     check_task_overrides(config, task)
     check_api_key(config)
     if config.executor.kind == "slurm":
-        check_slurm(config, runner)
+        gpus = config.task.gpus if config.task.gpus is not None else task.gpus
+        nodes = config.task.nodes if config.task.nodes is not None else task.nodes
+        check_slurm(config, runner, gpus=gpus or 0, nodes=nodes or 1)
 
 
 def check_campaign_folder(config: CampaignConfig) -> None:
@@ -76,14 +80,21 @@ def check_api_key(config: CampaignConfig) -> None:
         resolve_api_key(config.llm)
 
 
-def sbatch_flags(config: CampaignConfig) -> list[str]:
-    """The sbatch options of a trial's job, as the SLURM executor asks for them."""
+def sbatch_flags(config: CampaignConfig, gpus: int = 0, nodes: int = 1) -> list[str]:
+    """The sbatch options of a trial's job of `gpus` GPUs on `nodes` nodes, as the SLURM executor asks
+    for them."""
+    from .execution.slurm import trial_resources
+
     slurm = config.executor.slurm
     flags = [f"--cpus-per-task={slurm.cpus_per_task}", f"--mem={_mem(slurm.mem_gb)}",
              f"--time={slurm.time_min}"]
     for key in ("partition", "account", "qos", "gres"):
         if getattr(slurm, key):
             flags.append(f"--{key}={getattr(slurm, key)}")
+    resources = trial_resources(slurm, gpus, nodes)
+    for param, flag in (("slurm_gres", "gres"), ("nodes", "nodes"), ("tasks_per_node", "ntasks-per-node")):
+        if param in resources:
+            flags.append(f"--{flag}={resources[param]}")
     for key, value in slurm.additional.items():
         name = str(key).replace("_", "-")
         flags.append(f"--{name}" if value is True else f"--{name}={value}")
@@ -111,8 +122,9 @@ def controller(runner: Runner = _run) -> tuple[Optional[bool], str]:
     return True, ", ".join(line.strip() for line in (answer.stdout or "").splitlines() if line.strip())
 
 
-def check_slurm(config: CampaignConfig, runner: Runner = _run) -> None:
-    """A controller answers (`sinfo`), and it accepts the trials' options (`sbatch --test-only`)."""
+def check_slurm(config: CampaignConfig, runner: Runner = _run, *, gpus: int = 0, nodes: int = 1) -> None:
+    """A controller answers (`sinfo`), and it accepts the options of the trials' jobs, their GPUs and nodes
+    included (`sbatch --test-only`)."""
     from .execution.slurm import clean_slurm_env
 
     answers, detail = controller(runner)
@@ -122,8 +134,8 @@ def check_slurm(config: CampaignConfig, runner: Runner = _run) -> None:
     if not answers:
         raise ConfigError(f"executor.kind=slurm: no SLURM controller answered (sinfo: {detail}); "
                           "run `autosci doctor` and `sinfo` to check the cluster, or use executor.kind=local")
-    argv = ["sbatch", "--test-only", "--job-name=autosci-check", "--output=/dev/null", *sbatch_flags(config),
-            "--wrap=true"]
+    argv = ["sbatch", "--test-only", "--job-name=autosci-check", "--output=/dev/null",
+            *sbatch_flags(config, gpus, nodes), "--wrap=true"]
     try:
         with clean_slurm_env():
             tried = runner(argv)

@@ -187,6 +187,8 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
     pid = 0
     env = {"host": "node-17", "python": "3.11.7", "platform": "Linux-6.1-x86_64", "slurm_job_id": "",
            "packages": {"numpy": "2.1.0", "scikit-learn": "1.5.2", "autosci_hpc": "0.1.0"}}
+    # where each trial ran, as ingestion stores it (a CPU trial of the SLURM executor)
+    ran = {"executor": "slurm", "host": "node-17", "share": 1, "gpus": 0.0, "ranks": 1, "nodes": 1}
     while len(trials) < n:
         pid += 1
         when = start + timedelta(seconds=20 * len(trials))
@@ -226,7 +228,8 @@ def fill_history(coordinator: Any, n: int, seed: int = 0) -> dict[str, int]:
                                champion_delta=round(metric - 0.55, 6), test_metric=metric,
                                metrics={"score": metric, "test_score": metric}, executor="slurm",
                                job_id=f"{1000 + pid}_{seed_}", array_index=seed_,
-                               folder=f"/campaign/trials/{next_trial:06d}", environment=env, created_at=when,
+                               folder=f"/campaign/trials/{next_trial:06d}", environment=env, conditions=ran,
+                               created_at=when,
                                submitted_at=when, finished_at=when + timedelta(seconds=15), duration_s=15.0))
             events += [dict(kind=k, entity="trial", entity_id=next_trial, data={"metric": metric}, created_at=when)
                        for k in ("trial.submitted", "trial.succeeded")]

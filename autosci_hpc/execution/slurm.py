@@ -95,6 +95,21 @@ def gres_gpus(gres: str) -> int:
     return int(match.group(1)) if match else (1 if gres.startswith("gpu") else 0)
 
 
+def trial_resources(cfg: Any, gpus_per_trial: int, nodes: int) -> dict[str, Any]:
+    """The submitit parameters of a trial's GPUs and nodes (what `sbatch --test-only` is asked about before
+    a campaign starts, too): one task per node, each with its share of the GPUs (`--gres` is per node)
+    unless `executor.slurm.gres` names them itself."""
+    params: dict[str, Any] = {}
+    if gpus_per_trial and not cfg.gres:
+        # one task per node; its training step runs one rank per GPU of its node
+        params["slurm_gres"] = f"gpu:{max(1, gpus_per_trial // max(1, nodes))}"
+    if nodes > 1:
+        # One task per node. When the first node's task fails (its trial is over) srun stops the others
+        # at once; the other nodes' tasks never exit non-zero on their own (execution/trial.py).
+        params.update(nodes=nodes, tasks_per_node=1, slurm_srun_args=["--kill-on-bad-exit=1"])
+    return params
+
+
 def to_job_state(raw: str) -> JobState:
     base = raw.split()[0].rstrip("+") if raw else "UNKNOWN"
     if base in TERMINAL_STATES:
@@ -158,13 +173,7 @@ class SlurmTrialExecutor(TrialExecutor):
                           ("qos", "slurm_qos"), ("gres", "slurm_gres")):
             if getattr(cfg, key):
                 params[name] = getattr(cfg, key)
-        if gpus_per_trial and not cfg.gres:
-            # one task per node; its training step runs one rank per GPU of its node
-            params["slurm_gres"] = f"gpu:{max(1, gpus_per_trial // max(1, nodes))}"
-        if nodes > 1:
-            # One task per node. When the first node's task fails (its trial is over) srun stops the others
-            # at once; the other nodes' tasks never exit non-zero on their own (execution/trial.py).
-            params.update(nodes=nodes, tasks_per_node=1, slurm_srun_args=["--kill-on-bad-exit=1"])
+        params.update(trial_resources(cfg, gpus_per_trial, nodes))
         if cfg.setup:
             params["slurm_setup"] = list(cfg.setup)
         if cfg.additional:

@@ -236,6 +236,19 @@ def test_the_sbatch_flags_follow_the_config() -> None:
     assert "executor.slurm.partition" in refusal_line("invalid partition name specified", full)
 
 
+def test_the_sbatch_flags_ask_for_the_trials_gpus_and_nodes() -> None:
+    """What `sbatch --test-only` is asked before a campaign starts is the trials' own job: a trial of two
+    GPUs on two nodes is one task per node with one GPU each; a gres the cluster file names is kept."""
+    plain = load_config([TOY], ["executor.kind=slurm"])
+    assert not any(f.startswith(("--gres", "--nodes")) for f in sbatch_flags(plain))
+    flags = sbatch_flags(plain, gpus=2, nodes=2)
+    assert {"--gres=gpu:1", "--nodes=2", "--ntasks-per-node=1"} <= set(flags)
+    assert "--gres=gpu:2" in sbatch_flags(plain, gpus=2)
+    named = sbatch_flags(load_config([TOY, H100]), gpus=4, nodes=2)
+    assert [f for f in named if f.startswith("--gres")] == ["--gres=gpu:h100:1"] and "--nodes=2" in named
+    assert "task.nodes" in refusal_line("Node count specification invalid", plain)
+
+
 @pytest.mark.parametrize("kind", ["empty", "directory", "binary"])
 def test_a_key_file_that_holds_no_key(tmp_path: Path, kind: str) -> None:
     key = tmp_path / "key"
@@ -268,6 +281,24 @@ def test_the_launch_check_against_a_real_cluster(slurm_cluster, tmp_path: Path) 
     result = launch(tmp_path, str(H100), *fixed)
     assert result.returncode == 2 and "executor.slurm.additional.constraint=h100" in one_line(result)
     assert_nothing_created(tmp_path)
+
+
+@pytest.mark.slurm
+def test_the_launch_check_asks_the_real_cluster_about_the_trials_nodes(slurm_cluster) -> None:  # noqa: ANN001
+    """A trial on more nodes than the partition has is refused before the campaign starts, in one line
+    naming task.nodes; on the partition of two nodes, a trial on two is accepted."""
+    from autosci_hpc.preflight import check_slurm
+    from autosci_hpc.config import ConfigError
+
+    pair = getattr(slurm_cluster, "pair_partition")
+    if not pair:
+        pytest.skip("the test cluster runs one node: no partition of two nodes")
+    cluster = [f"executor.kind=slurm", "executor.slurm.mem_gb=1", "executor.slurm.cpus_per_task=1",
+               "executor.slurm.time_min=5"]
+    with pytest.raises(ConfigError, match=r"task\.nodes") as refused:
+        check_slurm(load_config([TOY], cluster + [f"executor.slurm.partition={pair}"]), gpus=3, nodes=3)
+    assert "\n" not in str(refused.value)
+    check_slurm(load_config([TOY], cluster + [f"executor.slurm.partition={pair}"]), gpus=2, nodes=2)
 
 
 def test_compare_checks_its_launch_too(tmp_path: Path) -> None:
