@@ -22,6 +22,7 @@ as named options.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -156,16 +157,70 @@ def decide(task: TaskSpec, rules: PromotionSection, champion: Champion, candidat
     return Decision(promote=promote, rule=rules.rule, delta=mean_delta, detail=detail)
 
 
-def _t_quantile(q: float, df: int) -> float:
-    from scipy import stats  # imported here: a second of start-up that only the tests need
+# ---- Student's t, in plain arithmetic: the coordinator decides without importing scipy (a second and a
+# half of CPU the first time, for every coordinator, status and report process) ----------------------
 
-    return float(stats.t.ppf(q, df))
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz), converging for
+    x < (a + 1) / (a + b + 2)."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def _beta_regularized(a: float, b: float, x: float, y: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function, with y = 1 - x given exactly."""
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_fraction(a, b, x) / a
+    return 1.0 - front * _beta_fraction(b, a, y) / b
 
 
 def _t_sf(t: float, df: int) -> float:
-    from scipy import stats
+    """P(T > t) for Student's t with `df` degrees of freedom."""
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _beta_regularized(df / 2.0, 0.5, df / (df + t * t), t * t / (df + t * t))
+    return tail if t > 0 else 1.0 - tail
 
-    return float(stats.t.sf(t, df))
+
+def _t_quantile(q: float, df: int) -> float:
+    """The `q` quantile of Student's t with `df` degrees of freedom (bisection on the tail)."""
+    if not 0.0 < q < 1.0:
+        return math.inf if q >= 1.0 else -math.inf
+    if q < 0.5:
+        return -_t_quantile(1.0 - q, df)
+    tail, lo, hi = 1.0 - q, 0.0, 1.0
+    while _t_sf(hi, df) > tail and hi < 1e12:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if _t_sf(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * max(1.0, hi):
+            break
+    return (lo + hi) / 2.0
 
 
 def _interval(deltas: list[float], q: float) -> Optional[list[float]]:
@@ -249,10 +304,8 @@ def _one_sided_paired_p(deltas: list[float]) -> float:
         return 1.0
     if statistics.pstdev(deltas) == 0:
         return 0.0 if statistics.fmean(deltas) > 0 else 1.0
-    from scipy import stats  # imported here: a second of start-up that only the ttest rule needs
-
-    result = stats.ttest_1samp(deltas, 0.0, alternative="greater")
-    return float(result.pvalue)
+    se = statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return _t_sf(statistics.fmean(deltas) / se, len(deltas) - 1)
 
 
 def summarize(metrics: dict[int, float]) -> tuple[float, float]:
@@ -260,16 +313,10 @@ def summarize(metrics: dict[int, float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom: what the displays use, so
-#: that `autosci status` does not import scipy.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
+@functools.lru_cache(maxsize=256)
 def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (1.96 beyond 30)."""
-    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (what every 95% interval shown uses)."""
+    return _t_quantile(0.975, df)
 
 
 def interval_text(mean: float, std: float, n: int) -> str:

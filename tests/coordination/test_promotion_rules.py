@@ -268,3 +268,35 @@ def test_a_baseline_whose_runs_lie_close_together_does_not_make_candidates_look_
     stays within twice that (about 1.4%). Counting the baseline's spread as evidence next to the
     differences it is part of promoted 2.7% of these null candidates."""
     assert false_promotions_after_tight_baselines(4000) <= 2 * PromotionSection().alpha
+
+
+def test_students_t_in_plain_arithmetic_agrees_with_scipy() -> None:
+    """The coordinator's tail probabilities and quantiles of Student's t (no scipy import in the decision
+    path) agree with scipy's to a relative 1e-8, and the ttest rule's p-value with scipy's t-test."""
+    import random
+
+    from scipy import stats
+
+    from autosci_hpc.coordination.promotion import _one_sided_paired_p, _t_quantile, _t_sf, t975
+
+    for df in [*range(1, 31), 50, 120, 1000]:
+        for t in (-40.0, -3.0, -1.0, -1e-7, 0.0, 1e-9, 0.2, 1.0, 1.7, 2.5, 4.0, 9.0, 60.0):
+            assert _t_sf(t, df) == pytest.approx(stats.t.sf(t, df), rel=1e-8, abs=1e-300)
+        for q in (0.0001, 0.025, 0.3, 0.5, 0.8, 0.95, 0.975, 0.99, 0.9999):
+            assert _t_quantile(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-8, abs=1e-12)
+        assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-8)
+    rng = random.Random(7)
+    for _ in range(100):
+        deltas = [rng.gauss(0.2, 1.0) for _ in range(rng.randint(2, 11))]
+        expected = stats.ttest_1samp(deltas, 0.0, alternative="greater").pvalue
+        assert _one_sided_paired_p(deltas) == pytest.approx(expected, rel=1e-8)
+    # ... and a process that decides never imports scipy
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    probe = ("import sys; from autosci_hpc.coordination import promotion as p; p._t_quantile(0.975, 4); "
+             "p._t_sf(2.0, 4); p._one_sided_paired_p([0.1, 0.3, 0.2]); print('scipy' in sys.modules)")
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert answer.stdout.strip() == "False", answer.stderr
