@@ -19,6 +19,8 @@ with what it could remove removed.
 from __future__ import annotations
 
 import base64
+import bisect
+import itertools
 import math
 import re
 import threading
@@ -100,12 +102,39 @@ def _matches(printed: float, places: int, secret: float, truncated_too: bool = T
     return rounded or (truncated_too and truncated)
 
 
+def _magnitudes(values: Iterable[Optional[float]]) -> list[float]:
+    """The finite values' absolute values, sorted: what `_any_match` searches."""
+    return sorted(abs(float(v)) for v in values if v is not None and math.isfinite(float(v)))
+
+
+def _any_match(magnitudes: list[float], printed: float, places: int, truncated_too: bool = True) -> bool:
+    """Whether some value of `magnitudes` (sorted absolute values) prints as `printed` at `places` decimals
+    (`_matches`). Only the values in the window a match must lie in are tried: a campaign's thousands of
+    held-out numbers cost a binary search per printed number, not a pass over all of them."""
+    printed = abs(printed)
+    if places > 15:
+        lo, hi = printed * (1 - 1e-9), printed * (1 + 1e-9)
+    else:
+        step = 10.0 ** (-places)
+        tolerance = step * 1e-6
+        lo, hi = printed - step / 2 - tolerance, printed + (step if truncated_too else step / 2) + tolerance
+    for value in itertools.islice(magnitudes, bisect.bisect_left(magnitudes, lo), None):
+        if value > hi:
+            return False
+        if _matches(printed, places, value, truncated_too):
+            return True
+    return False
+
+
 def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, int]] = None,
                   public: Iterable[float] = ()) -> str:
     """`text` without the printed forms of `values`; a number that is also a printed form of a `public`
     value (a validation metric the agents see anyway) is kept: it tells nothing they do not know."""
-    secrets = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    shown = [float(v) for v in public if v is not None and math.isfinite(float(v))]
+    return _scrub_sorted(text, _magnitudes(values), _magnitudes(public), hits)
+
+
+def _scrub_sorted(text: str, secrets: list[float], shown: list[float], hits: Optional[dict[str, int]]) -> str:
+    """`scrub_numbers` with the held-out and public values already as sorted magnitudes (`_magnitudes`)."""
     if not secrets:
         return text
 
@@ -118,8 +147,7 @@ def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, i
         has_point = "." in token or "," in token or "e" in token.lower() or "%" in token or "x" in token
         if not has_point and places <= 0:
             return token  # a bare integer ("53") is too common to be taken for a leak
-        leaked = any(_matches(value, places, s) for s in secrets)
-        if leaked and not any(_matches(value, places, p, False) for p in shown):
+        if _any_match(secrets, value, places) and not _any_match(shown, value, places, False):
             if hits is not None:
                 hits["heldout"] = hits.get("heldout", 0) + 1
             return HELDOUT_MARK
@@ -157,9 +185,17 @@ class Scrubber:
     """Removes held-out values and keys from text; see the module's docstring for the forms."""
 
     def __init__(self, heldout: Iterable[Optional[float]] = (), secrets: Iterable[Optional[str]] = (),
-                 public: Iterable[Optional[float]] = ()) -> None:
-        self.heldout = sorted({float(v) for v in heldout if v is not None and math.isfinite(float(v))})
-        self.public = sorted({float(v) for v in public if v is not None and math.isfinite(float(v))})
+                 public: Iterable[Optional[float]] = (), *,
+                 magnitudes: Optional[tuple[list[float], list[float]]] = None) -> None:
+        """`magnitudes`: the held-out and public values already as sorted absolute values (`_magnitudes`),
+        in place of `heldout` and `public` (which a match ignores the sign of)."""
+        if magnitudes is None:
+            self.heldout = sorted({float(v) for v in heldout if v is not None and math.isfinite(float(v))})
+            self.public = sorted({float(v) for v in public if v is not None and math.isfinite(float(v))})
+            magnitudes = (_magnitudes(self.heldout), _magnitudes(self.public))
+        else:
+            self.heldout, self.public = magnitudes
+        self._heldout_magnitudes, self._public_magnitudes = magnitudes
         self.secrets = sorted({s.strip() for s in [*secrets, *registered_secrets()] if s and s.strip()},
                               key=len, reverse=True)
         #: What this scrubber removed so far, by kind ("heldout", "key"): the caller records it.
@@ -187,7 +223,7 @@ class Scrubber:
                     self.hits["key"] = self.hits.get("key", 0) + out.count(secret)
                     out = out.replace(secret, SECRET_MARK)
             out = self._scrub_keys(out)
-            return scrub_numbers(out, self.heldout, self.hits, self.public)
+            return _scrub_sorted(out, self._heldout_magnitudes, self._public_magnitudes, self.hits)
         except Exception:  # noqa: BLE001 -- a scrubber that fails must fail closed, never crash its caller
             return "[text withheld: it could not be checked for secrets]"
 
@@ -231,7 +267,8 @@ class Scrubber:
 
     def leaks(self, text: str) -> bool:
         """Whether `text` holds anything `scrub` would remove."""
-        return Scrubber(self.heldout, self.secrets, self.public).scrub(text) != text
+        return Scrubber(secrets=self.secrets, magnitudes=(self._heldout_magnitudes, self._public_magnitudes)
+                        ).scrub(text) != text
 
 
 def record(session: Any, scrubber: Scrubber, entity: str, entity_id: Optional[int], where: str) -> None:
@@ -250,10 +287,11 @@ def heldout_values(session: Any) -> list[float]:
 
     from .state.models import Champion, Trial
 
-    trials = session.exec(select(Trial.test_metric).where(col(Trial.test_metric).is_not(None))).all()
-    champions = session.exec(select(Champion.test_metric_mean)
-                             .where(col(Champion.test_metric_mean).is_not(None))).all()
-    return [float(v) for v in [*trials, *champions] if v is not None]
+    # one column of plain numbers: read through the driver, without building a row object per trial
+    trials = session.connection().execute(select(Trial.test_metric).where(col(Trial.test_metric).is_not(None)))
+    champions = session.connection().execute(select(Champion.test_metric_mean)
+                                             .where(col(Champion.test_metric_mean).is_not(None)))
+    return [float(v) for (v,) in [*trials, *champions] if v is not None]
 
 
 def public_values(session: Any) -> list[float]:
@@ -262,15 +300,51 @@ def public_values(session: Any) -> list[float]:
 
     from .state.models import Champion, Trial
 
-    trials = session.exec(select(Trial.metric).where(col(Trial.metric).is_not(None))).all()
-    champions = session.exec(select(Champion.metric_mean, Champion.metric_std)).all()
-    return [float(v) for v in [*trials, *(x for row in champions for x in row)] if v is not None]
+    trials = session.connection().execute(select(Trial.metric).where(col(Trial.metric).is_not(None)))
+    champions = session.connection().execute(select(Champion.metric_mean, Champion.metric_std))
+    return [float(v) for v in [*(x for (x,) in trials), *(x for row in champions for x in row)] if v is not None]
+
+
+#: Per campaign database: the held-out and public values as sorted magnitudes, and the counts and sums of
+#: the columns they were read at. A scrubber is made for every post and every stored reason; the values
+#: change only when a trial is ingested or a champion promoted, so they are read again only then (the
+#: counts and sums are one pass of SQLite's own, far cheaper than reading and sorting every value).
+_MAGNITUDES: dict[str, tuple[tuple[Any, ...], list[float], list[float]]] = {}
+_MAGNITUDES_LOCK = threading.Lock()
+
+
+def _campaign_magnitudes(session: Any) -> tuple[list[float], list[float]]:
+    from sqlmodel import func, select
+
+    from .state.models import Champion, Trial
+
+    connection = session.connection()
+    version = (*connection.execute(select(
+        func.count(Trial.test_metric), func.total(Trial.test_metric), func.count(Trial.metric),
+        func.total(Trial.metric))).one(), *connection.execute(select(
+            func.count(Champion.id), func.total(Champion.test_metric_mean), func.total(Champion.metric_mean),
+            func.total(Champion.metric_std))).one())
+    where = str(connection.engine.url)
+    with _MAGNITUDES_LOCK:
+        cached = _MAGNITUDES.get(where)
+    if cached is not None and cached[0] == version:
+        return cached[1], cached[2]
+    heldout, public = _magnitudes(heldout_values(session)), _magnitudes(public_values(session))
+    with _MAGNITUDES_LOCK:
+        _MAGNITUDES[where] = (version, heldout, public)
+    return heldout, public
 
 
 def for_session(session: Any, secrets: Iterable[Optional[str]] = (),
                 extra: Iterable[Optional[float]] = (), public: Iterable[Optional[float]] = ()) -> Scrubber:
     """A scrubber for text about to be stored in this campaign's database."""
-    return Scrubber([*heldout_values(session), *extra], secrets, [*public_values(session), *public])
+    heldout_magnitudes, public_magnitudes = _campaign_magnitudes(session)
+    extra_magnitudes, shown = _magnitudes(extra), _magnitudes(public)
+    if extra_magnitudes:
+        heldout_magnitudes = sorted(heldout_magnitudes + extra_magnitudes)
+    if shown:
+        public_magnitudes = sorted(public_magnitudes + shown)
+    return Scrubber(secrets=secrets, magnitudes=(heldout_magnitudes, public_magnitudes))
 
 
 #: Fields of a policy's drafts that name things (matched against other names), never scrubbed.

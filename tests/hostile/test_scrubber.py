@@ -4,6 +4,7 @@ a model or a program would disguise it in. None of this needs a sandbox."""
 from __future__ import annotations
 
 import base64
+import math
 
 import pytest
 
@@ -66,3 +67,58 @@ def test_a_scrubber_that_fails_withholds_the_text() -> None:
             raise RuntimeError("no")
 
     assert "withheld" in SCRUB.scrub(Hostile())
+
+
+def test_the_window_search_finds_exactly_what_a_pass_over_every_value_finds() -> None:
+    """The held-out numbers are searched by binary search in a window around each printed number: on
+    random values and their printed forms (rounded, truncated, near misses, signs, tiny and huge places),
+    it answers as a comparison with every value does."""
+    import random
+
+    from autosci_hpc.scrub import _any_match, _magnitudes, _matches
+
+    rng = random.Random(11)
+    values = [rng.uniform(-3, 3) * 10 ** rng.randint(-4, 3) for _ in range(400)] + [0.5, 0.25, -0.125, 1e-9]
+    magnitudes = _magnitudes(values)
+    probes = []
+    for value in rng.sample(values, 150):
+        places = rng.randint(-2, 17)
+        probes.append((round(value, places) if places <= 15 else value, places))
+        probes.append((math.trunc(value * 10 ** min(places, 15)) / 10 ** min(places, 15), places))
+        probes.append((value + rng.choice([-1, 1]) * 10.0 ** (-places) * rng.uniform(0.4, 1.6), places))
+    probes += [(rng.uniform(-5, 5), rng.randint(0, 6)) for _ in range(300)]
+    for printed, places in probes:
+        for truncated in (True, False):
+            expected = any(_matches(printed, places, v, truncated) for v in values)
+            assert _any_match(magnitudes, printed, places, truncated) == expected, (printed, places, truncated)
+
+
+def test_a_campaigns_scrubber_reads_its_numbers_again_only_when_they_changed(tmp_path, monkeypatch) -> None:
+    """A scrubber is made for every stored text: the held-out and public numbers are read from the
+    database once, and again as soon as a trial's (or a champion's) numbers change, never stale."""
+    from autosci_hpc import scrub
+    from autosci_hpc.state import Store
+    from autosci_hpc.state.models import Campaign, Trial
+
+    store = Store(tmp_path / "campaign")
+    reads = []
+    real = scrub.heldout_values
+    monkeypatch.setattr(scrub, "heldout_values", lambda session: reads.append(1) or real(session))
+
+    def add(test_metric: float, metric: float) -> None:
+        with store.write() as session:
+            session.add(Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|", seed=0,
+                              status="succeeded", metric=metric, test_metric=test_metric))
+
+    with store.write() as session:
+        session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
+    add(0.123456, 0.5)
+    for _ in range(3):
+        with store.read() as session:
+            assert scrub.for_session(session).scrub("test 0.1235, val 0.5") == f"test {HELDOUT_MARK}, val 0.5"
+    assert len(reads) == 1
+    add(0.987654, 0.25)
+    with store.read() as session:
+        assert scrub.for_session(session).scrub("now 0.9877") == f"now {HELDOUT_MARK}"
+        assert scrub.for_session(session, extra=[0.31415]).scrub("and 0.3142") == f"and {HELDOUT_MARK}"
+    assert len(reads) == 2
