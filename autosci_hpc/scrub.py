@@ -130,12 +130,16 @@ def scrub_numbers(text: str, values: Iterable[float], hits: Optional[dict[str, i
                   public: Iterable[float] = ()) -> str:
     """`text` without the printed forms of `values`; a number that is also a printed form of a `public`
     value (a validation metric the agents see anyway) is kept: it tells nothing they do not know."""
-    return _scrub_sorted(text, _magnitudes(values), _magnitudes(public), hits)
+    return _scrub_sorted(text, (_magnitudes(values),), (_magnitudes(public),), hits)
 
 
-def _scrub_sorted(text: str, secrets: list[float], shown: list[float], hits: Optional[dict[str, int]]) -> str:
-    """`scrub_numbers` with the held-out and public values already as sorted magnitudes (`_magnitudes`)."""
-    if not secrets:
+#: Values as one or more lists of sorted magnitudes (`_magnitudes`), each searched on its own.
+Magnitudes = tuple[list[float], ...]
+
+
+def _scrub_sorted(text: str, secrets: Magnitudes, shown: Magnitudes, hits: Optional[dict[str, int]]) -> str:
+    """`scrub_numbers` with the held-out and public values already as sorted magnitudes."""
+    if not any(secrets):
         return text
 
     def replace(match: re.Match[str]) -> str:
@@ -147,7 +151,8 @@ def _scrub_sorted(text: str, secrets: list[float], shown: list[float], hits: Opt
         has_point = "." in token or "," in token or "e" in token.lower() or "%" in token or "x" in token
         if not has_point and places <= 0:
             return token  # a bare integer ("53") is too common to be taken for a leak
-        if _any_match(secrets, value, places) and not _any_match(shown, value, places, False):
+        if any(_any_match(m, value, places) for m in secrets) and \
+                not any(_any_match(m, value, places, False) for m in shown):
             if hits is not None:
                 hits["heldout"] = hits.get("heldout", 0) + 1
             return HELDOUT_MARK
@@ -186,15 +191,11 @@ class Scrubber:
 
     def __init__(self, heldout: Iterable[Optional[float]] = (), secrets: Iterable[Optional[str]] = (),
                  public: Iterable[Optional[float]] = (), *,
-                 magnitudes: Optional[tuple[list[float], list[float]]] = None) -> None:
-        """`magnitudes`: the held-out and public values already as sorted absolute values (`_magnitudes`),
-        in place of `heldout` and `public` (which a match ignores the sign of)."""
+                 magnitudes: Optional[tuple[Magnitudes, Magnitudes]] = None) -> None:
+        """`magnitudes`: the held-out and public values already as lists of sorted absolute values
+        (`_magnitudes`), in place of `heldout` and `public` (a match ignores the sign)."""
         if magnitudes is None:
-            self.heldout = sorted({float(v) for v in heldout if v is not None and math.isfinite(float(v))})
-            self.public = sorted({float(v) for v in public if v is not None and math.isfinite(float(v))})
-            magnitudes = (_magnitudes(self.heldout), _magnitudes(self.public))
-        else:
-            self.heldout, self.public = magnitudes
+            magnitudes = ((_magnitudes(heldout),), (_magnitudes(public),))
         self._heldout_magnitudes, self._public_magnitudes = magnitudes
         self.secrets = sorted({s.strip() for s in [*secrets, *registered_secrets()] if s and s.strip()},
                               key=len, reverse=True)
@@ -305,46 +306,86 @@ def public_values(session: Any) -> list[float]:
     return [float(v) for v in [*(x for (x,) in trials), *(x for row in champions for x in row)] if v is not None]
 
 
-#: Per campaign database: the held-out and public values as sorted magnitudes, and the counts and sums of
-#: the columns they were read at. A scrubber is made for every post and every stored reason; the values
-#: change only when a trial is ingested or a champion promoted, so they are read again only then (the
-#: counts and sums are one pass of SQLite's own, far cheaper than reading and sorting every value).
-_MAGNITUDES: dict[str, tuple[tuple[Any, ...], list[float], list[float]]] = {}
-_MAGNITUDES_LOCK = threading.Lock()
+class _TrialNumbers:
+    """What this process has read of one campaign's trials' numbers: the held-out and public values of
+    the finished trials up to `watermark` (the highest trial id read), as sorted magnitudes, and the
+    trials not finished then (`pending`), whose numbers may still come. A finished trial's numbers never
+    change (ingestion is exactly once; a retry is a new row), so each read takes only the trials above the
+    watermark and the pending ones: a scrubber is made for every stored text, and this keeps its cost
+    flat however long the campaign's log grows."""
+
+    #: Beyond this many pending trials, the whole column is read again (a query's list stays short).
+    MAX_PENDING = 500
+
+    def __init__(self, stamp: Any) -> None:
+        self.stamp, self.watermark = stamp, 0
+        self.pending: set[int] = set()
+        self.heldout: list[float] = []
+        self.public: list[float] = []
+        #: Trial rows read so far (what a test checks stays small).
+        self.rows_read = 0
+
+    def refresh(self, connection: Any) -> None:
+        from sqlmodel import col, select
+
+        from .state.lifecycle import TrialStatus
+        from .state.models import Trial
+
+        if len(self.pending) > self.MAX_PENDING:
+            self.__init__(self.stamp)  # type: ignore[misc]
+        finished = (TrialStatus.SUCCEEDED.value, TrialStatus.FAILED.value)
+        # two queries, each on the primary key (an OR of the two would scan the table)
+        columns = select(Trial.id, Trial.status, Trial.test_metric, Trial.metric)
+        rows = [*connection.execute(columns.where(col(Trial.id) > self.watermark)).all(),
+                *(connection.execute(columns.where(col(Trial.id).in_(sorted(self.pending)))).all()
+                  if self.pending else [])]
+        heldout, public = [], []
+        self.rows_read += len(rows)
+        for trial_id, status, test_metric, metric in rows:
+            self.watermark = max(self.watermark, trial_id)
+            if status not in finished:
+                self.pending.add(trial_id)
+                continue
+            self.pending.discard(trial_id)
+            heldout.append(test_metric)
+            public.append(metric)
+        for target, values in ((self.heldout, heldout), (self.public, public)):
+            for value in _magnitudes(values):
+                bisect.insort(target, value)
 
 
-def _campaign_magnitudes(session: Any) -> tuple[list[float], list[float]]:
-    from sqlmodel import func, select
+_TRIAL_NUMBERS: dict[str, _TrialNumbers] = {}
+_TRIAL_NUMBERS_LOCK = threading.Lock()
 
-    from .state.models import Champion, Trial
+
+def _campaign_magnitudes(session: Any) -> tuple[Magnitudes, Magnitudes]:
+    """The campaign's held-out and public values as sorted magnitudes: its trials' (read incrementally,
+    `_TrialNumbers`) and its champions' (a few rows, read each time)."""
+    from sqlmodel import select
+
+    from .state.models import Campaign, Champion
 
     connection = session.connection()
-    version = (*connection.execute(select(
-        func.count(Trial.test_metric), func.total(Trial.test_metric), func.count(Trial.metric),
-        func.total(Trial.metric))).one(), *connection.execute(select(
-            func.count(Champion.id), func.total(Champion.test_metric_mean), func.total(Champion.metric_mean),
-            func.total(Champion.metric_std))).one())
+    stamp = connection.execute(select(Campaign.id, Campaign.created_at)).first()
     where = str(connection.engine.url)
-    with _MAGNITUDES_LOCK:
-        cached = _MAGNITUDES.get(where)
-    if cached is not None and cached[0] == version:
-        return cached[1], cached[2]
-    heldout, public = _magnitudes(heldout_values(session)), _magnitudes(public_values(session))
-    with _MAGNITUDES_LOCK:
-        _MAGNITUDES[where] = (version, heldout, public)
-    return heldout, public
+    with _TRIAL_NUMBERS_LOCK:
+        numbers = _TRIAL_NUMBERS.get(where)
+        if numbers is None or numbers.stamp != stamp:  # another campaign's database at the same path
+            numbers = _TRIAL_NUMBERS[where] = _TrialNumbers(stamp)
+        numbers.refresh(connection)
+        trials_heldout, trials_public = list(numbers.heldout), list(numbers.public)
+    champions = connection.execute(select(Champion.test_metric_mean, Champion.metric_mean,
+                                          Champion.metric_std)).all()
+    return ((trials_heldout, _magnitudes(row[0] for row in champions)),
+            (trials_public, _magnitudes(x for row in champions for x in row[1:])))
 
 
 def for_session(session: Any, secrets: Iterable[Optional[str]] = (),
                 extra: Iterable[Optional[float]] = (), public: Iterable[Optional[float]] = ()) -> Scrubber:
     """A scrubber for text about to be stored in this campaign's database."""
     heldout_magnitudes, public_magnitudes = _campaign_magnitudes(session)
-    extra_magnitudes, shown = _magnitudes(extra), _magnitudes(public)
-    if extra_magnitudes:
-        heldout_magnitudes = sorted(heldout_magnitudes + extra_magnitudes)
-    if shown:
-        public_magnitudes = sorted(public_magnitudes + shown)
-    return Scrubber(secrets=secrets, magnitudes=(heldout_magnitudes, public_magnitudes))
+    return Scrubber(secrets=secrets, magnitudes=((*heldout_magnitudes, _magnitudes(extra)),
+                                                 (*public_magnitudes, _magnitudes(public))))
 
 
 #: Fields of a policy's drafts that name things (matched against other names), never scrubbed.

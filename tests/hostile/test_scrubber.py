@@ -93,32 +93,39 @@ def test_the_window_search_finds_exactly_what_a_pass_over_every_value_finds() ->
             assert _any_match(magnitudes, printed, places, truncated) == expected, (printed, places, truncated)
 
 
-def test_a_campaigns_scrubber_reads_its_numbers_again_only_when_they_changed(tmp_path, monkeypatch) -> None:
-    """A scrubber is made for every stored text: the held-out and public numbers are read from the
-    database once, and again as soon as a trial's (or a champion's) numbers change, never stale."""
+def test_a_campaigns_scrubber_reads_only_the_trials_it_has_not_seen_finished(tmp_path) -> None:
+    """A scrubber is made for every stored text. Each reads the trials above the highest id it read and
+    those that were not finished then; a trial's numbers that arrive after it was first seen running are
+    caught as soon as they are stored, and a finished trial is never read twice."""
+    from sqlmodel import select
+
     from autosci_hpc import scrub
     from autosci_hpc.state import Store
     from autosci_hpc.state.models import Campaign, Trial
 
     store = Store(tmp_path / "campaign")
-    reads = []
-    real = scrub.heldout_values
-    monkeypatch.setattr(scrub, "heldout_values", lambda session: reads.append(1) or real(session))
 
-    def add(test_metric: float, metric: float) -> None:
+    def add(status: str, test_metric=None, metric=None) -> None:  # noqa: ANN001
         with store.write() as session:
             session.add(Trial(role="candidate", group="g", snapshot_id="s", config_signature="s|", seed=0,
-                              status="succeeded", metric=metric, test_metric=test_metric))
+                              status=status, metric=metric, test_metric=test_metric))
+
+    def scrubbed(text: str, **kwargs) -> str:  # noqa: ANN003
+        with store.read() as session:
+            return scrub.for_session(session, **kwargs).scrub(text)
 
     with store.write() as session:
         session.add(Campaign(name="c", folder=str(tmp_path), task_name="t", mode="single"))
-    add(0.123456, 0.5)
-    for _ in range(3):
-        with store.read() as session:
-            assert scrub.for_session(session).scrub("test 0.1235, val 0.5") == f"test {HELDOUT_MARK}, val 0.5"
-    assert len(reads) == 1
-    add(0.987654, 0.25)
-    with store.read() as session:
-        assert scrub.for_session(session).scrub("now 0.9877") == f"now {HELDOUT_MARK}"
-        assert scrub.for_session(session, extra=[0.31415]).scrub("and 0.3142") == f"and {HELDOUT_MARK}"
-    assert len(reads) == 2
+    add("succeeded", 0.123456, 0.5)
+    add("submitted")
+    assert scrubbed("test 0.1235, val 0.5") == f"test {HELDOUT_MARK}, val 0.5"
+    numbers = next(n for where, n in scrub._TRIAL_NUMBERS.items() if str(tmp_path) in where)
+    assert (numbers.watermark, numbers.pending, numbers.rows_read) == (2, {2}, 2)
+    with store.write() as session:  # the running trial is ingested
+        trial = session.exec(select(Trial).where(Trial.id == 2)).one()
+        trial.status, trial.test_metric, trial.metric = "succeeded", 0.987654, 0.25
+        session.add(trial)
+    add("succeeded", 0.555555, 0.75)
+    assert scrubbed("now 0.9877 and 0.5556") == f"now {HELDOUT_MARK} and {HELDOUT_MARK}"
+    assert scrubbed("and 0.3142", extra=[0.31415]) == f"and {HELDOUT_MARK}"
+    assert (numbers.watermark, numbers.pending, numbers.rows_read) == (3, set(), 4)  # trials 2 and 3 only
