@@ -51,8 +51,10 @@ def test_wrappers_log_every_call_and_run_the_real_command(tmp_path: Path) -> Non
     assert out.stdout.strip() == "sbatch ran with --parsable job.sh"
     for _ in range(3):
         subprocess.run(["sacct", "-j", "1"], env=env, capture_output=True, check=True)
+    # the launch check asks sbatch without submitting: not a submission
+    subprocess.run(["sbatch", "--test-only", "--wrap=true"], env=env, capture_output=True, check=True)
     calls = bench_scheduler.read_calls(log)
-    assert [name for _, name in calls] == ["sbatch", "sacct", "sacct", "sacct"]
+    assert [name for _, name in calls] == ["sbatch", "sacct", "sacct", "sacct", "sbatch --test-only"]
     counted = bench_scheduler.tally("test", calls, trials=2, seconds=30.0, submissions=1, max_outstanding=2)
     assert counted.counts == {"sbatch": 1, "sacct": 3, "squeue": 0, "scontrol": 0}
     assert counted.status_per_min == 6.0 and counted.status_busiest_min == 3
