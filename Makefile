@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 
 ## bench: the performance benchmarks (slot utilization, coordinator cost, scheduler load, search
 ## efficiency, time to first promotion), each against a baseline in the same run; writes
-## benchmarks/results/results.md and .json. Under 20 minutes on 2 cores (the scheduler benchmark
+## benchmarks/results/results.md and .json. About 40 minutes on 2 cores (the scheduler benchmark
 ## needs `make slurm-up`, else it is reported skipped); sizes: python benchmarks/run_all.py --help
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
