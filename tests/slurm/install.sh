@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages needed for the single-node test SLURM cluster
+# Install the Debian packages needed for the test SLURM cluster
 # (see tests/slurm/cluster.sh).  Idempotent: if every package is already
 # installed this does nothing, not even `apt-get update`.
 #

@@ -1,4 +1,4 @@
-"""End-to-end checks against the real single-node test cluster.
+"""End-to-end checks against the real test cluster.
 
 Run with the cluster up (`bash tests/slurm/cluster.sh up`); without it every
 test here is skipped (or fails, with AUTOSCI_REQUIRE_SLURM=1).

@@ -1,4 +1,4 @@
-"""`sbatch sbatch/launch_campaign.sh` on the single-node cluster: requeued mid-campaign, it completes.
+"""`sbatch sbatch/launch_campaign.sh` on the test cluster: requeued mid-campaign, it completes.
 
 The warning signal is injected with `scancel --signal=USR1 --batch`, exactly what Slurm's
 `--signal=B:USR1@300` does before the walltime: the coordinator stops, releases its lease and

@@ -1,4 +1,4 @@
-"""The whole path a researcher runs, on the single-node cluster: `sbatch sbatch/launch_campaign.sh`
+"""The whole path a researcher runs, on the test cluster: `sbatch sbatch/launch_campaign.sh`
 -> `autosci coordinate` -> agents as processes of their own -> a model over HTTP (the stand-in, an
 OpenAI-compatible server on 127.0.0.1) -> a code edit of `train.py` -> trials as array jobs -> a
 promotion; and the coordinator's job requeued while an experimenter's conversation is in the middle

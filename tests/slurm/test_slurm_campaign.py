@@ -1,4 +1,4 @@
-"""autosci_hpc on the real single-node SLURM: campaigns through arrays, failure classes, re-attach."""
+"""autosci_hpc on the real test SLURM: campaigns through arrays, failure classes, re-attach."""
 
 from __future__ import annotations
 
