@@ -437,14 +437,10 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"command line: override '{item}' is not of the form key=value")
-            try:
-                OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=True)
-            except Exception as exc:
-                raise ConfigError(f"command line: cannot parse override '{item}': {yaml_problem(exc)}") from exc
         try:
             cli = OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=True)
         except Exception as exc:
-            raise ConfigError(f"command line: cannot parse overrides {overrides}: {yaml_problem(exc)}") from exc
+            raise ConfigError(_override_problem(overrides, exc)) from exc
         check_keys(cli, CampaignConfig, "command line")
         layers.append(("command line", cli))
     merged = OmegaConf.create(CampaignConfig().model_dump())
@@ -462,6 +458,16 @@ def load_config(path: Optional[Union[str, Path, Sequence[Union[str, Path]]]],
         # Name where the bad value came from: the last layer that set the key.
         where = _source_of(exc, layers) or source
         raise ConfigError(_format_validation(exc, where)) from None
+
+
+def _override_problem(overrides: Sequence[str], exc: Exception) -> str:
+    """The overrides did not parse: one line naming the first that does not parse alone."""
+    for item in overrides:
+        try:
+            OmegaConf.to_container(OmegaConf.from_dotlist([item]), resolve=True)
+        except Exception as alone:  # noqa: BLE001 - omegaconf's and yaml's errors come in several classes
+            return f"command line: cannot parse override '{item}': {yaml_problem(alone)}"
+    return f"command line: cannot parse overrides {list(overrides)}: {yaml_problem(exc)}"
 
 
 def _replaced_mappings(overrides: Sequence[str]) -> list[tuple[str, Any]]:

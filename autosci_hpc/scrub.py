@@ -326,13 +326,12 @@ class _TrialNumbers:
         self.rows_read = 0
 
     def refresh(self, connection: Any) -> None:
+        """Read what came since the last refresh into the sorted lists (callers take copies)."""
         from sqlmodel import col, select
 
         from .state.lifecycle import TrialStatus
         from .state.models import Trial
 
-        if len(self.pending) > self.MAX_PENDING:
-            self.__init__(self.stamp)  # type: ignore[misc]
         finished = (TrialStatus.SUCCEEDED.value, TrialStatus.FAILED.value)
         # two queries, each on the primary key (an OR of the two would scan the table)
         columns = select(Trial.id, Trial.status, Trial.test_metric, Trial.metric)
@@ -370,7 +369,8 @@ def _campaign_magnitudes(session: Any) -> tuple[Magnitudes, Magnitudes]:
     where = str(connection.engine.url)
     with _TRIAL_NUMBERS_LOCK:
         numbers = _TRIAL_NUMBERS.get(where)
-        if numbers is None or numbers.stamp != stamp:  # another campaign's database at the same path
+        # another campaign's database at the same path, or too many trials to ask about one by one
+        if numbers is None or numbers.stamp != stamp or len(numbers.pending) > _TrialNumbers.MAX_PENDING:
             numbers = _TRIAL_NUMBERS[where] = _TrialNumbers(stamp)
         numbers.refresh(connection)
         trials_heldout, trials_public = list(numbers.heldout), list(numbers.public)

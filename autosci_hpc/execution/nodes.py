@@ -72,6 +72,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def here(trial_id: int, attempt: int) -> Rendezvous:
+    """The first node's rendezvous for this run of its trial's job: this host, a port free on it now."""
+    return Rendezvous(host=socket.gethostname(), port=free_port(), job=job_run(), trial_id=trial_id,
+                      attempt=attempt)
+
+
 def write_rendezvous(folder: Path, rendezvous: Rendezvous) -> None:
     """The first node's rendezvous, written atomically (temp file + rename: a reader sees all or nothing)."""
     atomic_write_text(Path(folder) / RENDEZVOUS_FILE, rendezvous.model_dump_json())

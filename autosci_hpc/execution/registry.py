@@ -19,8 +19,9 @@ def _local(config: Any, folder: Path, time_limit_s: float) -> TrialExecutor:
     from .gpus import local_nodes_problem, resolve_gpus
     from .local import LocalTrialExecutor
 
-    if local_nodes_problem(config):
-        raise ConfigError(local_nodes_problem(config))
+    problem = local_nodes_problem(config)
+    if problem:
+        raise ConfigError(problem)
     local = config.executor.local
     gpus_per_trial = config.task.gpus or 0  # the task's, resolved when the campaign starts
     return LocalTrialExecutor(folder, local.max_concurrent, timeout_min=time_limit_s / 60 + 1,

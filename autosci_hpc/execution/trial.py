@@ -627,9 +627,7 @@ def run_trial(request: TrialRequest) -> dict[str, Any]:
     rendezvous: Optional[multinode.Rendezvous] = None
     stop: Optional[StopCheck] = None
     if several:  # where the ranks of all its nodes meet: this host, a port free on it now
-        rendezvous = multinode.Rendezvous(host=socket.gethostname(), port=multinode.free_port(),
-                                          job=multinode.job_run(), trial_id=request.trial_id,
-                                          attempt=request.attempt)
+        rendezvous = multinode.here(request.trial_id, request.attempt)
         stop = functools.partial(multinode.failed_node, folder, rendezvous.job)
     train_argv, train_env = sandboxed(request, "train", *training_step(request, rendezvous))
     eval_argv, eval_env = sandboxed(request, "evaluate", *evaluation_step(request))
@@ -738,9 +736,7 @@ def _smoke_first_node(request: TrialRequest, folder: Path, several: bool) -> dic
     try:
         _copy_program(Path(request.snapshot_dir), work)
         if several:
-            rendezvous = multinode.Rendezvous(host=socket.gethostname(), port=multinode.free_port(),
-                                              job=multinode.job_run(), trial_id=request.trial_id,
-                                              attempt=request.attempt)
+            rendezvous = multinode.here(request.trial_id, request.attempt)
         argv, env = sandboxed(request, "train", *training_step(request, rendezvous))
         if rendezvous is not None:
             multinode.write_rendezvous(folder, rendezvous)

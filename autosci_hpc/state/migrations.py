@@ -83,6 +83,12 @@ class SchemaError(RuntimeError):
     pass
 
 
+def newer_schema(found: int, target: int = SCHEMA_VERSION) -> SchemaError:
+    """The refusal of a database a newer autosci_hpc wrote (its tables could be misread, its rows broken)."""
+    return SchemaError(f"the campaign database has schema version {found}, newer than this autosci_hpc "
+                       f"({target}); upgrade autosci_hpc to read it")
+
+
 def migrate(session: Session, target: int = SCHEMA_VERSION) -> int:
     """Bring the database to `target`; returns the version found before migrating."""
     info = session.exec(select(SchemaInfo)).first()
@@ -91,10 +97,7 @@ def migrate(session: Session, target: int = SCHEMA_VERSION) -> int:
         return target
     found = info.version
     if found > target:
-        raise SchemaError(
-            f"the campaign database has schema version {found}, newer than this autosci_hpc "
-            f"({target}); upgrade autosci_hpc to read it"
-        )
+        raise newer_schema(found, target)
     while info.version < target:
         step = MIGRATIONS.get(info.version)
         if step is None:

@@ -29,7 +29,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 from ..layout import CampaignLayout
 from . import models
 from .filesystem import journal_mode_for
-from .migrations import SCHEMA_VERSION, SchemaError, migrate
+from .migrations import SCHEMA_VERSION, SchemaError, migrate, newer_schema
 
 
 class StoreError(RuntimeError):
@@ -149,8 +149,7 @@ class Store:
             raise StoreError(f"{self.path}: not a campaign database (an SQLite file without a campaign's tables)")
         found = row[0] if row is not None else None
         if isinstance(found, int) and found > SCHEMA_VERSION:
-            raise SchemaError(f"{self.path}: the campaign database has schema version {found}, newer than this "
-                              f"autosci_hpc ({SCHEMA_VERSION}); upgrade autosci_hpc to read it")
+            raise SchemaError(f"{self.path}: {newer_schema(found)}")
 
     def _initialise(self) -> None:
         old_umask = os.umask(0o077)  # the database and its journal: owner only
